@@ -1,0 +1,47 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# CPU torch by default (the wheel for this machine); GPU users: see README, or
+# `make TORCH="torch==2.13.0 --index-url <your CUDA index>"`.
+TORCH  ?= torch==2.13.0
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test test-fast lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[dev,postgres]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/memos --home "$${MEMOS_DEMO_HOME:-$$(mktemp -d)/memos-demo}" demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -ra
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -ra -m "not slow"
+
+# mypy does not follow setuptools' package-dir mapping, so it checks a tree of links
+# laid out the way the package installs (memos/storage -> storage/, …).
+TYPECHECK := build/typecheck
+lint: $(STAMP)
+	$(VENV)/bin/ruff check memos storage policies adapters tests examples
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/memos
+	for f in memos/*; do ln -s "$(CURDIR)/$$f" $(TYPECHECK)/memos/; done
+	for d in storage policies adapters; do ln -s "$(CURDIR)/$$d" $(TYPECHECK)/memos/$$d; done
+	cd $(TYPECHECK) && MYPYPATH=. $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p memos
+
+bench: $(STAMP)
+	$(VENV)/bin/memos bench store --json BENCH_store.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

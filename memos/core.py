@@ -1,0 +1,368 @@
+"""The MemOS facade: users, cubes, sharing, and the memory operations.
+
+One ``MemOS`` object owns one home: its relational store (the truth), its vector index
+(derived), its embedder and its graph cache. Every operation names the acting user and
+is checked against the cube's ACL. Writes commit relational rows first, then bring the
+index up to date (see :mod:`memos.indexer`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from memos.config import Settings, load_settings
+from memos.errors import AlreadyExists, InvalidInput, NotFound
+from memos.graph import GraphCache
+from memos.ingest import check_id
+from memos.operations import MemoryOps
+from memos.protocols import Embedder, VectorIndex
+from memos.storage.relational.engine import RelationalStore
+from memos.storage.relational.models import (
+    AclRow,
+    AuditRow,
+    CubeRow,
+    EdgeRow,
+    EntityRow,
+    MemoryEntityRow,
+    MemoryRow,
+    MemoryVersionRow,
+    MessageRow,
+    MetaRow,
+    SessionRow,
+    UserRow,
+)
+from memos.types import (
+    Cube,
+    Role,
+    Share,
+    User,
+)
+
+log = logging.getLogger(__name__)
+
+_READ = {Role.owner, Role.writer, Role.reader}
+_WRITE = {Role.owner, Role.writer}
+_OWNER = {Role.owner}
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class MemOS(MemoryOps):
+    """A memos home, opened for use by this process.
+
+    >>> mos = MemOS(home="/tmp/memos-demo")          # doctest: +SKIP
+    >>> mos.add_user("alice"); cube = mos.create_cube("alice", "personal")  # doctest: +SKIP
+    >>> mos.add(text="Alice lives in Berlin", user_id="alice", cube_id=cube.id)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        home: str | Path | None = None,
+        *,
+        settings: Settings | None = None,
+        embedder: Embedder | None = None,
+        clock: Callable[[], datetime] | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.settings = settings or load_settings(home, **overrides)
+        self.clock = clock or _utcnow
+        self._write_lock = threading.RLock()
+        self._closed = False
+        from memos import backends
+
+        self._lock = backends.lock_home(self.settings)
+        try:
+            self.store = RelationalStore(self.settings.resolved_relational_url)
+            self.embedder: Embedder = embedder or backends.make_embedder(self.settings)
+            self.index: VectorIndex = backends.open_index(self.settings, self.store, self.embedder)
+            from memos.indexer import Indexer
+            from memos.retrieval import Retriever
+
+            self.indexer = Indexer(self.store, self.index, self.embedder)
+            self.graphs = GraphCache(self.store)
+            self.retriever = Retriever(
+                self.store, self.index, self.embedder, self.graphs, self.settings.search
+            )
+            self.extractor = backends.make_extractor(self.settings.extractor)
+            self.repair()
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
+
+    # ------------------------------------------------------------------ lifecycle
+    def repair(self) -> dict[str, int]:
+        """Bring the index in line with the rows: pending writes, owed removals, and — after
+        an unclean shutdown of an embedded home — a full comparison of ids."""
+        unclean = False
+        with self.store.session() as s:
+            marker = s.get(MetaRow, "open")
+            if marker is not None and not marker.value.get("clean", True):
+                unclean = True
+            if self._lock is not None:
+                s.merge(MetaRow(key="open", value={"clean": False, "since": self.clock().isoformat()}))
+        applied = self.indexer.sync()
+        report = {"applied": applied, "missing": 0, "extra": 0}
+        if unclean:
+            with self.store.session() as s:
+                cube_ids = list(s.scalars(select(CubeRow.id)))
+            report.update(self.indexer.reconcile(cube_ids))
+            log.info("repaired the index after an unclean shutdown: %s", report)
+        return report
+
+    def close(self) -> None:
+        """Flush the index and release the home. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.index.flush()
+            self.index.close()
+            if self._lock is not None:
+                with self.store.session() as s:
+                    s.merge(MetaRow(key="open", value={"clean": True, "since": self.clock().isoformat()}))
+            self.store.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def __enter__(self) -> MemOS:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ users
+    def add_user(self, user_id: str, name: str | None = None) -> User:
+        user_id = check_id(user_id, "user_id")
+        with self.store.session() as s:
+            if s.get(UserRow, user_id) is not None:
+                raise AlreadyExists(f"user {user_id!r} exists already")
+            row = UserRow(id=user_id, name=name or user_id, created_at=self.clock())
+            s.add(row)
+            s.add(AuditRow(ts=row.created_at, actor=user_id, action="user_add", details={}))
+        return User(id=row.id, name=row.name, created_at=row.created_at)
+
+    def get_user(self, user_id: str) -> User:
+        with self.store.session() as s:
+            row = self._user(s, user_id)
+            return User(id=row.id, name=row.name, created_at=row.created_at)
+
+    def list_users(self) -> list[User]:
+        with self.store.session() as s:
+            return [
+                User(id=r.id, name=r.name, created_at=r.created_at)
+                for r in s.scalars(select(UserRow).order_by(UserRow.created_at))
+            ]
+
+    # ------------------------------------------------------------------ cubes
+    def create_cube(
+        self, user_id: str, name: str, *, cube_id: str | None = None, description: str | None = None
+    ) -> Cube:
+        """Create a cube owned by ``user_id``. Names are unique per owner."""
+        name = check_id(name, "cube name")
+        cube_id = check_id(cube_id, "cube_id") if cube_id is not None else str(uuid.uuid4())
+        now = self.clock()
+        with self.store.session() as s:
+            self._user(s, user_id)
+            if s.get(CubeRow, cube_id) is not None:
+                raise AlreadyExists(f"a cube with id {cube_id!r} exists already")
+            if s.scalar(select(CubeRow).where(CubeRow.owner_id == user_id, CubeRow.name == name)):
+                raise AlreadyExists(f"user {user_id!r} already has a cube named {name!r}")
+            s.add(
+                CubeRow(
+                    id=cube_id,
+                    name=name,
+                    owner_id=user_id,
+                    description=description,
+                    created_at=now,
+                    settings={},
+                )
+            )
+            s.flush()
+            s.add(
+                AclRow(cube_id=cube_id, user_id=user_id, role=Role.owner, granted_at=now, granted_by=user_id)
+            )
+            s.add(
+                AuditRow(ts=now, actor=user_id, cube_id=cube_id, action="cube_create", details={"name": name})
+            )
+        return Cube(
+            id=cube_id, name=name, owner_id=user_id, created_at=now, description=description, role=Role.owner
+        )
+
+    def list_cubes(self, user_id: str) -> list[Cube]:
+        """Cubes ``user_id`` can read, with the user's role on each."""
+        with self.store.session() as s:
+            self._user(s, user_id)
+            rows = s.execute(
+                select(CubeRow, AclRow.role)
+                .join(AclRow, AclRow.cube_id == CubeRow.id)
+                .where(AclRow.user_id == user_id)
+                .order_by(CubeRow.created_at)
+            ).all()
+            return [
+                Cube(
+                    id=c.id,
+                    name=c.name,
+                    owner_id=c.owner_id,
+                    created_at=c.created_at,
+                    description=c.description,
+                    role=Role(role),
+                )
+                for c, role in rows
+            ]
+
+    def get_cube(self, cube_id: str, user_id: str) -> Cube:
+        with self.store.session() as s:
+            role = self._require(s, cube_id, user_id, _READ)
+            c = s.get(CubeRow, cube_id)
+            assert c is not None
+            return Cube(
+                id=c.id,
+                name=c.name,
+                owner_id=c.owner_id,
+                created_at=c.created_at,
+                description=c.description,
+                role=role,
+            )
+
+    def resolve_cube(self, user_id: str, ref: str) -> str:
+        """A cube id from an id or from the name of a cube ``user_id`` can read."""
+        with self.store.session() as s:
+            if s.get(CubeRow, ref) is not None:
+                return ref
+            ids = list(
+                s.scalars(
+                    select(CubeRow.id)
+                    .join(AclRow, AclRow.cube_id == CubeRow.id)
+                    .where(AclRow.user_id == user_id, CubeRow.name == ref)
+                )
+            )
+        if len(ids) == 1:
+            return ids[0]
+        if not ids:
+            raise NotFound(f"no cube {ref!r} visible to user {user_id!r}")
+        raise InvalidInput(f"cube name {ref!r} is ambiguous for user {user_id!r}; use the cube id")
+
+    def delete_cube(self, cube_id: str, user_id: str) -> int:
+        """Delete a cube and everything in it (owner only). Returns the memories removed."""
+        with self._write_lock, self.store.session() as s:
+            self._require(s, cube_id, user_id, _OWNER)
+            n = s.scalar(select(func.count()).select_from(MemoryRow).where(MemoryRow.cube_id == cube_id)) or 0
+            self._delete_cube_rows(s, cube_id)
+            s.add(
+                AuditRow(
+                    ts=self.clock(),
+                    actor=user_id,
+                    cube_id=cube_id,
+                    action="cube_delete",
+                    details={"memories": n},
+                )
+            )
+        self.index.delete_cube(cube_id)
+        self.graphs.invalidate(cube_id)
+        return int(n)
+
+    def _delete_cube_rows(self, s: Session, cube_id: str) -> None:
+        # Explicit deletes in dependency order: SQLite only cascades with foreign_keys=ON,
+        # and we do not want correctness to hang on a pragma.
+        mids = select(MemoryRow.id).where(MemoryRow.cube_id == cube_id).scalar_subquery()
+        s.execute(delete(MemoryEntityRow).where(MemoryEntityRow.memory_id.in_(mids)))
+        s.execute(delete(EdgeRow).where(EdgeRow.cube_id == cube_id))
+        s.execute(delete(MessageRow).where(MessageRow.cube_id == cube_id))
+        s.execute(delete(MemoryVersionRow).where(MemoryVersionRow.memory_id.in_(mids)))
+        s.execute(delete(MemoryRow).where(MemoryRow.cube_id == cube_id))
+        s.execute(delete(EntityRow).where(EntityRow.cube_id == cube_id))
+        s.execute(delete(SessionRow).where(SessionRow.cube_id == cube_id))
+        s.execute(delete(AclRow).where(AclRow.cube_id == cube_id))
+        s.execute(delete(CubeRow).where(CubeRow.id == cube_id))
+
+    def share_cube(
+        self, cube_id: str, owner_id: str, target_user_id: str, role: str | Role = Role.reader
+    ) -> Share:
+        """Give ``target_user_id`` reader or writer access (owner only)."""
+        try:
+            role = Role(role)
+        except ValueError as exc:
+            raise InvalidInput(f"role must be 'reader' or 'writer', got {role!r}") from exc
+        if role == Role.owner:
+            raise InvalidInput("a cube has one owner; share as 'reader' or 'writer'")
+        now = self.clock()
+        with self.store.session() as s:
+            self._require(s, cube_id, owner_id, _OWNER)
+            self._user(s, target_user_id)
+            if target_user_id == owner_id:
+                raise InvalidInput("the owner already has full access")
+            s.merge(
+                AclRow(
+                    cube_id=cube_id, user_id=target_user_id, role=role, granted_at=now, granted_by=owner_id
+                )
+            )
+            s.add(
+                AuditRow(
+                    ts=now,
+                    actor=owner_id,
+                    cube_id=cube_id,
+                    action="share",
+                    details={"user": target_user_id, "role": role},
+                )
+            )
+        return Share(cube_id=cube_id, user_id=target_user_id, role=role, granted_at=now, granted_by=owner_id)
+
+    def unshare_cube(self, cube_id: str, owner_id: str, target_user_id: str) -> None:
+        with self.store.session() as s:
+            self._require(s, cube_id, owner_id, _OWNER)
+            acl = s.get(AclRow, (cube_id, target_user_id))
+            if acl is None or acl.role == Role.owner:
+                raise NotFound(f"cube {cube_id!r} is not shared with {target_user_id!r}")
+            s.delete(acl)
+            s.add(
+                AuditRow(
+                    ts=self.clock(),
+                    actor=owner_id,
+                    cube_id=cube_id,
+                    action="unshare",
+                    details={"user": target_user_id},
+                )
+            )
+
+    def shares(self, cube_id: str, user_id: str) -> list[Share]:
+        with self.store.session() as s:
+            self._require(s, cube_id, user_id, _READ)
+            return [
+                Share(
+                    cube_id=a.cube_id,
+                    user_id=a.user_id,
+                    role=Role(a.role),
+                    granted_at=a.granted_at,
+                    granted_by=a.granted_by,
+                )
+                for a in s.scalars(select(AclRow).where(AclRow.cube_id == cube_id))
+            ]
+
+    # ------------------------------------------------------------------ portability
+    def export_cube(self, cube_id: str, path: str | Path, *, user_id: str) -> Path:
+        """Write the cube to a ``.memcube`` archive (see :mod:`memos.archive`)."""
+        from memos import archive
+
+        return archive.export_cube(self, cube_id, Path(path), user_id=user_id)
+
+    def import_cube(
+        self, path: str | Path, *, user_id: str, cube_id: str | None = None, name: str | None = None
+    ) -> Cube:
+        """Load a ``.memcube`` archive as a new cube owned by ``user_id``; ids are kept
+        unless ``cube_id`` is given. The archive is fully validated before anything is written."""
+        from memos import archive
+
+        return archive.import_cube(self, Path(path), user_id=user_id, cube_id=cube_id, name=name)

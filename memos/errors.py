@@ -1,0 +1,79 @@
+"""Typed errors of memos.
+
+Every error raised on purpose by memos derives from :class:`MemosError`; each subclass
+also derives from the builtin exception it stands for, so ``except KeyError`` in user
+code keeps working. Messages are written for a person: they say what was wrong and what
+to do about it.
+"""
+
+from __future__ import annotations
+
+
+class MemosError(Exception):
+    """Root of every error memos raises on purpose."""
+
+    #: HTTP status the server maps this error to (4xx for the caller's mistakes).
+    http_status: int = 500
+
+
+class ConfigError(MemosError, ValueError):
+    """The configuration is invalid or incomplete."""
+
+    http_status = 400
+
+
+class InvalidInput(MemosError, ValueError):
+    """An argument has the wrong type, shape or size."""
+
+    http_status = 422
+
+
+class InvalidFilter(InvalidInput):
+    """A search or list filter names an unknown field or has a malformed value."""
+
+
+class NotFound(MemosError, KeyError):
+    """A user, cube, memory or blob does not exist (or is not visible to the caller)."""
+
+    http_status = 404
+
+    def __str__(self) -> str:  # KeyError quotes its argument; we want the plain message
+        return str(self.args[0]) if self.args else "not found"
+
+
+class AlreadyExists(MemosError, ValueError):
+    """An object with that id or name exists already."""
+
+    http_status = 409
+
+
+class PermissionDenied(MemosError, PermissionError):
+    """The acting user may not do this to this cube."""
+
+    http_status = 403
+
+
+class InvalidState(MemosError, RuntimeError):
+    """The operation does not apply in the object's current lifecycle state."""
+
+    http_status = 409
+
+
+class HomeLocked(MemosError, RuntimeError):
+    """Another process holds the embedded home open."""
+
+    http_status = 423
+
+
+class ArchiveError(MemosError, ValueError):
+    """A ``.memcube`` archive is malformed, tampered with, or of an unknown version."""
+
+    http_status = 422
+
+
+class StorageError(MemosError, RuntimeError):
+    """A storage backend failed; the original error is chained with ``from``."""
+
+
+class DependencyMissing(MemosError, ImportError):
+    """An optional dependency is not installed; the message names the extra."""

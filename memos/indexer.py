@@ -1,0 +1,170 @@
+"""Keeps the vector index in step with the relational rows.
+
+The relational store is the source of truth. Every write commits its rows with
+``index_state='pending'``; :meth:`Indexer.sync` then embeds the pending rows, upserts
+(searchable states) or removes (every other state) their points, and marks them
+``done`` — but only if the row has not changed since it was read, so a concurrent
+update is never marked indexed with stale content. Removals for rows that no longer
+exist (purge, cube deletion) go through ``index_tasks``. Because upserts are
+idempotent and keyed by memory id, re-running any of this after a crash is safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, select, update
+
+from memos import lexical
+from memos.protocols import Embedder, IndexPoint, VectorIndex
+from memos.storage.relational.engine import RelationalStore
+from memos.storage.relational.models import IndexTaskRow, MemoryRow
+from memos.types import SEARCHABLE_STATES
+
+log = logging.getLogger(__name__)
+
+BATCH = 256
+
+
+def index_text(row: MemoryRow) -> str:
+    """The text that is embedded and lexically indexed for a memory.
+
+    A turn is indexed with its speaker's name: questions name people ("What did Mira
+    say about…"), and the bare turn text often says only "I".
+    """
+    if row.speaker and row.type == "episode":
+        return f"{row.speaker}: {row.text}"
+    return row.text
+
+
+def payload(row: MemoryRow) -> dict[str, Any]:
+    when = row.occurred_at or row.valid_from or row.recorded_at
+    return {
+        "cube_id": row.cube_id,
+        "type": row.type,
+        "kind": row.kind,
+        "speaker": row.speaker or "",
+        "role": row.role or "",
+        "session_id": row.session_id or "",
+        "tags": list(row.tags or []),
+        "ts": when.timestamp(),
+        "metadata": dict(row.meta or {}),
+    }
+
+
+class Indexer:
+    def __init__(self, store: RelationalStore, index: VectorIndex, embedder: Embedder) -> None:
+        self.store = store
+        self.index = index
+        self.embedder = embedder
+        self._lock = threading.Lock()
+
+    def sync(self, ids: Sequence[str] | None = None) -> int:
+        """Apply pending rows (all, or just ``ids``) and owed removals. Returns rows applied."""
+        applied = 0
+        with self._lock:
+            self._apply_tasks()
+            if ids is not None:
+                for start in range(0, len(ids), BATCH):
+                    applied += self._apply(list(ids[start : start + BATCH]))
+                return applied
+            while True:
+                with self.store.session() as s:
+                    batch = list(
+                        s.scalars(select(MemoryRow.id).where(MemoryRow.index_state == "pending").limit(BATCH))
+                    )
+                if not batch:
+                    return applied
+                done = self._apply(batch)
+                applied += done
+                if done == 0:  # rows changed under us on every try; the next sync picks them up
+                    return applied
+
+    def _apply(self, ids: list[str]) -> int:
+        with self.store.session() as s:
+            rows = list(
+                s.scalars(select(MemoryRow).where(MemoryRow.id.in_(ids), MemoryRow.index_state == "pending"))
+            )
+        if not rows:
+            return 0
+        live = [r for r in rows if r.state in SEARCHABLE_STATES]
+        gone = [r.id for r in rows if r.state not in SEARCHABLE_STATES]
+        if live:
+            texts = [index_text(r) for r in live]
+            vectors = self.embedder.embed(texts)
+            points = [
+                IndexPoint(id=r.id, dense=v, sparse=lexical.encode_document(t), payload=payload(r))
+                for r, t, v in zip(live, texts, vectors, strict=True)
+            ]
+            self.index.upsert(points)
+        if gone:
+            self.index.delete(gone)
+        marked = 0
+        with self.store.session() as s:
+            for r in rows:
+                res = s.execute(
+                    update(MemoryRow)
+                    .where(MemoryRow.id == r.id, MemoryRow.updated_at == r.updated_at)
+                    .values(index_state="done")
+                    .execution_options(synchronize_session=False)
+                )
+                marked += res.rowcount or 0  # type: ignore[attr-defined]
+        return marked
+
+    def _apply_tasks(self) -> None:
+        with self.store.session() as s:
+            tasks = list(s.scalars(select(IndexTaskRow).limit(10_000)))
+        if not tasks:
+            return
+        ids = [t.memory_id for t in tasks]
+        self.index.delete(ids)
+        with self.store.session() as s:
+            s.execute(delete(IndexTaskRow).where(IndexTaskRow.memory_id.in_(ids)))
+
+    def reconcile(self, cube_ids: Sequence[str]) -> dict[str, int]:
+        """Compare index and rows cube by cube; queue what is missing, drop what is extra."""
+        missing = extra = 0
+        for cube_id in cube_ids:
+            in_index = self.index.ids(cube_id)
+            with self.store.session() as s:
+                rows = dict(
+                    s.execute(select(MemoryRow.id, MemoryRow.state).where(MemoryRow.cube_id == cube_id)).all()
+                )
+                should = {i for i, st in rows.items() if st in SEARCHABLE_STATES}
+                lacking = should - in_index
+                if lacking:
+                    for start in range(0, len(lacking), 500):
+                        chunk = list(lacking)[start : start + 500]
+                        s.execute(
+                            update(MemoryRow)
+                            .where(MemoryRow.id.in_(chunk))
+                            .values(index_state="pending")
+                            .execution_options(synchronize_session=False)
+                        )
+            surplus = in_index - should
+            if surplus:
+                self.index.delete(list(surplus))
+            missing += len(lacking)
+            extra += len(surplus)
+        if missing:
+            self.sync()
+        return {"missing": missing, "extra": extra}
+
+    def rebuild(self, cube_ids: Sequence[str]) -> int:
+        """Drop each cube's points and index every row again from the relational store."""
+        total = 0
+        for cube_id in cube_ids:
+            self.index.delete_cube(cube_id)
+            with self.store.session() as s:
+                res = s.execute(
+                    update(MemoryRow)
+                    .where(MemoryRow.cube_id == cube_id)
+                    .values(index_state="pending")
+                    .execution_options(synchronize_session=False)
+                )
+                total += res.rowcount or 0  # type: ignore[attr-defined]
+        self.sync()
+        return total

@@ -1,0 +1,665 @@
+"""The memory operations of :class:`memos.core.MemOS`: add, search, get, list, update,
+delete, restore, purge, history, stats — and the ACL checks they share.
+
+Each write runs in one transaction; the index is brought up to date after the commit
+(see :mod:`memos.indexer`). Every state change is an audit event with actor and reason.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from memos.config import Settings
+from memos.convert import event_from_row, memory_from_row, snapshot, version_from_row
+from memos.errors import InvalidInput, InvalidState, NotFound, PermissionDenied
+from memos.ingest import Message, check_metadata, check_tags, check_text, parse_messages
+from memos.knowledge import Applied, EntityResolver, apply_extraction
+from memos.protocols import Embedder, VectorIndex
+from memos.retrieval import Query, build_filter
+from memos.storage.relational.engine import RelationalStore
+from memos.storage.relational.models import (
+    AclRow,
+    AuditRow,
+    CubeRow,
+    EdgeRow,
+    EntityRow,
+    IndexTaskRow,
+    MemoryEntityRow,
+    MemoryRow,
+    MemoryVersionRow,
+    MessageRow,
+    MetaRow,
+    SessionRow,
+    UserRow,
+)
+from memos.types import AddResult, History, MemoryItem, MemoryState, MemoryType, Page, Role, SearchHit
+
+if TYPE_CHECKING:
+    from memos.extract import Extractor
+    from memos.graph import GraphCache
+    from memos.indexer import Indexer
+    from memos.retrieval import Retriever
+
+log = logging.getLogger(__name__)
+
+_READ = {Role.owner, Role.writer, Role.reader}
+_WRITE = {Role.owner, Role.writer}
+_OWNER = {Role.owner}
+MAX_TOP_K = 1000
+MAX_PAGE = 1000
+
+
+class MemoryOps:
+    settings: Settings
+    clock: Callable[[], datetime]
+    store: RelationalStore
+    index: VectorIndex
+    embedder: Embedder
+    indexer: Indexer
+    graphs: GraphCache
+    retriever: Retriever
+    extractor: Extractor | None
+    _write_lock: threading.RLock
+
+    # ------------------------------------------------------------------ access checks
+    def _user(self, s: Session, user_id: object) -> UserRow:
+        if not isinstance(user_id, str) or not user_id:
+            raise InvalidInput("user_id must be a non-empty string")
+        row = s.get(UserRow, user_id)
+        if row is None:
+            raise NotFound(f"unknown user {user_id!r}; create it first (MemOS.add_user / memos user add)")
+        return row
+
+    def _require(self, s: Session, cube_id: object, user_id: object, allowed: set[Role]) -> Role:
+        self._user(s, user_id)
+        if not isinstance(cube_id, str) or not cube_id:
+            raise InvalidInput("cube_id must be a non-empty string")
+        if s.get(CubeRow, cube_id) is None:
+            raise NotFound(f"unknown cube {cube_id!r}")
+        acl = s.get(AclRow, (cube_id, user_id))
+        if acl is None:
+            raise PermissionDenied(
+                f"user {user_id!r} has no access to cube {cube_id!r}; its owner can share it"
+            )
+        role = Role(acl.role)
+        if role not in allowed:
+            need = "owner" if allowed == _OWNER else "writer"
+            raise PermissionDenied(
+                f"user {user_id!r} is {role} of cube {cube_id!r}; this needs {need} access"
+            )
+        return role
+
+    def _memory(self, s: Session, memory_id: object, user_id: str, allowed: set[Role]) -> MemoryRow:
+        if not isinstance(memory_id, str) or not memory_id:
+            raise InvalidInput("memory_id must be a non-empty string")
+        row = s.get(MemoryRow, memory_id)
+        if row is None:
+            self._user(s, user_id)
+            raise NotFound(f"no memory {memory_id!r} (it may have been purged)")
+        self._require(s, row.cube_id, user_id, allowed)
+        return row
+
+    def readable_cubes(self, user_id: str, cube_ids: Sequence[str] | None) -> list[str]:
+        with self.store.session() as s:
+            self._user(s, user_id)
+            if cube_ids is None:
+                return list(s.scalars(select(AclRow.cube_id).where(AclRow.user_id == user_id)))
+            if isinstance(cube_ids, str):
+                cube_ids = [cube_ids]
+            for c in cube_ids:
+                self._require(s, c, user_id, _READ)
+            return list(dict.fromkeys(cube_ids))
+
+    # ------------------------------------------------------------------ add
+    def add(
+        self,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        text: str | None = None,
+        user_id: str,
+        cube_id: str,
+        session_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        tags: Sequence[str] | None = None,
+        type: str | MemoryType | None = None,
+        importance: float = 0.5,
+        timestamp: datetime | str | None = None,
+        extract: bool = True,
+    ) -> AddResult:
+        """Remember chat ``messages`` (each becomes an ``episode``) or one ``text``.
+
+        Messages are dicts with ``role`` and ``content`` and optionally ``name`` (the
+        speaker), ``id`` (your message id; re-adding the same id to a cube is a no-op),
+        ``timestamp`` and ``metadata``. The configured extractor then adds entities,
+        relations and derived facts. Everything is validated before anything is written.
+        """
+        from memos.timeparse import parse_timestamp
+
+        if (messages is None) == (text is None):
+            raise InvalidInput("give exactly one of messages=[…] or text='…'")
+        meta = check_metadata(metadata)
+        tag_list = check_tags(tags)
+        if (
+            isinstance(importance, bool)
+            or not isinstance(importance, int | float)
+            or not 0 <= importance <= 1
+        ):
+            raise InvalidInput("importance must be a number between 0 and 1")
+        if session_id is not None and (not isinstance(session_id, str) or not session_id.strip()):
+            raise InvalidInput("session_id must be a non-empty string")
+        if text is not None:
+            ts = parse_timestamp(timestamp)
+            msgs = [
+                Message(
+                    role="user",
+                    content=check_text(text, self.settings.max_text_chars),
+                    name=None,
+                    id=None,
+                    timestamp=ts,
+                    metadata={},
+                )
+            ]
+            mtype = MemoryType(type or MemoryType.fact)
+        else:
+            msgs = parse_messages(messages, self.settings.max_text_chars, self.settings.max_messages_per_add)
+            mtype = MemoryType(type or MemoryType.episode)
+        now = self.clock()
+        result = AddResult(memories=[])
+        with self._write_lock:
+            with self.store.session() as s:
+                self._require(s, cube_id, user_id, _WRITE)
+                if session_id is not None and s.get(SessionRow, (cube_id, session_id)) is None:
+                    s.add(
+                        SessionRow(
+                            cube_id=cube_id, id=session_id, user_id=user_id, created_at=now, last_active=now
+                        )
+                    )
+                elif session_id is not None:
+                    sess = s.get(SessionRow, (cube_id, session_id))
+                    assert sess is not None
+                    sess.last_active = now
+                resolver = EntityResolver(s, cube_id, now)
+                new_rows: list[MemoryRow] = []
+                derived: list[MemoryRow] = []
+                for m in msgs:
+                    if m.id is not None and s.scalar(
+                        select(MemoryRow.id).where(MemoryRow.cube_id == cube_id, MemoryRow.message_id == m.id)
+                    ):
+                        continue  # idempotent re-import of the same message
+                    row = self._episode_row(
+                        cube_id, m, mtype, session_id, {**meta, **m.metadata}, tag_list, importance, now
+                    )
+                    s.add(row)
+                    s.flush()
+                    s.add(snapshot(row, user_id, "added"))
+                    if text is None:
+                        s.add(
+                            MessageRow(
+                                cube_id=cube_id,
+                                session_id=session_id,
+                                message_id=m.id,
+                                role=m.role,
+                                name=m.name,
+                                content=m.content,
+                                timestamp=m.timestamp,
+                                memory_id=row.id,
+                            )
+                        )
+                    s.add(
+                        AuditRow(
+                            ts=now, actor=user_id, cube_id=cube_id, memory_id=row.id, action="add", details={}
+                        )
+                    )
+                    new_rows.append(row)
+                    if extract and self.extractor is not None:
+                        applied = self._extract(s, row, resolver, now, user_id)
+                        derived += applied.derived
+                        result.superseded += applied.superseded
+                        result.entities += applied.entities
+                        result.relations += applied.relations
+                        result.extraction_failures += 0 if applied is not _FAILED else 1
+                s.flush()
+                result.memories = [memory_from_row(r) for r in new_rows]
+                result.derived = [memory_from_row(r) for r in derived]
+            self.graphs.invalidate(cube_id)
+            self.indexer.sync([r.id for r in new_rows + derived] + result.superseded)
+        return result
+
+    def _episode_row(
+        self,
+        cube_id: str,
+        m: Message,
+        mtype: MemoryType,
+        session_id: str | None,
+        meta: dict[str, Any],
+        tags: builtins.list[str],
+        importance: float,
+        now: datetime,
+    ) -> MemoryRow:
+        return MemoryRow(
+            id=str(uuid.uuid4()),
+            cube_id=cube_id,
+            kind="plaintext",
+            type=str(mtype),
+            text=m.content,
+            meta=meta,
+            tags=tags,
+            importance=float(importance),
+            message_id=m.id,
+            session_id=session_id,
+            speaker=m.name or (None if mtype != MemoryType.episode else m.role),
+            role=m.role,
+            source_ids=[],
+            extractor=None,
+            confidence=None,
+            occurred_at=m.timestamp,
+            valid_from=m.timestamp or now,
+            recorded_at=now,
+            version=1,
+            state="active",
+            hits=0,
+            updated_at=now,
+            index_state="pending",
+        )
+
+    def _extract(
+        self, s: Session, row: MemoryRow, resolver: EntityResolver, now: datetime, actor: str
+    ) -> Applied:
+        """Run the extractor on one episode. A failure is counted and audited, never raised:
+        the episode itself is already stored."""
+        assert self.extractor is not None
+        try:
+            with s.begin_nested():
+                extraction = self.extractor.extract(
+                    row.text, speaker=row.speaker, reference_time=row.occurred_at or now
+                )
+                return apply_extraction(
+                    s, row, extraction, resolver, now=now, actor=actor, extractor=self.extractor.name
+                )
+        except Exception as exc:  # noqa: BLE001 - any extractor failure must not lose the episode
+            log.warning("extraction failed for memory %s: %s", row.id, exc)
+            resolver.reset()
+            s.add(
+                AuditRow(
+                    ts=now,
+                    actor=actor,
+                    cube_id=row.cube_id,
+                    memory_id=row.id,
+                    action="extract_failed",
+                    details={"extractor": self.extractor.name, "error": f"{type(exc).__name__}: {exc}"[:500]},
+                )
+            )
+            counter = s.get(MetaRow, "extraction_failures")
+            if counter is None:
+                s.add(MetaRow(key="extraction_failures", value={"count": 1}))
+            else:
+                counter.value = {"count": int(counter.value.get("count", 0)) + 1}
+            return _FAILED
+
+    # ------------------------------------------------------------------ search
+    def search(
+        self,
+        query: str,
+        *,
+        user_id: str,
+        cube_ids: Sequence[str] | str | None = None,
+        top_k: int = 10,
+        filters: Mapping[str, Any] | None = None,
+        time_range: tuple[datetime | str | None, datetime | str | None] | None = None,
+    ) -> builtins.list[SearchHit]:
+        """Hybrid search over the cubes ``user_id`` may read (all of them by default)."""
+        from memos.timeparse import parse_timestamp
+
+        query = check_text(query, self.settings.max_text_chars, "query")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidInput(f"top_k must be an integer between 1 and {MAX_TOP_K}")
+        if filters is not None and not isinstance(filters, Mapping):
+            raise InvalidInput("filters must be a dict such as {'type': 'fact'}")
+        tr = None
+        if time_range is not None:
+            if not isinstance(time_range, tuple | builtins.list) or len(time_range) != 2:
+                raise InvalidInput("time_range must be a (start, end) pair; either may be None")
+            tr = (parse_timestamp(time_range[0]), parse_timestamp(time_range[1]))
+        cubes = self.readable_cubes(user_id, cube_ids if not isinstance(cube_ids, str) else [cube_ids])
+        build_filter(cubes, filters, tr)  # validate before any work
+        if not cubes:
+            return []
+        hits = self.retriever.search(
+            Query(text=query, cube_ids=tuple(cubes), top_k=top_k, filters=dict(filters or {}), time_range=tr),
+            self.clock(),
+        )
+        if hits:
+            self._touch([h.memory.id for h in hits])
+        return hits
+
+    def _touch(self, ids: builtins.list[str]) -> None:
+        """Access statistics: bump hits and last_accessed (not a new version)."""
+        with self.store.session() as s:
+            s.execute(
+                update(MemoryRow)
+                .where(MemoryRow.id.in_(ids))
+                .values(hits=MemoryRow.hits + 1, last_accessed=self.clock())
+                .execution_options(synchronize_session=False)
+            )
+
+    # ------------------------------------------------------------------ read
+    def get(self, memory_id: str, *, user_id: str) -> MemoryItem:
+        with self.store.session() as s:
+            return memory_from_row(self._memory(s, memory_id, user_id, _READ))
+
+    def list_memories(
+        self,
+        *,
+        user_id: str,
+        cube_id: str,
+        filters: Mapping[str, Any] | None = None,
+        states: Sequence[str] | None = ("active",),
+        offset: int = 0,
+        limit: int = 50,
+        newest_first: bool = True,
+    ) -> Page:
+        """Memories of one cube, filtered and paginated."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"limit must be an integer between 1 and {MAX_PAGE}")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise InvalidInput("offset must be a non-negative integer")
+        state_list = [MemoryState(x) for x in states] if states else None
+        flt = build_filter([cube_id], filters, None)
+        with self.store.session() as s:
+            self._require(s, cube_id, user_id, _READ)
+            stmt = select(MemoryRow).where(MemoryRow.cube_id == cube_id)
+            if state_list:
+                stmt = stmt.where(MemoryRow.state.in_([str(x) for x in state_list]))
+            for cond in flt.must:
+                key = getattr(cond, "key", "")
+                values = list(getattr(cond, "any", ()))
+                if key in ("type", "speaker", "role", "session_id"):
+                    stmt = stmt.where(getattr(MemoryRow, key).in_(values))
+            order = MemoryRow.recorded_at.desc() if newest_first else MemoryRow.recorded_at.asc()
+            rows = list(s.scalars(stmt.order_by(order, MemoryRow.id)))
+            # tags and metadata.* are JSON: filter them here, identically on every backend
+            from memos.retrieval import _row_matches
+
+            rows = [r for r in rows if _row_matches(r, flt)]
+            return Page(
+                items=[memory_from_row(r) for r in rows[offset : offset + limit]],
+                total=len(rows),
+                offset=offset,
+                limit=limit,
+            )
+
+    def history(self, memory_id: str, *, user_id: str) -> History:
+        """Every version of a memory and every lifecycle event, oldest first."""
+        with self.store.session() as s:
+            self._memory(s, memory_id, user_id, _READ)
+            versions = s.scalars(
+                select(MemoryVersionRow)
+                .where(MemoryVersionRow.memory_id == memory_id)
+                .order_by(MemoryVersionRow.version)
+            )
+            events = s.scalars(select(AuditRow).where(AuditRow.memory_id == memory_id).order_by(AuditRow.id))
+            return History(
+                memory_id=memory_id,
+                versions=[version_from_row(v) for v in versions],
+                events=[event_from_row(e) for e in events],
+            )
+
+    # ------------------------------------------------------------------ write
+    def update(
+        self,
+        memory_id: str,
+        *,
+        user_id: str,
+        text: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        tags: Sequence[str] | None = None,
+        importance: float | None = None,
+        reason: str | None = None,
+    ) -> MemoryItem:
+        """Write a new version; the previous one stays in the history."""
+        if text is None and metadata is None and tags is None and importance is None:
+            raise InvalidInput("nothing to update: give text, metadata, tags or importance")
+        new_text = check_text(text, self.settings.max_text_chars) if text is not None else None
+        new_meta = check_metadata(metadata) if metadata is not None else None
+        new_tags = check_tags(tags) if tags is not None else None
+        if importance is not None and (
+            isinstance(importance, bool)
+            or not isinstance(importance, int | float)
+            or not 0 <= importance <= 1
+        ):
+            raise InvalidInput("importance must be a number between 0 and 1")
+        now = self.clock()
+        with self._write_lock:
+            with self.store.session() as s:
+                row = self._memory(s, memory_id, user_id, _WRITE)
+                if row.state not in ("active", "archived"):
+                    raise InvalidState(f"memory {memory_id} is {row.state}; restore it before updating")
+                changed = []
+                if new_text is not None and new_text != row.text:
+                    row.text = new_text
+                    changed.append("text")
+                if new_meta is not None and new_meta != row.meta:
+                    row.meta = new_meta
+                    changed.append("metadata")
+                if new_tags is not None and new_tags != row.tags:
+                    row.tags = new_tags
+                    changed.append("tags")
+                if importance is not None and float(importance) != row.importance:
+                    row.importance = float(importance)
+                    changed.append("importance")
+                if not changed:
+                    return memory_from_row(row)
+                row.version += 1
+                row.updated_at = now
+                row.index_state = "pending"
+                s.add(snapshot(row, user_id, reason or "updated"))
+                s.add(
+                    AuditRow(
+                        ts=now,
+                        actor=user_id,
+                        cube_id=row.cube_id,
+                        memory_id=row.id,
+                        action="update",
+                        reason=reason,
+                        details={"version": row.version, "changed": changed},
+                    )
+                )
+                if "text" in changed and self.extractor is not None:
+                    # re-derive the graph from the new text; old derived facts stay (they have their own history)
+                    s.execute(delete(MemoryEntityRow).where(MemoryEntityRow.memory_id == row.id))
+                    s.execute(delete(EdgeRow).where(EdgeRow.memory_id == row.id))
+                    self._extract(s, row, EntityResolver(s, row.cube_id, now), now, user_id)
+                item = memory_from_row(row)
+                cube_id = row.cube_id
+            self.graphs.invalidate(cube_id)
+            self.indexer.sync()
+        return item
+
+    def delete(self, memory_id: str, *, user_id: str, reason: str | None = None) -> MemoryItem:
+        """Soft-delete: the memory leaves search and lists but can be restored."""
+        return self._transition(
+            memory_id, user_id, {"active", "archived", "superseded", "expired"}, "deleted", "delete", reason
+        )
+
+    def restore(self, memory_id: str, *, user_id: str, reason: str | None = None) -> MemoryItem:
+        """Undo a soft delete."""
+        return self._transition(memory_id, user_id, {"deleted"}, "active", "restore", reason)
+
+    def _transition(
+        self, memory_id: str, user_id: str, allowed_from: set[str], to: str, action: str, reason: str | None
+    ) -> MemoryItem:
+        now = self.clock()
+        with self._write_lock:
+            with self.store.session() as s:
+                row = self._memory(s, memory_id, user_id, _WRITE)
+                if row.state not in allowed_from:
+                    raise InvalidState(f"cannot {action} memory {memory_id}: it is {row.state}")
+                previous = row.state
+                row.state = to
+                row.retired_at = now if to == "deleted" else None
+                row.updated_at = now
+                row.index_state = "pending"
+                s.add(
+                    AuditRow(
+                        ts=now,
+                        actor=user_id,
+                        cube_id=row.cube_id,
+                        memory_id=row.id,
+                        action=action,
+                        reason=reason,
+                        details={"from": previous, "to": to},
+                    )
+                )
+                item = memory_from_row(row)
+            self.indexer.sync([memory_id])
+        return item
+
+    def purge(self, memory_id: str, *, user_id: str, reason: str | None = None) -> builtins.list[str]:
+        """Hard-delete a memory and every memory derived only from it.
+
+        Rows, versions, messages, graph mentions and edges, and vector points go; orphaned
+        entities go too. The audit log keeps a tombstone (ids, actor, reason — no content).
+        Returns the purged ids.
+        """
+        now = self.clock()
+        with self._write_lock:
+            with self.store.session() as s:
+                row = self._memory(s, memory_id, user_id, _WRITE)
+                cube_id = row.cube_id
+                ids = [row.id, *self._derived_only_from(s, cube_id, row.id)]
+                entity_ids = set(
+                    s.scalars(select(MemoryEntityRow.entity_id).where(MemoryEntityRow.memory_id.in_(ids)))
+                )
+                entity_ids |= set(s.scalars(select(EdgeRow.src_id).where(EdgeRow.memory_id.in_(ids))))
+                entity_ids |= set(s.scalars(select(EdgeRow.dst_id).where(EdgeRow.memory_id.in_(ids))))
+                s.execute(delete(MemoryEntityRow).where(MemoryEntityRow.memory_id.in_(ids)))
+                s.execute(delete(EdgeRow).where(EdgeRow.memory_id.in_(ids)))
+                s.execute(delete(MessageRow).where(MessageRow.memory_id.in_(ids)))
+                s.execute(delete(MemoryVersionRow).where(MemoryVersionRow.memory_id.in_(ids)))
+                # other memories pointing at a purged one keep no trace of it
+                for other in s.scalars(select(MemoryRow).where(MemoryRow.superseded_by.in_(ids))):
+                    other.superseded_by = None
+                s.execute(delete(MemoryRow).where(MemoryRow.id.in_(ids)))
+                self._drop_orphan_entities(s, entity_ids)
+                # earlier audit events of these memories may carry details; keep only the skeleton
+                s.execute(update(AuditRow).where(AuditRow.memory_id.in_(ids)).values(details={}, reason=None))
+                for mid in ids:
+                    s.merge(IndexTaskRow(memory_id=mid, op="delete", created_at=now))
+                    s.add(
+                        AuditRow(
+                            ts=now,
+                            actor=user_id,
+                            cube_id=cube_id,
+                            memory_id=mid,
+                            action="purge",
+                            reason=reason,
+                            details={"tombstone": True, "with": memory_id}
+                            if mid != memory_id
+                            else {"tombstone": True},
+                        )
+                    )
+            self.graphs.invalidate(cube_id)
+            self.indexer.sync([])
+        return ids
+
+    def _derived_only_from(self, s: Session, cube_id: str, memory_id: str) -> builtins.list[str]:
+        out = []
+        for r in s.scalars(
+            select(MemoryRow).where(MemoryRow.cube_id == cube_id, MemoryRow.type != "episode")
+        ):
+            sources = r.source_ids or []
+            if r.id != memory_id and memory_id in sources:
+                if sources == [memory_id]:
+                    out.append(r.id)
+                else:
+                    r.source_ids = [x for x in sources if x != memory_id]
+        return out
+
+    def _drop_orphan_entities(self, s: Session, entity_ids: set[int]) -> None:
+        for eid in entity_ids:
+            used = s.scalar(
+                select(func.count()).select_from(MemoryEntityRow).where(MemoryEntityRow.entity_id == eid)
+            )
+            edges = s.scalar(
+                select(func.count())
+                .select_from(EdgeRow)
+                .where(or_(EdgeRow.src_id == eid, EdgeRow.dst_id == eid))
+            )
+            if not used and not edges:
+                s.execute(delete(EntityRow).where(EntityRow.id == eid))
+
+    # ------------------------------------------------------------------ maintenance
+    def reindex(self, *, user_id: str | None = None, cube_ids: Sequence[str] | None = None) -> int:
+        """Rebuild the vector index from the rows (all cubes, or the given ones)."""
+        with self.store.session() as s:
+            if cube_ids is None:
+                cube_ids = builtins.list(s.scalars(select(CubeRow.id)))
+            elif user_id is not None:
+                for c in cube_ids:
+                    self._require(s, c, user_id, _WRITE)
+        with self._write_lock:
+            return self.indexer.rebuild(builtins.list(cube_ids))
+
+    def stats(self, *, user_id: str | None = None) -> dict[str, Any]:
+        """Counts by cube, state and type; index health; extraction failures."""
+        with self.store.session() as s:
+            if user_id is not None:
+                cubes = self.readable_cubes(user_id, None)
+            else:
+                cubes = builtins.list(s.scalars(select(CubeRow.id)))
+            by_state = {
+                st: n
+                for st, n in s.execute(
+                    select(MemoryRow.state, func.count())
+                    .where(MemoryRow.cube_id.in_(cubes))
+                    .group_by(MemoryRow.state)
+                )
+            }
+            by_type = {
+                t: n
+                for t, n in s.execute(
+                    select(MemoryRow.type, func.count())
+                    .where(MemoryRow.cube_id.in_(cubes), MemoryRow.state == "active")
+                    .group_by(MemoryRow.type)
+                )
+            }
+            pending = s.scalar(
+                select(func.count()).select_from(MemoryRow).where(MemoryRow.index_state == "pending")
+            )
+            entities = s.scalar(
+                select(func.count()).select_from(EntityRow).where(EntityRow.cube_id.in_(cubes))
+            )
+            edges = s.scalar(select(func.count()).select_from(EdgeRow).where(EdgeRow.cube_id.in_(cubes)))
+            failures = s.get(MetaRow, "extraction_failures")
+            users = s.scalar(select(func.count()).select_from(UserRow))
+        return {
+            "users": users,
+            "cubes": len(cubes),
+            "memories": sum(by_state.values()),
+            "by_state": by_state,
+            "by_type": by_type,
+            "entities": entities,
+            "edges": edges,
+            "index_points": sum(self.index.count(c) for c in cubes),
+            "index_pending": pending,
+            "extraction_failures": int(failures.value.get("count", 0)) if failures else 0,
+            "relational": self.store.dialect,
+            "vector_index": self.index.name,
+            "embedder": self.embedder.id,
+        }
+
+    # ``list`` last: inside the class body it would shadow the builtin for later annotations
+    list = list_memories
+
+
+#: sentinel for a failed extraction (nothing applied)
+_FAILED = Applied()

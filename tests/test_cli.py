@@ -1,0 +1,359 @@
+"""The ``memos`` command line, end to end on a real home (SQLite + Qdrant Edge + MiniLM).
+
+Most runs go through typer's ``CliRunner`` in-process (stdout and stderr apart); a few go
+through the installed console script in a subprocess, to prove the entry point works. Each
+invocation opens the home afresh, as a user's shell would, so the number of invocations is
+kept small.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from memos.cli import app
+
+slow = pytest.mark.slow  # these open a real home (and load the embedder)
+
+RUNNER = CliRunner()
+
+
+def cli(home: Path, *args: str, input: str | None = None, user: str | None = None) -> Result:
+    """Run ``memos ARGS`` in-process against ``home``."""
+    env = {"MEMOS_HOME": str(home), "HF_HUB_OFFLINE": "1", "MEMOS_USER": user}
+    return RUNNER.invoke(app, list(args), input=input, env=env)
+
+
+def ok(result: Result) -> Result:
+    assert result.exit_code == 0, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    return result
+
+
+def cli_json(home: Path, *args: str, **kw: Any) -> Any:
+    """Run ``memos --json ARGS`` and parse stdout, which must be JSON and nothing else."""
+    return json.loads(ok(cli(home, "--json", *args, **kw)).stdout)
+
+
+def script(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``memos`` console script in a subprocess."""
+    exe = Path(sys.executable).with_name("memos")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "memos.cli"]
+    env = {**os.environ, "MEMOS_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    env.pop("MEMOS_USER", None)
+    return subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home set up by the real console script: `memos init`."""
+    path = tmp_path_factory.mktemp("home")
+    proc = script(path, "--json", "init")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["user_created"] and data["cube_created"] and data["config_written"]
+    assert data["cube"]["name"] == "default"
+    assert (path / "config.toml").is_file()
+    return path
+
+
+# ---------------------------------------------------------------------------- no home needed
+def test_import_is_cheap() -> None:
+    code = (
+        "import sys, memos.cli; heavy = {'torch', 'transformers', 'sentence_transformers', 'sqlalchemy',"
+        " 'qdrant_edge', 'qdrant_client', 'memos.core'} & set(sys.modules); print(sorted(heavy))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
+
+
+def test_help_and_usage_errors(tmp_path: Path) -> None:
+    result = ok(cli(tmp_path, "--help"))
+    for command in ("init", "add", "search", "import-chat", "export", "import", "purge", "cube", "stats"):
+        assert command in result.stdout
+    missing = cli(tmp_path, "search")
+    assert missing.exit_code == 2
+    bad_type = cli(tmp_path, "add", "x", "--type", "bogus")
+    assert bad_type.exit_code == 2
+    assert "Traceback" not in bad_type.output
+
+
+def test_config_template_lists_the_defaults() -> None:
+    from memos.cli.admin import config_template
+    from memos.config import Settings
+
+    text = config_template()
+    assert tomllib.loads(text) == {}  # all commented out: the defaults apply
+    settings = [
+        line[2:]
+        for line in text.splitlines()
+        if re.match(r"^# (\w+ = |\[search\]$)", line) and "(not set)" not in line
+    ]
+    values = tomllib.loads("\n".join(settings))
+    defaults = Settings(home=Path("/tmp")).model_dump(mode="json")
+    assert values["search"] == defaults["search"]
+    assert len(values) > 5
+    for key, value in values.items():
+        assert value == defaults[key], key
+
+
+def test_config_show(tmp_path: Path) -> None:
+    data = cli_json(tmp_path, "config", "show")
+    assert data["home"] == str(tmp_path.resolve())
+    assert data["relational_url"].startswith("sqlite:///")
+    assert "search" in data
+    assert "rrf_k" in ok(cli(tmp_path, "config", "show")).stdout
+
+
+def test_bad_input_fails_before_opening_the_home(tmp_path: Path) -> None:
+    log = tmp_path / "bad.json"
+    log.write_text('{"not": "a chat log"}', encoding="utf-8")
+    result = cli(tmp_path, "import-chat", str(log))
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.output
+    # confirmation refused: nothing happens, status 1
+    refused = cli(tmp_path, "purge", "some-id", input="n\n")
+    assert refused.exit_code == 1
+    assert not (tmp_path / "memos.db").exists()
+
+
+def test_unexpected_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(state: object) -> None:
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr("memos.cli.admin.settings_for", broken)
+    plain = cli(tmp_path, "config", "show")
+    assert plain.exit_code == 1
+    assert plain.stderr.strip().splitlines() == [
+        "error: unexpected ZeroDivisionError: boom (run with --debug for the traceback)"
+    ]
+    debug = cli(tmp_path, "--debug", "config", "show")
+    assert debug.exit_code == 1 and "Traceback" in debug.stderr and "ZeroDivisionError" in debug.stderr
+
+
+def test_a_missing_home_is_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "typo"
+    result = cli(missing, "list")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: there is no memos home") and "memos init" in result.stderr
+    assert not missing.exists()
+
+
+# ---------------------------------------------------------------------------- memories
+@slow
+def test_add_and_search(home: Path) -> None:
+    added = cli_json(
+        home,
+        "add",
+        "Alice's favourite tea is jasmine",
+        "--tag",
+        "drinks",
+        "--meta",
+        "source=chat",
+        "--meta",
+        "n=3",
+    )
+    memory = added["memories"][0]
+    assert memory["type"] == "fact"
+    assert memory["tags"] == ["drinks"]
+    assert memory["metadata"] == {"source": "chat", "n": 3}
+    said = cli_json(
+        home, "add", "-", "--role", "user", "--name", "Alice", "--session", "s0", input="I moved to Porto."
+    )
+    assert said["memories"][0]["type"] == "episode"
+    assert said["memories"][0]["provenance"]["speaker"] == "Alice"
+
+    hits = cli_json(home, "search", "favourite jasmine tea", "--cube", "default", "--top-k", "3")
+    assert hits[0]["memory"]["id"] == memory["id"]
+    assert hits[0]["why"] and hits[0]["scores"]
+
+    table = ok(cli(home, "search", "Porto", "--filter", "type=episode", "--filter", "speaker=Alice")).stdout
+    assert "Porto" in table and "s0/" in table and "jasmine" not in table
+
+
+@slow
+def test_memory_lifecycle(home: Path) -> None:
+    mid = cli_json(home, "add", "Bob's badge number is 4411")["memories"][0]["id"]
+    shown = ok(cli(home, "show", mid)).stdout
+    assert "4411" in shown and mid in shown
+
+    updated = cli_json(
+        home,
+        "update",
+        mid,
+        "--text",
+        "Bob's badge number is 5522",
+        "--importance",
+        "0.9",
+        "--reason",
+        "new badge",
+    )
+    assert updated["version"] == 2 and updated["importance"] == 0.9
+    hist = cli_json(home, "history", mid)
+    assert [v["version"] for v in hist["versions"]] == [1, 2]
+    assert hist["versions"][0]["text"].endswith("4411")
+    assert [e["action"] for e in hist["events"]] == ["add", "update"]
+    assert hist["events"][1]["reason"] == "new badge"
+
+    assert cli_json(home, "delete", mid, "--reason", "test")["state"] == "deleted"
+    page = cli_json(home, "list", "--state", "deleted")
+    assert [m["id"] for m in page["items"]] == [mid]
+    assert cli_json(home, "restore", mid)["state"] == "active"
+    listed = ok(cli(home, "list", "--type", "fact", "--limit", "50")).stdout
+    assert mid in listed
+
+    assert cli_json(home, "purge", mid, "--yes", "--reason", "test")["purged"] == [mid]
+    gone = cli(home, "show", mid)
+    assert gone.exit_code == 1
+    lines = gone.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and mid in lines[0]
+    assert "Traceback" not in gone.output
+
+    debug = cli(home, "--debug", "show", mid)
+    assert debug.exit_code == 1
+    assert "Traceback" in debug.stderr and "NotFound" in debug.stderr
+
+
+# ---------------------------------------------------------------------------- users and cubes
+@slow
+def test_users_and_sharing(home: Path) -> None:
+    assert cli_json(home, "user", "add", "bob", "--name", "Bob")["name"] == "Bob"
+    assert {u["id"] for u in cli_json(home, "user", "list")} == {"default", "bob"}
+    cube = cli_json(home, "cube", "create", "work", "--description", "team notes")
+    assert cube["role"] == "owner"
+
+    share = cli_json(home, "cube", "share", "work", "bob", "--role", "writer")
+    assert share["role"] == "writer"
+    bobs = cli_json(home, "cube", "list", user="bob")
+    assert [(c["id"], c["role"]) for c in bobs] == [(cube["id"], "writer")]
+
+    ok(cli(home, "cube", "unshare", cube["id"], "bob"))
+    listing = ok(cli(home, "cube", "list")).stdout
+    assert "work" in listing and "default" in listing
+
+    refused = cli(home, "cube", "delete", "work", user="bob")
+    assert refused.exit_code == 1 and refused.stderr.startswith("error: ")
+    assert cli_json(home, "cube", "delete", "work", "--yes")["deleted"] is True
+
+
+# ---------------------------------------------------------------------------- import and export
+@slow
+def test_import_chat_jsonl(home: Path, tmp_path: Path) -> None:
+    log = tmp_path / "chat.jsonl"
+    lines = [
+        {
+            "role": "user",
+            "name": "Dana",
+            "content": "I started learning the cello in March.",
+            "id": "m1",
+            "timestamp": "2024-03-02T10:00:00Z",
+        },
+        {
+            "role": "assistant",
+            "content": "That's wonderful, how are the lessons going?",
+            "id": "m2",
+            "timestamp": "2024-03-02T10:00:05Z",
+        },
+        {
+            "role": "user",
+            "name": "Dana",
+            "content": "My teacher is called Mr. Okafor.",
+            "id": "m3",
+            "timestamp": "2024-03-02T10:01:00Z",
+        },
+    ]
+    log.write_text("\n".join(json.dumps(x) for x in lines) + "\n", encoding="utf-8")
+    ok(cli(home, "cube", "create", "chats"))
+    first = cli_json(
+        home, "import-chat", str(log), "--cube", "chats", "--session", "lesson", "--batch-size", "2"
+    )
+    assert (first["messages"], first["added"], first["skipped"]) == (3, 3, 0)
+    again = cli_json(home, "import-chat", str(log), "--cube", "chats")
+    assert (again["added"], again["skipped"]) == (0, 3)  # message ids make a re-import a no-op
+
+    page = cli_json(home, "list", "--cube", "chats", "--type", "episode")
+    assert page["total"] == 3
+    assert {m["provenance"]["session_id"] for m in page["items"]} == {"lesson"}
+
+
+@slow
+def test_import_chat_sessions(home: Path, tmp_path: Path) -> None:
+    log = tmp_path / "conversation.json"
+    data = {
+        "sessions": [
+            {
+                "id": "s1",
+                "date": "2023-05-08T13:56:00Z",
+                "messages": [
+                    {
+                        "role": "user",
+                        "name": "Alice",
+                        "content": "We adopted a beagle named Biscuit.",
+                        "id": "s1-1",
+                    },
+                    {"role": "assistant", "content": "Biscuit is a lovely name!", "id": "s1-2"},
+                ],
+            },
+            {
+                "id": "s2",
+                "date": "2023-06-20T09:00:00Z",
+                "messages": [
+                    {
+                        "role": "user",
+                        "name": "Alice",
+                        "content": "My sister Carol moved to Lisbon.",
+                        "id": "s2-1",
+                    }
+                ],
+            },
+        ]
+    }
+    log.write_text(json.dumps(data), encoding="utf-8")
+    ok(cli(home, "cube", "create", "sessions"))
+    summary = cli_json(home, "import-chat", str(log), "--cube", "sessions")
+    assert (summary["sessions"], summary["messages"], summary["added"]) == (2, 3, 3)
+
+    hits = cli_json(
+        home,
+        "search",
+        "Alice's dog",
+        "--cube",
+        "sessions",
+        "--filter",
+        "type=episode",
+        "--until",
+        "2023-05-31",
+    )
+    assert hits, "expected the beagle message"
+    top = hits[0]["memory"]
+    assert top["provenance"]["session_id"] == "s1" and top["provenance"]["message_id"] == "s1-1"
+    assert top["provenance"]["timestamp"].startswith("2023-05-08")
+    assert all(h["memory"]["provenance"]["session_id"] == "s1" for h in hits)
+
+
+@slow
+def test_export_import_and_stats(home: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "default.memcube"
+    exported = cli_json(home, "export", "default", str(archive))
+    assert archive.is_file() and exported["bytes"] > 0
+
+    other = tmp_path / "other"
+    proc = script(other, "init")
+    assert proc.returncode == 0, proc.stderr
+    imported = cli_json(other, "import", str(archive), "--name", "restored", "--cube-id", "restored-1")
+    assert (imported["id"], imported["name"]) == ("restored-1", "restored")
+    page = cli_json(other, "list", "--cube", "restored", "--limit", "100")
+    source = cli_json(home, "list", "--limit", "100")
+    assert {m["text"] for m in page["items"]} == {m["text"] for m in source["items"]}
+
+    stats = cli_json(other, "stats")
+    assert stats["cubes"] == 2 and stats["memories"] >= page["total"]
+    assert stats["index_pending"] == 0 and stats["index_points"] >= page["total"]

@@ -1,0 +1,325 @@
+"""The SDK contract, on SQLite and PostgreSQL: users, cubes, ACL, the memory lifecycle."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from memos.errors import (
+    AlreadyExists,
+    InvalidFilter,
+    InvalidInput,
+    InvalidState,
+    MemosError,
+    NotFound,
+    PermissionDenied,
+)
+
+CHAT = [
+    {
+        "role": "user",
+        "name": "Alice",
+        "content": "I just moved to Berlin for a new job.",
+        "id": "m1",
+        "timestamp": "2024-03-02T10:00:00Z",
+    },
+    {
+        "role": "assistant",
+        "name": "Sam",
+        "content": "Congrats! How is the apartment hunt going?",
+        "id": "m2",
+        "timestamp": "2024-03-02T10:01:00Z",
+    },
+    {
+        "role": "user",
+        "name": "Alice",
+        "content": "My sister Mira lives in Tromsø and she loves the northern lights.",
+        "id": "m3",
+        "timestamp": "2024-03-02T10:02:00Z",
+    },
+]
+
+
+def test_add_messages_stores_episodes_with_provenance(alice: tuple[Any, str]) -> None:
+    mos, cube = alice
+    res = mos.add(messages=CHAT, user_id="alice", cube_id=cube, session_id="s1")
+    assert [m.text for m in res.memories] == [m["content"] for m in CHAT]
+    first = res.memories[0]
+    assert first.type == "episode"
+    assert first.provenance.message_id == "m1"
+    assert first.provenance.speaker == "Alice"
+    assert first.provenance.session_id == "s1"
+    assert first.provenance.timestamp is not None and first.provenance.timestamp.isoformat().startswith(
+        "2024-03-02T10:00"
+    )
+    assert res.entities > 0  # the rule extractor found people and places
+    # re-adding the same message ids is a no-op, not a duplicate
+    again = mos.add(messages=CHAT, user_id="alice", cube_id=cube, session_id="s1")
+    assert again.memories == []
+    assert mos.list(user_id="alice", cube_id=cube, filters={"type": "episode"}).total == 3
+
+
+def test_search_returns_scored_explained_hits(alice: tuple[Any, str]) -> None:
+    mos, cube = alice
+    mos.add(messages=CHAT, user_id="alice", cube_id=cube, session_id="s1")
+    mos.add(text="Alice is allergic to peanuts", user_id="alice", cube_id=cube, tags=["health"])
+    hits = mos.search("Where does Alice's sister live?", user_id="alice", top_k=5)
+    assert hits, "no hits"
+    assert any("Tromsø" in h.memory.text for h in hits[:3])
+    top = next(h for h in hits if h.memory.provenance.message_id == "m3")
+    assert top.score > 0 and {"dense", "lexical"} & set(top.scores)
+    assert top.why and all(isinstance(w, str) for w in top.why)
+    assert top.memory.provenance.message_id == "m3"
+    hits = mos.search("peanut allergy", user_id="alice", filters={"tags": ["health"]})
+    assert [h.memory.text for h in hits] == ["Alice is allergic to peanuts"]
+    # access statistics are recorded
+    assert mos.get(hits[0].memory.id, user_id="alice").hits == 1
+
+
+def test_search_filters_and_time_range(alice: tuple[Any, str]) -> None:
+    mos, cube = alice
+    mos.add(messages=CHAT, user_id="alice", cube_id=cube, session_id="s1")
+    mos.add(
+        messages=[
+            {
+                "role": "user",
+                "name": "Alice",
+                "content": "Berlin is rainy today.",
+                "timestamp": "2024-09-01T08:00:00Z",
+            }
+        ],
+        user_id="alice",
+        cube_id=cube,
+        session_id="s2",
+    )
+    only_s2 = mos.search("Berlin", user_id="alice", filters={"session_id": "s2"})
+    assert only_s2 and all(h.memory.provenance.session_id == "s2" for h in only_s2)
+    early = mos.search("Berlin", user_id="alice", time_range=("2024-01-01", "2024-06-01"))
+    assert early and all(
+        h.memory.provenance.timestamp.year == 2024 and h.memory.provenance.timestamp.month == 3
+        for h in early
+        if h.memory.type == "episode"
+    )
+    by_speaker = mos.search("apartment", user_id="alice", filters={"speaker": "Sam"})
+    assert [h.memory.provenance.message_id for h in by_speaker] == ["m2"]
+    with pytest.raises(InvalidFilter, match="unknown filter"):
+        mos.search("x", user_id="alice", filters={"colour": "red"})
+    with pytest.raises(InvalidFilter):
+        mos.search("x", user_id="alice", filters={"type": "nonsense"})
+
+
+def test_update_keeps_history(alice: tuple[Any, str]) -> None:
+    mos, cube = alice
+    mem = mos.add(text="Alice works at Acme", user_id="alice", cube_id=cube).memories[0]
+    new = mos.update(mem.id, user_id="alice", text="Alice works at Globex", reason="changed jobs")
+    assert new.version == 2 and new.text == "Alice works at Globex" and new.id == mem.id
+    hist = mos.history(mem.id, user_id="alice")
+    assert [v.text for v in hist.versions] == ["Alice works at Acme", "Alice works at Globex"]
+    assert hist.versions[1].reason == "changed jobs"
+    assert [e.action for e in hist.events] == ["add", "update"]
+    assert hist.events[1].actor == "alice"
+    hits = mos.search("Where does Alice work?", user_id="alice", top_k=3)
+    texts = [h.memory.text for h in hits]
+    assert "Alice works at Globex" in texts and "Alice works at Acme" not in texts
+
+
+def test_functional_facts_supersede_older_ones(alice: tuple[Any, str]) -> None:
+    mos, cube = alice
+    mos.add(
+        messages=[
+            {"role": "user", "name": "Alice", "content": "I live in Lisbon.", "timestamp": "2023-01-05"}
+        ],
+        user_id="alice",
+        cube_id=cube,
+    )
+    res = mos.add(
+        messages=[
+            {
+                "role": "user",
+                "name": "Alice",
+                "content": "I moved to Berlin last month.",
+                "timestamp": "2024-02-10",
+            }
+        ],
+        user_id="alice",
+        cube_id=cube,
+    )
+    assert res.superseded, "the Lisbon fact should be superseded by the Berlin one"
+    old = mos.get(res.superseded[0], user_id="alice")
+    assert old.state == "superseded" and old.valid_to is not None and old.superseded_by
+    assert "Lisbon" in old.text
+    facts = [m.text for m in mos.list(user_id="alice", cube_id=cube, filters={"type": "fact"}).items]
+    assert any("Berlin" in f for f in facts) and not any("Lisbon" in f for f in facts)
+    assert [e.action for e in mos.history(old.id, user_id="alice").events][-1] == "supersede"
+
+
+def test_delete_restore_purge(alice: tuple[Any, str]) -> None:
+    mos, cube = alice
+    res = mos.add(messages=CHAT, user_id="alice", cube_id=cube, session_id="s1")
+    target = res.memories[2]  # the Mira message
+    mos.delete(target.id, user_id="alice", reason="oops")
+    assert all(h.memory.id != target.id for h in mos.search("Mira Tromsø", user_id="alice"))
+    assert mos.get(target.id, user_id="alice").state == "deleted"
+    with pytest.raises(InvalidState):
+        mos.update(target.id, user_id="alice", text="x")
+    mos.restore(target.id, user_id="alice")
+    assert any(h.memory.id == target.id for h in mos.search("Mira Tromsø", user_id="alice"))
+    derived_before = [m.id for m in res.derived if target.id in m.provenance.source_ids]
+    purged = mos.purge(target.id, user_id="alice", reason="user asked")
+    assert target.id in purged and set(derived_before) <= set(purged)
+    for mid in purged:
+        with pytest.raises(NotFound):
+            mos.get(mid, user_id="alice")
+        assert mid not in mos.index.ids(cube)
+    assert all("Tromsø" not in h.memory.text for h in mos.search("Mira Tromsø", user_id="alice", top_k=50))
+    # graph: no entity row named Mira/Tromsø survives unless another memory mentions it
+    from memos.storage.relational.models import AuditRow, EntityRow, MessageRow
+    from sqlalchemy import select
+
+    with mos.store.session() as s:
+        keys = set(s.scalars(select(EntityRow.key).where(EntityRow.cube_id == cube)))
+        assert "tromsø" not in keys
+        assert not list(s.scalars(select(MessageRow).where(MessageRow.memory_id == target.id)))
+        tomb = list(s.scalars(select(AuditRow).where(AuditRow.memory_id == target.id)))
+        assert tomb[-1].action == "purge" and tomb[-1].details.get("tombstone")
+        assert all("Tromsø" not in str(e.details) for e in tomb)
+    hist_actions = mos.stats(user_id="alice")
+    assert hist_actions["memories"] >= 2
+
+
+def test_acl_isolation_until_shared(make_mos: Any) -> None:
+    mos = make_mos()
+    mos.add_user("alice")
+    mos.add_user("bob")
+    cube = mos.create_cube("alice", "private").id
+    mem = mos.add(text="Alice's door code is 4711", user_id="alice", cube_id=cube).memories[0]
+    with pytest.raises(PermissionDenied):
+        mos.search("door code", user_id="bob", cube_ids=[cube])
+    with pytest.raises(PermissionDenied):
+        mos.get(mem.id, user_id="bob")
+    with pytest.raises(PermissionDenied):
+        mos.add(text="bob was here", user_id="bob", cube_id=cube)
+    assert mos.search("door code", user_id="bob") == []  # bob's own cubes: none
+    mos.share_cube(cube, "alice", "bob", "reader")
+    assert mos.search("door code", user_id="bob")[0].memory.id == mem.id
+    with pytest.raises(PermissionDenied, match="reader"):
+        mos.add(text="bob was here", user_id="bob", cube_id=cube)
+    with pytest.raises(PermissionDenied):
+        mos.delete(mem.id, user_id="bob")
+    mos.share_cube(cube, "alice", "bob", "writer")
+    mos.add(text="bob was here", user_id="bob", cube_id=cube)
+    with pytest.raises(PermissionDenied):
+        mos.share_cube(cube, "bob", "alice", "reader")  # only the owner shares
+    with pytest.raises(PermissionDenied):
+        mos.delete_cube(cube, "bob")
+    mos.unshare_cube(cube, "alice", "bob")
+    with pytest.raises(PermissionDenied):
+        mos.get(mem.id, user_id="bob")
+    assert [c.id for c in mos.list_cubes("bob")] == []
+
+
+def test_bad_input_raises_typed_errors_and_writes_nothing(alice: tuple[Any, str]) -> None:
+    mos, cube = alice
+    mos.add(text="baseline", user_id="alice", cube_id=cube)
+    before = mos.stats()["memories"]
+    bad_calls = [
+        dict(text=""),
+        dict(text="   "),
+        dict(text=123),
+        dict(text="x" * 40_000),
+        dict(messages=[]),
+        dict(messages="hello"),
+        dict(messages=[{"role": "user"}]),
+        dict(messages=[{"role": "user", "content": "ok"}, {"content": "no role"}]),
+        dict(messages=[{"role": "user", "content": "ok"}, {"role": "user", "content": "x", "colour": 1}]),
+        dict(messages=[{"role": "user", "content": "ok", "timestamp": "not a date"}]),
+        dict(messages=CHAT, text="both"),
+        dict(text="fine", metadata={"k": object()}),
+        dict(text="fine", tags="not-a-list"),
+        dict(text="fine", importance=7),
+    ]
+    for kwargs in bad_calls:
+        with pytest.raises(InvalidInput) as info:
+            mos.add(user_id="alice", cube_id=cube, **kwargs)
+        assert len(str(info.value)) > 10, kwargs
+    with pytest.raises(NotFound, match="unknown user"):
+        mos.add(text="x", user_id="nobody", cube_id=cube)
+    with pytest.raises(NotFound, match="unknown cube"):
+        mos.add(text="x", user_id="alice", cube_id="no-such-cube")
+    with pytest.raises(NotFound):
+        mos.get("00000000-0000-0000-0000-000000000000", user_id="alice")
+    with pytest.raises(InvalidInput):
+        mos.search("", user_id="alice")
+    with pytest.raises(InvalidInput):
+        mos.search("x", user_id="alice", top_k=0)
+    with pytest.raises(InvalidInput):
+        mos.list(user_id="alice", cube_id=cube, limit=0)
+    with pytest.raises(AlreadyExists):
+        mos.add_user("alice")
+    with pytest.raises(AlreadyExists):
+        mos.create_cube("alice", "personal")
+    assert mos.stats()["memories"] == before
+    # every one of these is a MemosError and also the builtin it replaces
+    assert issubclass(NotFound, KeyError) and issubclass(InvalidInput, ValueError)
+    assert issubclass(PermissionDenied, MemosError)
+
+
+def test_list_pagination_and_states(alice: tuple[Any, str]) -> None:
+    mos, cube = alice
+    ids = [
+        mos.add(text=f"note number {i}", user_id="alice", cube_id=cube, extract=False).memories[0].id
+        for i in range(7)
+    ]
+    page1 = mos.list(user_id="alice", cube_id=cube, limit=3, newest_first=False)
+    page2 = mos.list(user_id="alice", cube_id=cube, limit=3, offset=3, newest_first=False)
+    assert page1.total == 7 and [m.id for m in page1.items + page2.items] == ids[:6]
+    mos.delete(ids[0], user_id="alice")
+    assert mos.list(user_id="alice", cube_id=cube).total == 6
+    assert [m.id for m in mos.list(user_id="alice", cube_id=cube, states=["deleted"]).items] == [ids[0]]
+
+
+def test_delete_cube_removes_everything(alice: tuple[Any, str]) -> None:
+    mos, cube = alice
+    mos.add(messages=CHAT, user_id="alice", cube_id=cube, session_id="s1")
+    assert mos.index.count(cube) > 0
+    mos.delete_cube(cube, "alice")
+    assert mos.index.count(cube) == 0
+    with pytest.raises(NotFound):
+        mos.get_cube(cube, "alice")
+    assert mos.stats()["memories"] == 0
+
+
+def test_reindex_rebuilds_from_rows(alice: tuple[Any, str]) -> None:
+    mos, cube = alice
+    mos.add(messages=CHAT, user_id="alice", cube_id=cube, session_id="s1")
+    n = mos.index.count(cube)
+    mos.index.delete_cube(cube)  # lose the derived index entirely
+    # only the graph path (rows, not the index) can still answer
+    assert all(set(h.ranks) == {"graph"} for h in mos.search("Tromsø", user_id="alice"))
+    mos.reindex()
+    assert mos.index.count(cube) == n
+    hits = mos.search("Tromsø", user_id="alice")
+    assert hits and {"dense", "lexical"} <= set(hits[0].ranks)
+
+
+def test_async_twin(tmp_path: Any, embedder: Any) -> None:
+    import asyncio
+
+    from memos.aio import AsyncMemOS
+
+    async def main() -> list[str]:
+        async with AsyncMemOS(tmp_path / "async-home", embedder=embedder) as amos:
+            await amos.add_user("carol")
+            cube = await amos.create_cube("carol", "c")
+            await asyncio.gather(
+                *[
+                    amos.add(text=f"Carol visited museum number {i}", user_id="carol", cube_id=cube.id)
+                    for i in range(5)
+                ]
+            )
+            hits = await amos.search("museum number 3", user_id="carol", top_k=3)
+            return [h.memory.text for h in hits]
+
+    texts = asyncio.run(main())
+    assert "Carol visited museum number 3" in texts
