@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml setup.py Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/memos --home "$${MEMOS_DEMO_HOME:-$$(mktemp -d)/memos-demo}" demo
+	$(VENV)/bin/memos demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra
@@ -41,7 +41,7 @@ lint: $(STAMP)
 	cd $(TYPECHECK) && MYPYPATH=. $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p memos
 
 bench: $(STAMP)
-	$(VENV)/bin/memos bench store --json BENCH_store.json
+	$(VENV)/bin/memos bench scale --n 1000,10000 --json BENCH_scale.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -121,7 +121,7 @@ _FUTURE_RE = re.compile(
     r"\b(?:will|shall|gonna|going\s+to|plan(?:s|ning)?(?:\s+to)?|hop(?:e|ing)\s+to|want\s+to|next|upcoming|"
     r"coming\s+up|soon|tomorrow|looking\s+forward|can['’]t\s+wait|see\s+you)\b|['’]ll\b"
     # the present progressive of a trip is a plan: "she's coming in December"
-    r"|(?:\b(?:am|is|are)|['’](?:m|s|re))\s+(?:coming|going|moving|visiting|flying|travell?ing|heading|leaving|starting)\b",
+    r"|(?:\b(?:am|is|are)|['’](?:m|s|re))(?:\s+\w+){0,2}?\s+(?:coming|going|moving|visiting|flying|travell?ing|heading|leaving|starting)\b",
     re.I,
 )
 
@@ -350,7 +350,8 @@ def _ahead(m: re.Match[str], ctx: _Ctx) -> Resolved:
 
 def _weekday(m: re.Match[str], ctx: _Ctx) -> Resolved:
     rel = (m["rel"] or "").lower()
-    if ctx.day is None or (m["plural"] and rel in {"", "on"}):  # "on Fridays" is a habit, not a date
+    # A bare "Saturday" is too often today or a habit ("every Thursday"); "on Fridays" is a habit.
+    if ctx.day is None or not rel or (m["plural"] and rel == "on"):
         return None
     target, d = _WEEKDAYS[m["wd"].lower()], ctx.day
     if rel == "this":
@@ -366,23 +367,33 @@ def _other_day(m: re.Match[str], ctx: _Ctx) -> Resolved:
     return None if ctx.day is None else _offset("day", ctx.day, 1, 6, -1)
 
 
-_PATTERNS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str], _Ctx], Resolved]], ...] = (
-    (_ISO_RE, _iso),
-    (DMY_RE, _dmy),
-    (MDY_RE, _dmy),
-    (_MY_RE, _my),
-    (_DM_RE, _day_month),
-    (_MD_RE, _day_month),
-    (_MONTH_ALONE_RE, _month_alone),
-    (_YEAR_RE, _year_only),
-    (_SEASON_RE, _season_interval),
-    (_DAY_WORD_RE, _day_word),
-    (_REL_UNIT_RE, _rel_unit),
-    (_ROLLING_RE, _rolling),
-    (_AGO_RE, _ago),
-    (_AHEAD_RE, _ahead),
-    (_WEEKDAY_RE, _weekday),
-    (_OTHER_DAY_RE, _other_day),
+# Cheap gates: most chat messages name no time at all, and the month patterns are the
+# slowest, so a text is only searched with the patterns whose key words it contains.
+_MONTH_GATE = re.compile(r"\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)", re.I)
+_TIME_GATE = re.compile(
+    r"\d|\b(?:yesterday|today|tonight|tomorrow|night|morning|afternoon|evening|days?|week|weekends?|weeks|"
+    r"months?|years?|spring|summer|autumn|fall|winter|(?:mon|tues|wednes|thurs|fri|satur|sun)days?)\b",
+    re.I,
+)
+
+_Resolver = Callable[[re.Match[str], _Ctx], Resolved]
+_PATTERNS: tuple[tuple[re.Pattern[str], _Resolver, re.Pattern[str]], ...] = (
+    (_ISO_RE, _iso, _TIME_GATE),
+    (DMY_RE, _dmy, _MONTH_GATE),
+    (MDY_RE, _dmy, _MONTH_GATE),
+    (_MY_RE, _my, _MONTH_GATE),
+    (_DM_RE, _day_month, _MONTH_GATE),
+    (_MD_RE, _day_month, _MONTH_GATE),
+    (_MONTH_ALONE_RE, _month_alone, _MONTH_GATE),
+    (_YEAR_RE, _year_only, _TIME_GATE),
+    (_SEASON_RE, _season_interval, _TIME_GATE),
+    (_DAY_WORD_RE, _day_word, _TIME_GATE),
+    (_REL_UNIT_RE, _rel_unit, _TIME_GATE),
+    (_ROLLING_RE, _rolling, _TIME_GATE),
+    (_AGO_RE, _ago, _TIME_GATE),
+    (_AHEAD_RE, _ahead, _TIME_GATE),
+    (_WEEKDAY_RE, _weekday, _TIME_GATE),
+    (_OTHER_DAY_RE, _other_day, _TIME_GATE),
 )
 
 
@@ -391,7 +402,10 @@ def scan(text: str, day: date | None) -> list[tuple[int, int, datetime, datetime
     overlapping ones included; ``day`` is the reference day (``None``: absolute only)."""
     ctx = _Ctx(text=text, day=day)
     found: list[tuple[int, int, datetime, datetime, str]] = []
-    for pattern, resolve in _PATTERNS:
+    gates = {gate: gate.search(text) is not None for gate in (_MONTH_GATE, _TIME_GATE)}
+    for pattern, resolve, gate in _PATTERNS:
+        if not gates[gate]:
+            continue
         for m in pattern.finditer(text):
             try:
                 resolved = resolve(m, ctx)

@@ -83,6 +83,9 @@ _BLOB_MEMBER = re.compile(r"blobs/sha256/[0-9a-f]{64}")
 _LIST_FIELDS = frozenset({"tags", "source_ids"})  # JSON columns holding arrays, not objects
 
 
+_Enums = dict[str, type[StrEnum]]  # columns whose values must be one of an enum's
+
+
 @dataclass(frozen=True)
 class _Member:
     """One JSONL member: a table slice and the columns each line carries."""
@@ -92,7 +95,7 @@ class _Member:
     fields: tuple[str, ...]
     scope: str  # "cube": rows with the cube's cube_id; "memory": rows of the cube's memories
     order: tuple[str, ...]
-    enums: dict[str, type[StrEnum]] = field(default_factory=dict)
+    enums: _Enums = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -100,11 +103,7 @@ class _Member:
 
 
 def _member(
-    model: type[Any],
-    scope: str,
-    order: str,
-    drop: str = "cube_id",
-    enums: dict[str, type[StrEnum]] | None = None,
+    model: type[Any], scope: str, order: str, drop: str = "cube_id", enums: _Enums | None = None
 ) -> _Member:
     # Every column travels except ``drop``: the cube id (the archive is one cube; import
     # sets the new one) and surrogate or derived values (autoincrement ids other than the
@@ -115,15 +114,10 @@ def _member(
     return _Member(table.name.removeprefix("cube_"), table, fields, scope, tuple(order.split()), enums or {})
 
 
+_LIFECYCLE: _Enums = {"kind": MemoryKind, "type": MemoryType, "state": MemoryState}
 #: import order: each member comes after the members its rows refer to
 MEMBERS: tuple[_Member, ...] = (
-    _member(
-        MemoryRow,
-        "cube",
-        "recorded_at id",
-        "cube_id index_state",
-        {"kind": MemoryKind, "type": MemoryType, "state": MemoryState},
-    ),
+    _member(MemoryRow, "cube", "recorded_at id", "cube_id index_state", _LIFECYCLE),
     _member(MemoryVersionRow, "memory", "memory_id version", "id"),
     _member(EntityRow, "cube", "id"),
     _member(MemoryEntityRow, "memory", "memory_id entity_id", ""),
@@ -212,12 +206,11 @@ def export_cube(mos: MemOS, cube_id: str, path: Path, *, user_id: str) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    event = AuditRow(
+        ts=mos.clock(), actor=user_id, cube_id=cube_id, action="export", details={"counts": counts}
+    )
     with mos.store.session() as s:  # who took a copy of the cube, and when, is worth knowing later
-        s.add(
-            AuditRow(
-                ts=mos.clock(), actor=user_id, cube_id=cube_id, action="export", details={"counts": counts}
-            )
-        )
+        s.add(event)
     log.info("exported cube %s to %s (%s)", cube_id, path, counts)
     return path
 
@@ -236,10 +229,8 @@ def _write_member(
     digest, size, count = hashlib.sha256(), 0, 0
     with zf.open(_zipinfo(member.name, now), "w", force_zip64=True) as fh:
         for part in s.execute(stmt).partitions():
-            lines = (
-                json.dumps({k: _encode(v) for k, v in r._mapping.items()}, allow_nan=False) for r in part
-            )
-            data = "".join(line + "\n" for line in lines).encode("utf-8")
+            rows = ({k: _encode(v) for k, v in r._mapping.items()} for r in part)
+            data = "".join(json.dumps(row, allow_nan=False) + "\n" for row in rows).encode("utf-8")
             fh.write(data)
             digest.update(data)
             size += len(data)
@@ -269,33 +260,25 @@ def import_cube(
         src = manifest.cube
         new_id = check_id(cube_id, "cube_id") if cube_id is not None else src.id
         new_name = check_id(name if name is not None else src.name, "cube name")
+        with mos.store.session() as s:  # fail fast on a name clash, before reading a large archive
+            _check_target(mos, s, set(), user_id, new_id, new_name, cube_id is not None)
         now = mos.clock()
-        details = manifest.model_dump(
-            mode="json", include={"format_version", "package_version", "embedder_id"}
-        )
-        details |= {
-            "archive_created_at": _encode(manifest.created_at),
-            "counts": manifest.counts,
+        # what was imported from where: the archive's own facts, and what this home did differently
+        details: dict[str, Any] = {
+            "archive": manifest.model_dump(mode="json", exclude={"cube", "members"}),
             "source_cube": src.model_dump(mode="json", include={"id", "name", "owner_id"}),
         }
         if manifest.embedder_id != mos.embedder.id:
             details["reembedded_with"] = mos.embedder.id  # vectors never travel: the index embeds the text
         cube = CubeRow(**{**src.model_dump(), "id": new_id, "name": new_name, "owner_id": user_id})
+        acl = AclRow(cube_id=new_id, user_id=user_id, role=Role.owner, granted_at=now, granted_by=user_id)
         with mos._write_lock:
             try:
                 with mos.store.session() as s:
                     _check_target(mos, s, memory_ids, user_id, new_id, new_name, cube_id is not None)
                     s.add(cube)
                     s.flush()
-                    s.add(
-                        AclRow(
-                            cube_id=new_id,
-                            user_id=user_id,
-                            role=Role.owner,
-                            granted_at=now,
-                            granted_by=user_id,
-                        )
-                    )
+                    s.add(acl)
                     details["blobs_already_present"] = _write_rows(s, zf, manifest, new_id)
                     s.add(AuditRow(ts=now, actor=user_id, cube_id=new_id, action="import", details=details))
             except IntegrityError as exc:
@@ -305,15 +288,8 @@ def import_cube(
         mos.graphs.invalidate(new_id)
         mos.indexer.sync()
     log.info("imported %s as cube %s (%s)", path, new_id, manifest.counts)
-    c = cube
-    return Cube(
-        id=c.id,
-        name=c.name,
-        owner_id=c.owner_id,
-        created_at=c.created_at,
-        description=c.description,
-        role=Role.owner,
-    )
+    fields = ("id", "name", "owner_id", "created_at", "description")
+    return Cube(**{f: getattr(cube, f) for f in fields}, role=Role.owner)
 
 
 def _open(path: Path) -> zipfile.ZipFile:
@@ -368,13 +344,14 @@ def _read_manifest(zf: zipfile.ZipFile, limit: int) -> Manifest:
         raise ArchiveError(f"{MANIFEST} is malformed: {problems}") from exc
     if set(m.counts) != {mb.key for mb in MEMBERS}:
         raise ArchiveError(f"{MANIFEST}: 'counts' must give the rows of each of {[mb.key for mb in MEMBERS]}")
-    for name in sorted(set(m.members) - _NAMES):
-        if not _BLOB_MEMBER.fullmatch(name):
-            raise ArchiveError(f"{MANIFEST} lists an unknown member {name!r}")
-    for name in sorted(names - {MANIFEST} - set(m.members)):
-        raise ArchiveError(f"archive member {name!r} is not listed in {MANIFEST}; refusing unlisted content")
-    for name in sorted(_NAMES - set(m.members)) + sorted(set(m.members) - names):
-        raise ArchiveError(f"archive member {name!r} is missing")
+    if unknown := sorted(n for n in set(m.members) - _NAMES if not _BLOB_MEMBER.fullmatch(n)):
+        raise ArchiveError(f"{MANIFEST} lists an unknown member {unknown[0]!r}")
+    if unlisted := sorted(names - {MANIFEST} - set(m.members)):
+        raise ArchiveError(
+            f"archive member {unlisted[0]!r} is not listed in {MANIFEST}; refusing unlisted content"
+        )
+    if missing := sorted(_NAMES - set(m.members)) + sorted(set(m.members) - names):
+        raise ArchiveError(f"archive member {missing[0]!r} is missing")
     for name, entry in m.members.items():
         declared = zf.getinfo(name).file_size  # judged before a byte is inflated
         if max(declared, entry.bytes) > limit:
@@ -442,9 +419,13 @@ def _json(raw: bytes, where: str) -> Any:
 def _row(member: _Member, raw: bytes, where: str) -> dict[str, Any]:
     """One JSONL line as column values, or ArchiveError saying what is wrong with it."""
     obj = _json(raw, where)
-    if not isinstance(obj, dict) or set(obj) != set(member.fields):
-        got = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
-        raise ArchiveError(f"{where} must be an object with the keys {list(member.fields)}, got {got}")
+    if not isinstance(obj, dict):
+        raise ArchiveError(f"{where} must be a JSON object, got {type(obj).__name__}")
+    missing, unknown = [f for f in member.fields if f not in obj], sorted(set(obj) - set(member.fields))
+    if missing or unknown:
+        raise ArchiveError(
+            f"{where} lacks keys {missing} or has unknown keys {unknown} (format {FORMAT_VERSION})"
+        )
     row = {f: _value(member.table.c[f], obj[f], f"{where}: {f!r}") for f in member.fields}
     for f, enum in member.enums.items():
         if row[f] not in {e.value for e in enum}:
@@ -458,7 +439,13 @@ def _value(col: Column[Any], v: Any, where: str) -> Any:
     if v is None:
         ok = col.nullable
     elif isinstance(t, UTCDateTime):
-        return _time(v, where)
+        try:
+            dt = datetime.fromisoformat(v) if isinstance(v, str) else None
+        except ValueError:
+            dt = None
+        if dt is None or dt.tzinfo is None:  # a naive time would be read as UTC: refuse to guess
+            raise ArchiveError(f"{where} must be an ISO-8601 time with a UTC offset, got {str(v)[:40]!r}")
+        return dt.astimezone(UTC)
     elif isinstance(t, JSON):
         ok = isinstance(v, list if col.key in _LIST_FIELDS else dict)
     elif isinstance(t, Integer):
@@ -467,23 +454,13 @@ def _value(col: Column[Any], v: Any, where: str) -> Any:
         ok = type(v) in (int, float) and math.isfinite(v)
         v = float(v) if ok else v
     elif isinstance(t, String):
-        ok = isinstance(v, str) and (t.length is None or len(v) <= t.length)
+        ok = isinstance(v, str) and len(v) <= (t.length or len(v))
     else:  # a column type format 1 does not know: the schema changed without a new format version
         raise AssertionError(f"no archive encoding for {col.table.name}.{col.key} ({t!r})")
     if not ok:
-        want = "not null" if v is None else f"a valid {t.__class__.__name__.lower()} value"
+        want = "not null" if v is None else f"a {t.__class__.__name__.lower()} value that fits the column"
         raise ArchiveError(f"{where} must be {want}, got {str(v)[:80]!r}")
     return v
-
-
-def _time(v: Any, where: str) -> datetime:
-    try:
-        dt = datetime.fromisoformat(v) if isinstance(v, str) else None
-    except ValueError:
-        dt = None
-    if dt is None or dt.tzinfo is None:
-        raise ArchiveError(f"{where} must be an ISO-8601 time with a UTC offset, got {str(v)[:80]!r}")
-    return dt.astimezone(UTC)
 
 
 def _scan(zf: zipfile.ZipFile, manifest: Manifest) -> set[str]:
@@ -558,9 +535,8 @@ def _write_rows(s: Session, zf: zipfile.ZipFile, manifest: Manifest, cube_id: st
         if member.key == "acl":
             continue  # for the record only
         rows: list[dict[str, Any]] = []
-        for lineno, raw in _lines(
-            zf, member.name, manifest.members[member.name]
-        ):  # re-hashed as it is re-read
+        # re-read and re-hashed: a member changed since the scan fails here, and rolls back
+        for lineno, raw in _lines(zf, member.name, manifest.members[member.name]):
             row = _row(member, raw, f"{member.name} line {lineno}")
             if member.scope == "cube":
                 row["cube_id"] = cube_id

@@ -9,13 +9,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from sqlalchemy import update
+
 from memos import registry
 from memos.config import DEFAULT_EMBEDDER, Settings
 from memos.errors import ConfigError
 from memos.lock import HomeLock
 from memos.protocols import Embedder, VectorIndex
 from memos.storage.relational.engine import RelationalStore
-from memos.storage.relational.models import MetaRow
+from memos.storage.relational.models import MemoryRow, MetaRow
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +62,26 @@ def open_index(settings: Settings, store: RelationalStore, embedder: Embedder) -
     with store.session() as s:
         meta = s.get(MetaRow, "index")
         recorded = dict(meta.value) if meta is not None else None
-    dim = int(recorded["dim"]) if recorded and recorded.get("embedder") == embedder.id else _dim(embedder)
+    target = str(settings.home / "index") if settings.vector_url is None else settings.vector_collection
+    rebuild = False
     if recorded and recorded.get("embedder") != embedder.id:
-        raise ConfigError(
-            f"this home's index was built with {recorded.get('embedder')} but the configured embedder is "
-            f"{embedder.id}; set embedder back, or run `memos reindex --rebuild` to re-embed everything"
-        )
+        if settings.vector_url is None:
+            fresh_target = not (settings.home / "index").exists()
+        else:
+            fresh_target = recorded.get("target") != target
+        if not fresh_target:
+            where = (
+                f"remove the index folder {settings.home / 'index'}"
+                if settings.vector_url is None
+                else "set a new vector_collection"
+            )
+            raise ConfigError(
+                f"this home's vector index was built with {recorded.get('embedder')} but the configured embedder "
+                f"is {embedder.id}. Set the embedder back, or {where} and open the home again: memos then "
+                "re-embeds every memory from its text."
+            )
+        rebuild = True  # a new, empty index for a new embedder: embed every row again
+    dim = int(recorded["dim"]) if recorded and not rebuild else _dim(embedder)
     url = settings.vector_url
     if url is None:
         index: VectorIndex = registry.load("memos.vector_indexes", "qdrant_edge")(
@@ -95,7 +111,15 @@ def open_index(settings: Settings, store: RelationalStore, embedder: Embedder) -
                 f"vector_url {url!r} not understood; use qdrant://host:port, http(s)://…, ':memory:' "
                 "or qdrant-local:PATH (or leave it unset for the embedded Qdrant Edge)"
             )
-    if recorded is None:
+    if recorded is None or rebuild:
         with store.session() as s:
-            s.merge(MetaRow(key="index", value={"embedder": embedder.id, "dim": dim, "backend": index.name}))
+            s.merge(
+                MetaRow(
+                    key="index",
+                    value={"embedder": embedder.id, "dim": dim, "backend": index.name, "target": target},
+                )
+            )
+            if rebuild:
+                s.execute(update(MemoryRow).values(index_state="pending"))
+        log.info("vector index at %s will be (re)built with %s", target, embedder.id)
     return index

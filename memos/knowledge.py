@@ -50,10 +50,15 @@ class EntityResolver:
         self.cube_id = cube_id
         self.now = now
         self._cache: dict[str, EntityRow] = {}
+        #: (memory id, entity id) links written in this transaction
+        self.linked: set[tuple[str, int]] = set()
+        #: memories created in this transaction (they cannot have older links)
+        self.new_memories: set[str] = set()
 
     def reset(self) -> None:
         """Forget cached rows (after a rolled-back savepoint they may not exist)."""
         self._cache.clear()
+        self.linked.clear()
 
     def get(self, name: str, kind: str) -> EntityRow:
         key = " ".join(name.lower().split())
@@ -70,9 +75,20 @@ class EntityResolver:
         return row
 
 
-def link(s: Session, memory_id: str, entity_ids: set[int]) -> None:
-    for eid in entity_ids:
-        s.merge(MemoryEntityRow(memory_id=memory_id, entity_id=eid))
+def link(s: Session, resolver: EntityResolver, memory_id: str, entity_ids: set[int]) -> None:
+    """Record that ``memory_id`` mentions ``entity_ids`` (each pair once)."""
+    todo = {e for e in entity_ids if (memory_id, e) not in resolver.linked}
+    if todo and memory_id not in resolver.new_memories:
+        todo -= set(
+            s.scalars(
+                select(MemoryEntityRow.entity_id).where(
+                    MemoryEntityRow.memory_id == memory_id, MemoryEntityRow.entity_id.in_(todo)
+                )
+            )
+        )
+    for eid in todo:
+        s.add(MemoryEntityRow(memory_id=memory_id, entity_id=eid))
+        resolver.linked.add((memory_id, eid))
 
 
 def apply_extraction(
@@ -130,6 +146,7 @@ def apply_extraction(
                 index_state="pending",
             )
             s.add(fact)
+            resolver.new_memories.add(fact.id)
             s.flush()
             s.add(snapshot(fact, actor, f"extracted from {episode.id}"))
             s.add(_event(now, actor, fact, "extract", {"source": episode.id, "extractor": extractor}))
@@ -142,7 +159,7 @@ def apply_extraction(
                 fact.source_ids = [*sources, episode.id]
         if fact is episode and rel.functional:
             out.superseded += _supersede(s, fact, src.id, rel.predicate, dst.id, when, now, actor)
-        link(s, fact.id, {src.id, dst.id})
+        link(s, resolver, fact.id, {src.id, dst.id})
         s.add(
             EdgeRow(
                 cube_id=episode.cube_id,
@@ -155,7 +172,7 @@ def apply_extraction(
             )
         )
         out.relations += 1
-    link(s, episode.id, mentioned)
+    link(s, resolver, episode.id, mentioned)
     return out
 
 

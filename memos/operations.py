@@ -76,7 +76,9 @@ class MemoryOps:
             raise InvalidInput("user_id must be a non-empty string")
         row = s.get(UserRow, user_id)
         if row is None:
-            raise NotFound(f"unknown user {user_id!r}; create it first (MemOS.add_user / memos user add)")
+            raise NotFound(
+                f"unknown user {user_id!r}; create it first (MemOS.add_user, or `memos user add` / `memos init`)"
+            )
         return row
 
     def _require(self, s: Session, cube_id: object, user_id: object, allowed: set[Role]) -> Role:
@@ -168,10 +170,10 @@ class MemoryOps:
                     metadata={},
                 )
             ]
-            mtype = MemoryType(type or MemoryType.fact)
+            mtype = _memory_type(type, MemoryType.fact)
         else:
             msgs = parse_messages(messages, self.settings.max_text_chars, self.settings.max_messages_per_add)
-            mtype = MemoryType(type or MemoryType.episode)
+            mtype = _memory_type(type, MemoryType.episode)
         now = self.clock()
         result = AddResult(memories=[])
         with self._write_lock:
@@ -199,6 +201,7 @@ class MemoryOps:
                         cube_id, m, mtype, session_id, {**meta, **m.metadata}, tag_list, importance, now
                     )
                     s.add(row)
+                    resolver.new_memories.add(row.id)
                     s.flush()
                     s.add(snapshot(row, user_id, "added"))
                     if text is None:
@@ -372,7 +375,12 @@ class MemoryOps:
             raise InvalidInput(f"limit must be an integer between 1 and {MAX_PAGE}")
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise InvalidInput("offset must be a non-negative integer")
-        state_list = [MemoryState(x) for x in states] if states else None
+        try:
+            state_list = [MemoryState(x) for x in states] if states else None
+        except ValueError as exc:
+            raise InvalidInput(
+                f"unknown state in {list(states or [])}; known: {', '.join(MemoryState)}"
+            ) from exc
         flt = build_filter([cube_id], filters, None)
         with self.store.session() as s:
             self._require(s, cube_id, user_id, _READ)
@@ -601,9 +609,17 @@ class MemoryOps:
     def reindex(self, *, user_id: str | None = None, cube_ids: Sequence[str] | None = None) -> int:
         """Rebuild the vector index from the rows (all cubes, or the given ones)."""
         with self.store.session() as s:
-            if cube_ids is None:
-                cube_ids = builtins.list(s.scalars(select(CubeRow.id)))
-            elif user_id is not None:
+            if user_id is None:  # the operator of the home (CLI `memos reindex` without --user)
+                cube_ids = cube_ids if cube_ids is not None else builtins.list(s.scalars(select(CubeRow.id)))
+            else:
+                if cube_ids is None:
+                    cube_ids = builtins.list(
+                        s.scalars(
+                            select(AclRow.cube_id).where(
+                                AclRow.user_id == user_id, AclRow.role.in_([str(r) for r in _WRITE])
+                            )
+                        )
+                    )
                 for c in cube_ids:
                     self._require(s, c, user_id, _WRITE)
         with self._write_lock:
@@ -659,6 +675,15 @@ class MemoryOps:
 
     # ``list`` last: inside the class body it would shadow the builtin for later annotations
     list = list_memories
+
+
+def _memory_type(value: object, default: MemoryType) -> MemoryType:
+    if value is None:
+        return default
+    try:
+        return MemoryType(value)
+    except ValueError:
+        raise InvalidInput(f"unknown memory type {value!r}; known: {', '.join(MemoryType)}") from None
 
 
 #: sentinel for a failed extraction (nothing applied)

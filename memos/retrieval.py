@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from memos import lexical
 from memos.config import SearchSettings
@@ -139,7 +139,10 @@ class Retriever:
         }
         for path, items in ranked.items():
             for rank, (mid, score) in enumerate(items, start=1):
-                fused[mid] = fused.get(mid, 0.0) + weights[path] / (self.cfg.rrf_k + rank)
+                # graph scores are informativeness in [0, 1]: a hit through a name that is
+                # everywhere should not count as much as one through a rare one
+                strength = min(1.0, score) if path == "graph" else 1.0
+                fused[mid] = fused.get(mid, 0.0) + weights[path] * strength / (self.cfg.rrf_k + rank)
                 scores.setdefault(mid, {})[path] = round(score, 6)
                 ranks.setdefault(mid, {})[path] = rank
         if not fused:
@@ -155,8 +158,7 @@ class Retriever:
                     )
                 )
             }
-        query_terms = set(lexical.tokenize(q.text))
-        out: list[SearchHit] = []
+        scored: list[tuple[float, float, float, MemoryRow]] = []
         for mid, base in fused.items():
             row = rows.get(mid)
             if row is None or not _row_matches(row, flt):
@@ -167,24 +169,36 @@ class Retriever:
             boost = (
                 1 + self.cfg.weight_recency * recency + self.cfg.weight_importance * (row.importance - 0.5)
             )
-            per = scores[mid]
+            scored.append((base * boost, base, recency, row))
+        scored.sort(key=lambda t: t[0], reverse=True)
+        # explanations are built only for what is returned
+        query_terms = set(lexical.tokenize(q.text))
+        out: list[SearchHit] = []
+        for score, base, recency, row in scored[: q.top_k]:
+            per = scores[row.id]
             per["recency"] = round(recency, 6)
             per["importance"] = row.importance
             per["rrf"] = round(base, 6)
+            when = row.occurred_at or row.valid_from or row.recorded_at
+            age_days = max(0.0, (now - when).total_seconds() / 86400)
             out.append(
                 SearchHit(
                     memory=memory_from_row(row),
-                    score=base * boost,
+                    score=score,
                     scores=per,
-                    ranks=ranks[mid],
-                    why=_reasons(row, per, ranks[mid], query_terms, graph_names.get(mid, []), age_days),
+                    ranks=ranks[row.id],
+                    why=_reasons(row, per, ranks[row.id], query_terms, graph_names.get(row.id, []), age_days),
                 )
             )
-        out.sort(key=lambda h: h.score, reverse=True)
-        return out[: q.top_k]
+        return out
 
     def _graph_candidates(self, q: Query, depth: int) -> tuple[list[tuple[str, float]], dict[str, list[str]]]:
-        """Memories mentioning an entity named in the query (weight 1) or its neighbours (0.5)."""
+        """Memories mentioning an entity the query names (or a neighbour of one).
+
+        Entities are weighted like terms, by inverse document frequency: a name in every
+        turn (the speaker of a two-person chat) says little; a rare place says a lot.
+        Neighbours one hop away count half.
+        """
         weight: dict[int, float] = {}
         names: dict[int, str] = {}
         for cube_id in q.cube_ids:
@@ -198,17 +212,41 @@ class Retriever:
                 names.setdefault(eid, g.graph.nodes[eid].get("name", ""))
         if not weight:
             return [], {}
-        score: dict[str, float] = {}
-        why: dict[str, list[str]] = {}
         with self.store.session() as s:
-            for mid, eid in s.execute(
-                select(MemoryEntityRow.memory_id, MemoryEntityRow.entity_id)
-                .where(MemoryEntityRow.entity_id.in_(list(weight)))
-                .limit(depth * 20)
-            ):
-                score[mid] = score.get(mid, 0.0) + weight[eid]
-                why.setdefault(mid, []).append(names[eid])
-        best = sorted(score.items(), key=lambda kv: -kv[1])[:depth]
+            df = dict(
+                s.execute(
+                    select(MemoryEntityRow.entity_id, func.count())
+                    .where(MemoryEntityRow.entity_id.in_(list(weight)))
+                    .group_by(MemoryEntityRow.entity_id)
+                ).all()
+            )
+            total = (
+                s.scalar(select(func.count()).select_from(MemoryRow).where(MemoryRow.cube_id.in_(q.cube_ids)))
+                or 1
+            )
+            # the rarest entities first, so the candidate cap keeps the informative ones
+            ordered = sorted(weight, key=lambda e: df.get(e, 0))
+            idf = {e: weight[e] * math.log(1 + total / max(1, df.get(e, 1))) for e in ordered}
+            score: dict[str, float] = {}
+            why: dict[str, list[str]] = {}
+            budget = depth * 20
+            for eid in ordered:
+                if budget <= 0:
+                    break
+                mids = list(
+                    s.scalars(
+                        select(MemoryEntityRow.memory_id)
+                        .where(MemoryEntityRow.entity_id == eid)
+                        .limit(budget)
+                    )
+                )
+                budget -= len(mids)
+                for mid in mids:
+                    score[mid] = score.get(mid, 0.0) + idf[eid]
+                    why.setdefault(mid, []).append(names[eid])
+        # normalise: 1.0 is one entity mentioned by a single memory of the searched cubes
+        top = math.log(1 + total)
+        best = sorted(((m, v / top) for m, v in score.items()), key=lambda kv: -kv[1])[:depth]
         return best, why
 
 

@@ -323,3 +323,84 @@ def test_async_twin(tmp_path: Any, embedder: Any) -> None:
 
     texts = asyncio.run(main())
     assert "Carol visited museum number 3" in texts
+
+
+class _BrokenExtractor:
+    """Stands in for a failing model-backed extractor (the LLM one arrives with the runtimes)."""
+
+    name = "broken"
+
+    def extract(self, text: str, *, speaker: Any, reference_time: Any) -> Any:
+        raise RuntimeError("model returned invalid JSON")
+
+
+def test_extraction_failure_loses_nothing_and_is_counted(alice: tuple[Any, str]) -> None:
+    mos, cube = alice
+    mos.extractor = _BrokenExtractor()
+    res = mos.add(messages=CHAT, user_id="alice", cube_id=cube, session_id="s1")
+    assert len(res.memories) == 3 and res.extraction_failures == 3 and res.derived == []
+    assert mos.stats()["extraction_failures"] == 3
+    hits = mos.search("Tromsø", user_id="alice")
+    assert hits and hits[0].memory.provenance.message_id == "m3"
+    events = mos.history(res.memories[0].id, user_id="alice").events
+    assert [e.action for e in events] == ["add", "extract_failed"]
+    assert "invalid JSON" in events[1].details["error"]
+
+
+def test_migrations_applied_on_open_and_idempotent(make_mos: Any, tmp_path: Any) -> None:
+    from sqlalchemy import text
+
+    mos = make_mos()
+    with mos.store.engine.connect() as conn:
+        version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    assert version == "0001"
+    assert {"users", "cubes", "cube_acl", "memories", "memory_versions", "entities", "edges", "sessions",
+            "messages", "audit_events", "blobs", "index_tasks"} <= set(mos.store.tables())
+    mos.store.migrate()  # re-applying is a no-op
+    with mos.store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+
+
+class _HashEmbedder:
+    """A second, deterministic embedder (letter-trigram hashing), to test switching models."""
+
+    id = "test:trigram-hash-64"
+    dim = 64
+
+    def embed(self, texts: Any) -> list[list[float]]:
+        import hashlib
+        import math
+
+        out = []
+        for t in texts:
+            v = [0.0] * self.dim
+            s = f"  {t.lower()}  "
+            for i in range(len(s) - 2):
+                v[hashlib.blake2b(s[i : i + 3].encode(), digest_size=2).digest()[0] % self.dim] += 1.0
+            norm = math.sqrt(sum(x * x for x in v)) or 1.0
+            out.append([x / norm for x in v])
+        return out
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed([text])[0]
+
+
+def test_switching_embedder_needs_a_fresh_index(tmp_path: Any, embedder: Any) -> None:
+    import shutil
+
+    from memos.core import MemOS
+    from memos.errors import ConfigError
+
+    home = tmp_path / "switch"
+    with MemOS(home, embedder=embedder) as mos:
+        mos.add_user("u")
+        cube = mos.create_cube("u", "c").id
+        mos.add(text="The lighthouse keeper collects seashells", user_id="u", cube_id=cube)
+    with pytest.raises(ConfigError, match="remove the index folder"):
+        MemOS(home, embedder=_HashEmbedder())
+    shutil.rmtree(home / "index")
+    with MemOS(home, embedder=_HashEmbedder()) as mos:  # re-embeds every row on open
+        assert mos.index.count(cube) == 1
+        hits = mos.search("lighthouse seashells", user_id="u")
+        assert hits and hits[0].memory.text == "The lighthouse keeper collects seashells"
+        assert "dense" in hits[0].ranks

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 import typing
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -23,8 +23,11 @@ from memos.cli.app import (
     stdout_console,
 )
 from memos.cli.render import cubes_table, mapping_table, shares_table, users_table
-from memos.errors import MemosError, NotFound
+from memos.errors import NotFound
 from memos.types import Role
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 user_app = typer.Typer(help="Add and list users.", no_args_is_help=True)
 cube_app = typer.Typer(help="Create, list, share and delete cubes.", no_args_is_help=True)
@@ -110,7 +113,7 @@ def init(ctx: typer.Context) -> None:
         "cube_created": not owned,
     }
 
-    def render(console: Any) -> None:
+    def render(console: Console) -> None:
         def did(created: bool) -> str:
             return "[green]created[/green]" if created else "[dim]exists[/dim] "
 
@@ -131,7 +134,7 @@ def config_show(ctx: typer.Context) -> None:
     config_path = settings.home / "config.toml"
     data = settings.public_dict()
 
-    def render(console: Any) -> None:
+    def render(console: Console) -> None:
         source = str(config_path) if config_path.is_file() else f"{config_path} (absent: defaults)"
         console.print(mapping_table(data, title=f"configuration — {escape(source)}"))
 
@@ -316,12 +319,8 @@ def demo(
 ) -> None:
     """A guided tour on a throwaway home: ingest a conversation, search, update, purge, export."""
     state = get_state(ctx)
-    try:
-        from memos.demo import run_demo
-    except ModuleNotFoundError as exc:
-        if exc.name != "memos.demo":
-            raise
-        raise MemosError("the demo is not part of this installation (memos.demo is missing)") from exc
+    from memos.demo import run_demo
+
     # with --json the tour's narration goes to stderr and its timings to stdout
     console = stderr_console() if state.json else stdout_console()
     if directory is not None:

@@ -6,7 +6,7 @@ Each one is one call of the SDK method of the same name (``MemOS.add``, ``MemOS.
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -24,6 +24,9 @@ from memos.cli.app import (
 )
 from memos.cli.render import history_tables, hits_table, memories_table, memory_detail, print_all, short
 from memos.types import MemoryState, MemoryType
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 CubeOpt = Annotated[
     str | None,
@@ -138,7 +141,7 @@ def add(
         else:
             result = mos.add(text=text, timestamp=at, **common)
 
-    def render(console: Any) -> None:
+    def render(console: Console) -> None:
         for m in result.memories:
             console.print(f"[green]added[/green] {m.type} [cyan]{m.id}[/cyan]")
         if not result.memories:
@@ -224,7 +227,7 @@ def list_(
             limit=limit,
         )
 
-    def render(console: Any) -> None:
+    def render(console: Console) -> None:
         last = page.offset + len(page.items)
         title = f"memories {page.offset + 1 if page.items else 0}–{last} of {page.total} in cube {cube_id}"
         console.print(memories_table(page.items, title=title))

@@ -37,13 +37,15 @@ def occurred(item: MemoryItem) -> datetime | None:
 
 
 def origin(item: MemoryItem) -> str:
-    """Where a memory came from: session and message id, or the memories it was derived from."""
+    """Where a memory came from: ``session/message`` of a chat turn, and for a derived fact the
+    (short) ids of the memories it was derived from."""
     p = item.provenance
+    parts = []
     if p.session_id or p.message_id:
-        return f"{p.session_id or '-'}/{p.message_id or '-'}"
+        parts.append(f"{p.session_id or '-'}/{p.message_id}" if p.message_id else f"{p.session_id}")
     if p.source_ids:
-        return "from " + ", ".join(s[:8] for s in p.source_ids)
-    return "-"
+        parts.append("from " + ", ".join(s[:8] for s in p.source_ids))
+    return " ".join(parts) or "-"
 
 
 def compact_json(value: Any) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -24,6 +24,9 @@ from memos.cli.app import (
     resolve_cube,
     stderr_console,
 )
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _batches(messages: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -97,7 +100,7 @@ def import_chat(
                     summary["extraction_failures"] += result.extraction_failures
                     progress.advance(task, len(batch))
 
-    def render(console: Any) -> None:
+    def render(console: Console) -> None:
         console.print(
             f"[green]imported[/green] {total} messages in {len(sessions)} session(s) into cube {cube_id}: "
             f"{summary['added']} new, {summary['skipped']} already there, {summary['derived']} facts derived"

@@ -65,8 +65,8 @@ _FACT_TEMPLATES = {
     "dislikes": "{s} dislikes {o}",
     "avoids": "{s} no longer eats {o}",
     "has_diet": "{s} is {o}",
-    "has_pet": "{s} has a {o}",
-    "has_name": "{s} is named {o}",
+    "has_pet": "{s} has {a} {o}",
+    "has_name": "{s}'s name is {o}",
     "is_a": "{s} is {a} {o}",
     "sibling_of": "{s} is {o}'s sibling",
     "parent_of": "{s} is {o}'s parent",
@@ -148,9 +148,13 @@ class Relation:
 
 @dataclass(frozen=True, slots=True)
 class Extraction:
-    """What an extractor found in one message. ``facts`` are short, normalised
-    third-person statements derived from ``relations`` (dated where the message dated
-    the event)."""
+    """What an extractor found in one message.
+
+    ``facts`` are short, normalised third-person statements, one per relation:
+    ``facts[i]`` states ``relations[i]`` ("Alice lives in Berlin (since 2024-06)"), with a
+    date note where the message dated the event. ``dates`` are the message's time
+    expressions resolved against its timestamp (``TimeMention.iso`` gives the ISO form).
+    """
 
     entities: tuple[Entity, ...] = field(default_factory=tuple)
     relations: tuple[Relation, ...] = field(default_factory=tuple)

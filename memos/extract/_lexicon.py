@@ -96,7 +96,10 @@ september october november december christmas easter
 # Languages and nationalities are things even though capitalised.
 LANGUAGES = _words("""
 english german french spanish portuguese italian dutch norwegian swedish danish finnish polish russian chinese
-japanese korean arabic hindi greek turkish brazilian american british european african asian
+japanese korean arabic hindi greek turkish brazilian american british european african asian argentinian
+mexican lebanese thai vietnamese indian irish scottish welsh swiss austrian belgian canadian australian
+ukrainian czech hungarian romanian persian moroccan ethiopian nigerian peruvian chilean colombian cuban
+filipino indonesian malaysian icelandic catalan basque galician latin hebrew
 """)
 
 # Words that end an object phrase ("I love hiking in the hills" -> "hiking").

@@ -104,7 +104,8 @@ MARRIED = re.compile(r"\b(?:(?P<married>(?:got\s+)?married(?:\s+to)?)|engaged\s+
 MY_NAME = re.compile(r"\b(?:my\s+name\s+is|call\s+me|my\s+name's)\s+", _I)
 PLAN = re.compile(r"\b(?P<verb>plan|plans|planning|going|hoping|hope|intend|intends|intending)\s+to\s+", _I)
 ING_FUTURE = re.compile(
-    rf"(?:\b(?:am|are|is|be)|'m|'re|'s)\s+(?:also\s+|finally\s+|actually\s+)?(?P<ing>{_alt(lex.ING_BASE)})\b", _I
+    rf"(?:\b(?:am|are|is|be)|'m|'re|'s)\s+(?:also\s+|finally\s+|actually\s+)?(?P<ing>{_alt(lex.ING_BASE)})\b",
+    _I,
 )
 GOING_TO_VERB = re.compile(r"\s+to\s+[a-z]")
 FIRST_WORD = re.compile(r"\s*([^\W_][\w'-]*)")

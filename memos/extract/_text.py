@@ -13,7 +13,9 @@ from memos.extract._lexicon import (
     CALENDAR_WORDS,
     DETERMINERS,
     GERUND_PREPOSITIONS,
+    LANGUAGES,
     NOT_NAMES,
+    ORG_SUFFIXES,
     PHRASE_STOPS,
     PRONOUN_OBJECTS,
     VAGUE_GERUNDS,
@@ -183,8 +185,8 @@ def _clean_item(words: list[str], speaker: str | None) -> str | None:
     ):
         return None
     first = words[0].lower()
-    if len(words) == 1 and first in VAGUE_GERUNDS:
-        return None
+    if len(words) == 1 and (first in VAGUE_GERUNDS or (first.endswith("ly") and words[0].islower())):
+        return None  # "I love living here", "I'm into jazz, obviously"
     if first == "to" and len(words) > 1:  # "love to hike" -> "hiking"
         words = [gerund(words[1]), *words[2:]]
     elif first in {"my", "our"}:
@@ -203,5 +205,26 @@ def clause_after(text: str, pos: int, limit: int, max_words: int = 10) -> str | 
     stop = _CLAUSE_STOP.search(text, pos, limit)
     words = text[pos : stop.start() if stop else limit].split()[:max_words]
     while words and words[-1].lower().strip(",") in _TRAILING_FILLER:
-        words.pop()
+        words.pop()  # "visit Mira soon" -> "visit Mira"; "start on <date>" -> "start"
     return " ".join(words) or None
+
+
+# The word before a capitalised name that makes it a place ("visit" is left out: people are visited too).
+PLACE_CUES = frozenset(
+    {"in", "to", "from", "near", "around", "into", "across", "through", "at", "towards", "toward", "via"}
+)
+_ORG_CUES = frozenset({"joined", "for"})
+
+
+def classify_name(name: str, before: str) -> str:
+    """The entity kind of a capitalised name, from its own words and the word before it."""
+    words = name.lower().split()
+    if any(w in ORG_SUFFIXES for w in words):
+        return "organization"
+    if words[0] in LANGUAGES:
+        return "thing"
+    if before in PLACE_CUES:
+        return "place"
+    if before in _ORG_CUES:
+        return "organization"
+    return "person"  # in chat, an unknown capitalised name is most often someone's

@@ -29,11 +29,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from memos.errors import InvalidInput
-from memos.extract import Entity, Extraction, Relation, normalize_name
+from memos.extract import Entity, Extraction, Relation, indefinite_article, normalize_name
 from memos.extract import _lexicon as lex
 from memos.extract import _patterns as pat
 from memos.extract._text import (
+    PLACE_CUES,
     Sentence,
+    classify_name,
     clause_after,
     is_name_word,
     normalize_text,
@@ -56,14 +58,10 @@ _OBJECT_KINDS = {
     "likes": "thing", "dislikes": "thing", "avoids": "thing", "has_pet": "thing", "has_diet": "thing",
     "is_a": "thing", "married_to": "person", "partner_of": "person",
 }  # fmt: skip
-# The word before a capitalised name that makes it a place ("visit" is left out: people are visited too).
-_PLACE_CUES = frozenset(
-    {"in", "to", "from", "near", "around", "into", "across", "through", "at", "towards", "toward", "via"}
-)
-_ORG_CUES = frozenset({"joined", "for"})
 # Verbs of a change of state: the sentence's date is when the new state began.
 _BECAME = frozenset({"became", "become", "went", "gone", "turned"})
 _HAVE = frozenset({"have", "has", "own", "owns"})
+_WORD_START = re.compile(r"[^\W\d_][\w'&-]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +90,7 @@ class _Reader:
         self.last_person: str | None = None
         self.last_pet: str | None = None
         self.family: dict[str, str] = {}  # "sister" -> "Mira", as named in this message
+        self.plan_spans: list[tuple[int, int]] = []  # triggers already read as plans
 
     def run(self) -> Extraction:
         rules = (self._family, self._self_name, self._pets, self._moved, self._job_start, self._proper, self._jobs,
@@ -254,22 +253,14 @@ class _Reader:
                 self._add(st, subj.name, "plans_to", f"get a {species}", dated="{}")
                 continue
             done = "adopted" if verb == "adopt" else verb
-            self._add(st, subj.name, "has_pet", species, dated=None if verb in _HAVE else done + " {}")
-            self.last_pet = f"{subj.name}'s {species}"
             named = pat.NAMED_AFTER.match(st.text, m.end())
-            got = self._name_at(st, named.end(), 2) if named else None
-            if got:
-                self._add(st, self.last_pet, "has_name", got[0], obj_kind="thing")
+            self._pet(st, subj.name, species, self._name_at(st, named.end(), 2) if named else None,
+                      dated=None if verb in _HAVE else done + " {}")  # fmt: skip
         for pattern in (pat.MY_PET, pat.PET_NAME_IS):
             for m in pattern.finditer(st.text):
                 if self.speaker is None:
                     break
-                species = lex.PETS[m["pet"].lower()]
-                self._add(st, self.speaker, "has_pet", species)
-                self.last_pet = f"{self.speaker}'s {species}"
-                got = self._name_at(st, m.end(), 2)
-                if got:
-                    self._add(st, self.last_pet, "has_name", got[0], obj_kind="thing")
+                self._pet(st, self.speaker, lex.PETS[m["pet"].lower()], self._name_at(st, m.end(), 2))
         for m in pat.NAMED.finditer(st.text):
             subj = self._subject(st, m.start())
             if m["pet"] and self.speaker:
@@ -284,6 +275,17 @@ class _Reader:
             got = self._name_at(st, m.end(), 2)
             if self.last_pet and got:
                 self._add(st, self.last_pet, "has_name", got[0], obj_kind="thing")
+
+    def _pet(
+        self, st: Sentence, owner: str, species: str, name: tuple[str, int] | None, dated: str | None = None
+    ) -> None:
+        # "a dog named Pretzel" is said once; both facts carry the name so either answers
+        # "what is the name of Alice's dog?"
+        fact = f"{owner} has {indefinite_article(species)} {species}" + (f" named {name[0]}" if name else "")
+        self._add(st, owner, "has_pet", species, fact=fact, dated=dated)
+        self.last_pet = f"{owner}'s {species}"
+        if name:
+            self._add(st, self.last_pet, "has_name", name[0], obj_kind="thing")
 
     def _moved(self, st: Sentence) -> None:
         for m in pat.MOVED.finditer(st.text):
@@ -311,8 +313,13 @@ class _Reader:
             if subj is None or got is None or subj.negated:
                 continue
             verb = (m["verb"] or m["verb2"] or "").lower()
-            if verb == "starting" or subj.future or (self._when(st, future=True) and not self._when(st, future=False)):
+            if (
+                verb == "starting"
+                or subj.future
+                or (self._when(st, future=True) and not self._when(st, future=False))
+            ):
                 self._add(st, subj.name, "plans_to", f"start working at {got[0]}", dated="{}")
+                self.plan_spans.append((st.start + m.start(), st.start + m.end()))
                 continue
             self._add(st, subj.name, "works_at", got[0], dated="since {}")
             self._job_after(st, subj.name, got[1])
@@ -409,9 +416,11 @@ class _Reader:
         if self._when(st, future=True) is None or self.reference is None:
             return  # "I'm visiting Mira" is a plan only when dated in the future
         for m in pat.ING_FUTURE.finditer(st.text):
-            ing = m["ing"].lower()
+            ing, span = m["ing"].lower(), (st.start + m.start("ing"), st.start + m.end())
             if ing == "going" and pat.GOING_TO_VERB.match(st.text, m.end()):
                 continue  # handled by pat.PLAN
+            if any(a < span[1] and span[0] < b for a, b in self.plan_spans):
+                continue  # "I'll be starting at X" was read as a job start already
             subj = self._subject(st, m.start(), future_ok=True)
             if subj is None or subj.negated or subj.past:
                 continue
@@ -424,7 +433,7 @@ class _Reader:
     def _scan_names(self, st: Sentence) -> None:
         first = pat.FIRST_WORD.match(st.text)
         pos = 0
-        for m in re.finditer(r"[^\W\d_][\w'&-]*", st.text):
+        for m in _WORD_START.finditer(st.text):
             if m.start() < pos or not is_name_word(m.group()):
                 continue
             got = proper_after(st.text, m.start(), 4)
@@ -446,28 +455,15 @@ class _Reader:
             out.setdefault(key, entity)
         known = self.known | {n.casefold() for n, initial, _ in self.names if not initial} | set(out)
         for name, initial, before in self.names:
-            entity = Entity(name, _classify(name, before))
+            entity = Entity(name, classify_name(name, before))
             if not entity.name or (initial and " " not in name and entity.key not in known):
                 continue
-            if name.isupper() and before not in _PLACE_CUES:
+            if name.isupper() and before not in PLACE_CUES:
                 continue  # "UX", "TV": acronyms are names only where a place is expected
             out.setdefault(entity.key, entity)
         for mention in self.mentions:
             out.setdefault(mention.iso, Entity(mention.iso, "date"))
         return tuple(out.values())
-
-
-def _classify(name: str, before: str) -> str:
-    words = name.lower().split()
-    if any(w in lex.ORG_SUFFIXES for w in words):
-        return "organization"
-    if words[0] in lex.LANGUAGES:
-        return "thing"
-    if before in _PLACE_CUES:
-        return "place"
-    if before in _ORG_CUES:
-        return "organization"
-    return "person"
 
 
 class RuleExtractor:
@@ -503,7 +499,8 @@ class RuleExtractor:
             return reader.run()
         except Exception:  # the contract is "never raises": a bug must not lose the turn
             self.failures += 1
-            logger.warning("rule extraction failed on a %d-character text", len(text), exc_info=True)
+            size = len(text) if isinstance(text, str) else -1
+            logger.warning("rule extraction failed on a %d-character text", size, exc_info=True)
             return Extraction()
 
 

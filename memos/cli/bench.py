@@ -1,0 +1,79 @@
+"""``memos bench …``: the reproducible benchmarks whose results go to BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from memos.cli.app import app, emit, get_state, note
+from memos.errors import InvalidInput
+
+bench_app = typer.Typer(help="Reproducible benchmarks (results: BENCHMARKS.md).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench", rich_help_panel="Benchmarks")
+
+
+def _sizes(raw: str) -> list[int]:
+    try:
+        sizes = [int(x.replace("_", "")) for x in raw.split(",") if x.strip()]
+    except ValueError as exc:
+        raise InvalidInput(f"--n takes comma-separated integers such as 1000,10000; got {raw!r}") from exc
+    if not sizes or any(n < 10 for n in sizes):
+        raise InvalidInput("--n sizes must be at least 10")
+    return sizes
+
+
+def _write(out: Path | None, data: dict[str, Any]) -> None:
+    if out is not None:
+        out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        note(f"wrote {out}")
+
+
+@bench_app.command("scale")
+def scale(
+    ctx: typer.Context,
+    n: Annotated[str, typer.Option("--n", help="Comma-separated cube sizes.")] = "1000,10000",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results to this file.")] = None,
+    queries: Annotated[int, typer.Option(help="Searches timed per size.")] = 200,
+    embed_sample: Annotated[int, typer.Option(help="Memories added with the model in the loop.")] = 512,
+    relational_url: Annotated[str | None, typer.Option(help="Measure a PostgreSQL (or other) deployment.")] = None,
+    vector_url: Annotated[str | None, typer.Option(help="Measure a Qdrant server, e.g. qdrant://host:6333.")] = None,
+) -> None:
+    """Add throughput, index build, search latency, RSS and disk per memory at each size."""
+    from memos.adapters.embedders.sentence_transformers import SentenceTransformerEmbedder
+    from memos.bench.common import machine
+    from memos.bench.scale import bench_size
+
+    state = get_state(ctx)
+    embedder = SentenceTransformerEmbedder()
+    results: dict[str, Any] = {}
+    for size in _sizes(n):
+        note(f"scale: n={size:,}")
+        results[str(size)] = bench_size(
+            size,
+            embedder,
+            relational_url=relational_url,
+            vector_url=vector_url,
+            n_queries=queries,
+            embed_sample=embed_sample,
+            log=note,
+        )
+    meta = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "command": "memos bench scale --n " + n}
+    _write(json_out, {**results, "_meta": meta})
+    emit(state, results, lambda console: _table(console, results))
+
+
+def _table(console: Any, results: dict[str, dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    keys = list(next(iter(results.values())).keys())
+    table = Table(title="memos bench scale")
+    table.add_column("metric")
+    for size in results:
+        table.add_column(f"n={int(size):,}", justify="right")
+    for key in keys:
+        table.add_row(key, *(str(results[s][key]) for s in results))
+    console.print(table)
