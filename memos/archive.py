@@ -47,7 +47,7 @@ from sqlalchemy.exc import IntegrityError
 
 import memos
 from memos.errors import AlreadyExists, ArchiveError, InvalidInput
-from memos.ingest import check_id
+from memos.ingest import MAX_KEY_CHARS, check_id
 from memos.storage.relational.models import (
     AclRow,
     AuditRow,
@@ -258,8 +258,10 @@ def import_cube(
         manifest = _read_manifest(zf, mos.settings.archive_max_member_bytes)
         memory_ids = _scan(zf, manifest)
         src = manifest.cube
-        new_id = check_id(cube_id, "cube_id") if cube_id is not None else src.id
-        new_name = check_id(name if name is not None else src.name, "cube name")
+        new_id = check_id(cube_id, "cube_id", MAX_KEY_CHARS) if cube_id is not None else src.id
+        if len(new_id) > 128:  # check_id allows 200; the cubes.id column holds 128
+            raise InvalidInput("cube_id must be at most 128 characters")
+        new_name = check_id(name if name is not None else src.name, "cube name", MAX_KEY_CHARS)
         with mos.store.session() as s:  # fail fast on a name clash, before reading a large archive
             _check_target(mos, s, set(), user_id, new_id, new_name, cube_id is not None)
         now = mos.clock()

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from memos.config import Settings, load_settings
 from memos.errors import AlreadyExists, InvalidInput, NotFound
 from memos.graph import GraphCache
-from memos.ingest import check_id
+from memos.ingest import MAX_KEY_CHARS, check_id
 from memos.operations import MemoryOps
 from memos.protocols import Embedder, VectorIndex
 from memos.storage.relational.engine import RelationalStore
@@ -145,7 +145,7 @@ class MemOS(MemoryOps):
 
     # ------------------------------------------------------------------ users
     def add_user(self, user_id: str, name: str | None = None) -> User:
-        user_id = check_id(user_id, "user_id")
+        user_id = check_id(user_id, "user_id", MAX_KEY_CHARS)
         with self.store.session() as s:
             if s.get(UserRow, user_id) is not None:
                 raise AlreadyExists(f"user {user_id!r} exists already")
@@ -171,8 +171,8 @@ class MemOS(MemoryOps):
         self, user_id: str, name: str, *, cube_id: str | None = None, description: str | None = None
     ) -> Cube:
         """Create a cube owned by ``user_id``. Names are unique per owner."""
-        name = check_id(name, "cube name")
-        cube_id = check_id(cube_id, "cube_id") if cube_id is not None else str(uuid.uuid4())
+        name = check_id(name, "cube name", MAX_KEY_CHARS)
+        cube_id = check_id(cube_id, "cube_id", MAX_KEY_CHARS) if cube_id is not None else str(uuid.uuid4())
         now = self.clock()
         with self.store.session() as s:
             self._user(s, user_id)
@@ -287,6 +287,8 @@ class MemOS(MemoryOps):
         s.execute(delete(SessionRow).where(SessionRow.cube_id == cube_id))
         s.execute(delete(AclRow).where(AclRow.cube_id == cube_id))
         s.execute(delete(CubeRow).where(CubeRow.id == cube_id))
+        # the memories are gone, so are their events; the cube_delete event is the record
+        s.execute(delete(AuditRow).where(AuditRow.cube_id == cube_id))
 
     def share_cube(
         self, cube_id: str, owner_id: str, target_user_id: str, role: str | Role = Role.reader
@@ -361,8 +363,10 @@ class MemOS(MemoryOps):
     def import_cube(
         self, path: str | Path, *, user_id: str, cube_id: str | None = None, name: str | None = None
     ) -> Cube:
-        """Load a ``.memcube`` archive as a new cube owned by ``user_id``; ids are kept
-        unless ``cube_id`` is given. The archive is fully validated before anything is written."""
+        """Load a ``.memcube`` archive as a new cube owned by ``user_id``.
+
+        Memory ids are always kept (so one archive lives in a home once); the cube keeps its
+        id unless ``cube_id`` is given. The archive is fully validated before anything is written."""
         from memos import archive
 
         return archive.import_cube(self, Path(path), user_id=user_id, cube_id=cube_id, name=name)

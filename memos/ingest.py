@@ -15,6 +15,8 @@ from memos.timeparse import parse_timestamp
 
 MESSAGE_KEYS = frozenset({"role", "content", "name", "id", "timestamp", "metadata"})
 MAX_ID_CHARS = 200
+#: users.id and cubes.id columns are 128 wide
+MAX_KEY_CHARS = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +64,12 @@ def check_tags(tags: object) -> list[str]:
     return [t.strip() for t in tags]  # type: ignore[attr-defined]
 
 
-def check_id(value: object, what: str) -> str:
+def check_id(value: object, what: str, max_chars: int = MAX_ID_CHARS) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise InvalidInput(f"{what} must be a string, got {type(value).__name__}")
     text = str(value).strip()
-    if not text or len(text) > MAX_ID_CHARS:
-        raise InvalidInput(f"{what} must be 1–{MAX_ID_CHARS} characters")
+    if not text or len(text) > max_chars:
+        raise InvalidInput(f"{what} must be 1–{max_chars} characters")
     return text
 
 

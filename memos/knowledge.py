@@ -119,7 +119,11 @@ def apply_extraction(
         text = facts[i] if len(facts) == len(extraction.relations) else relation_text(rel)
         # A memory that is itself a statement (not a raw turn) carries its own relations;
         # deriving a copy of it would only duplicate it.
-        fact = episode if episode.type != "episode" else _find_fact(s, episode.cube_id, text)
+        fact = (
+            episode
+            if episode.type != "episode"
+            else _find_fact(s, episode.cube_id, text, src.id, rel.predicate, dst.id)
+        )
         if fact is None:
             fact = MemoryRow(
                 id=str(uuid.uuid4()),
@@ -160,6 +164,18 @@ def apply_extraction(
         if fact is episode and rel.functional:
             out.superseded += _supersede(s, fact, src.id, rel.predicate, dst.id, when, now, actor)
         link(s, resolver, fact.id, {src.id, dst.id})
+        known_edge = fact.id not in resolver.new_memories and s.scalar(
+            select(EdgeRow.id).where(
+                EdgeRow.memory_id == fact.id,
+                EdgeRow.src_id == src.id,
+                EdgeRow.predicate == rel.predicate,
+                EdgeRow.dst_id == dst.id,
+                EdgeRow.valid_to.is_(None),
+            )
+        )
+        if known_edge:  # the same relation told again: one edge, one fact, one more source
+            out.relations += 1
+            continue
         s.add(
             EdgeRow(
                 cube_id=episode.cube_id,
@@ -176,14 +192,39 @@ def apply_extraction(
     return out
 
 
-def _find_fact(s: Session, cube_id: str, text: str) -> MemoryRow | None:
+def _find_fact(
+    s: Session, cube_id: str, text: str, src_id: int, predicate: str, dst_id: int
+) -> MemoryRow | None:
+    """The active fact that already states this relation (or this exact text), if any.
+
+    Matching on (subject, predicate, object) first: the same relation told twice may be
+    worded differently ("Alice is vegetarian" / "… (since 2024-10)") and is still one fact.
+    """
+    same_relation = s.scalar(
+        select(MemoryRow)
+        .join(EdgeRow, EdgeRow.memory_id == MemoryRow.id)
+        .where(
+            EdgeRow.cube_id == cube_id,
+            EdgeRow.src_id == src_id,
+            EdgeRow.predicate == predicate,
+            EdgeRow.dst_id == dst_id,
+            EdgeRow.valid_to.is_(None),
+            MemoryRow.type == "fact",
+            MemoryRow.state == "active",
+        )
+        .limit(1)
+    )
+    if same_relation is not None:
+        return same_relation
     return s.scalar(
-        select(MemoryRow).where(
+        select(MemoryRow)
+        .where(
             MemoryRow.cube_id == cube_id,
             MemoryRow.type == "fact",
             MemoryRow.state == "active",
             MemoryRow.text == text,
         )
+        .limit(1)
     )
 
 

@@ -677,7 +677,7 @@ class MemoryOps:
     list = list_memories
 
 
-def _memory_type(value: object, default: MemoryType) -> MemoryType:
+def _memory_type(value: str | MemoryType | None, default: MemoryType) -> MemoryType:
     if value is None:
         return default
     try:

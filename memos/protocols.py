@@ -100,7 +100,11 @@ class Embedder(Protocol):
 
     #: stable identifier recorded in archives and index metadata (model + revision)
     id: str
-    dim: int
+
+    @property
+    def dim(self) -> int:
+        """Length of the vectors (may load the model to find out)."""
+        ...
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
 

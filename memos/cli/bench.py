@@ -39,8 +39,12 @@ def scale(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results to this file.")] = None,
     queries: Annotated[int, typer.Option(help="Searches timed per size.")] = 200,
     embed_sample: Annotated[int, typer.Option(help="Memories added with the model in the loop.")] = 512,
-    relational_url: Annotated[str | None, typer.Option(help="Measure a PostgreSQL (or other) deployment.")] = None,
-    vector_url: Annotated[str | None, typer.Option(help="Measure a Qdrant server, e.g. qdrant://host:6333.")] = None,
+    relational_url: Annotated[
+        str | None, typer.Option(help="Measure a PostgreSQL (or other) deployment.")
+    ] = None,
+    vector_url: Annotated[
+        str | None, typer.Option(help="Measure a Qdrant server, e.g. qdrant://host:6333.")
+    ] = None,
 ) -> None:
     """Add throughput, index build, search latency, RSS and disk per memory at each size."""
     from memos.adapters.embedders.sentence_transformers import SentenceTransformerEmbedder
@@ -77,3 +81,41 @@ def _table(console: Any, results: dict[str, dict[str, Any]]) -> None:
     for key in keys:
         table.add_row(key, *(str(results[s][key]) for s in results))
     console.print(table)
+
+
+@bench_app.command("locomo")
+def locomo(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Option("--data", help="A LoCoMo-format JSON file.")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results to this file.")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="Hits asked of each search.")] = 25,
+) -> None:
+    """Evidence recall@1/5/10/25 of retrieval on LoCoMo-format conversations."""
+    from memos.bench import locomo as bench
+
+    state = get_state(ctx)
+    result = bench.run(data, top_k=top_k, log=note)
+    _write(json_out, {**result, "_meta": {"date": time.strftime("%Y-%m-%d"), "data": str(data)}})
+    emit(state, result, lambda console: _locomo_table(console, result))
+
+
+def _locomo_table(console: Any, result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"memos bench locomo — {result['n_questions']} questions")
+    table.add_column("")
+    for k in ("1", "5", "10", "25"):
+        table.add_column(f"R@{k}", justify="right")
+        table.add_column(f"hit@{k}", justify="right")
+    table.add_row(
+        "all", *(f"{result[m][k]:.3f}" for k in ("1", "5", "10", "25") for m in ("recall_at", "hit_at"))
+    )
+    for cat, row in result["per_category"].items():
+        table.add_row(
+            f"category {cat} (n={row['n']})",
+            *(f"{row[m][k]:.3f}" for k in ("1", "5", "10", "25") for m in ("recall_at", "hit_at")),
+        )
+    console.print(table)
+    console.print(
+        f"ingest {result['ingest_s']} s; search p50 {result['search_p50_ms']} ms, p95 {result['search_p95_ms']} ms"
+    )
