@@ -155,14 +155,13 @@ def apply_extraction(
             s.add(snapshot(fact, actor, f"extracted from {episode.id}"))
             s.add(_event(now, actor, fact, "extract", {"source": episode.id, "extractor": extractor}))
             out.derived.append(fact)
-            if rel.functional:
-                out.superseded += _supersede(s, fact, src.id, rel.predicate, dst.id, when, now, actor)
+            out.superseded += _supersede(s, fact, rel, src.id, when, now, actor)
         elif fact is not episode:
             sources = list(fact.source_ids or [])
             if episode.id not in sources:
                 fact.source_ids = [*sources, episode.id]
-        if fact is episode and rel.functional:
-            out.superseded += _supersede(s, fact, src.id, rel.predicate, dst.id, when, now, actor)
+        if fact is episode:
+            out.superseded += _supersede(s, fact, rel, src.id, when, now, actor)
         link(s, resolver, fact.id, {src.id, dst.id})
         known_edge = fact.id not in resolver.new_memories and s.scalar(
             select(EdgeRow.id).where(
@@ -231,28 +230,32 @@ def _find_fact(
 def _supersede(
     s: Session,
     new_fact: MemoryRow,
+    rel: Relation,
     src_id: int,
-    predicate: str,
-    dst_id: int,
     when: datetime,
     now: datetime,
     actor: str | None,
 ) -> list[str]:
-    """Retire the older facts that give ``src`` another value for ``predicate``."""
-    old_edges = s.scalars(
-        select(EdgeRow).where(
+    """Retire the current facts about ``rel.subject`` that ``rel`` contradicts: another
+    value of a functional predicate, or an opposing predicate on the same object
+    (``likes steak`` against ``avoids steak``). See :meth:`Relation.conflicts_with`."""
+    current = s.execute(
+        select(EdgeRow, EntityRow.name)
+        .join(EntityRow, EntityRow.id == EdgeRow.dst_id)
+        .where(
             EdgeRow.cube_id == new_fact.cube_id,
             EdgeRow.src_id == src_id,
-            EdgeRow.predicate == predicate,
-            EdgeRow.dst_id != dst_id,
             EdgeRow.valid_to.is_(None),
+            EdgeRow.memory_id != new_fact.id,
         )
     ).all()
     retired: list[str] = []
-    for edge in old_edges:
+    for edge, dst_name in current:
+        if not rel.conflicts_with(Relation.of(rel.subject, edge.predicate, dst_name)):
+            continue
         edge.valid_to = when
         old = s.get(MemoryRow, edge.memory_id)
-        if old is None or old.state != "active" or old.type != "fact" or old.id == new_fact.id:
+        if old is None or old.state != "active" or old.type != "fact":
             continue
         old.state = "superseded"
         old.superseded_by = new_fact.id
@@ -260,7 +263,7 @@ def _supersede(
         old.retired_at = now
         old.updated_at = now
         old.index_state = "pending"
-        s.add(_event(now, actor, old, "supersede", {"by": new_fact.id, "predicate": predicate}))
+        s.add(_event(now, actor, old, "supersede", {"by": new_fact.id, "predicate": rel.predicate}))
         retired.append(old.id)
     return retired
 
