@@ -16,7 +16,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 
 from memos import lexical
 from memos.protocols import Embedder, IndexPoint, VectorIndex
@@ -102,17 +102,16 @@ class Indexer:
             self.index.upsert(points)
         if gone:
             self.index.delete(gone)
-        marked = 0
+        # One statement for the batch; a row updated since it was read keeps 'pending'.
+        stmt = (
+            update(MemoryRow.__table__)  # type: ignore[arg-type]
+            .where(MemoryRow.__table__.c.id == bindparam("b_id"))
+            .where(MemoryRow.__table__.c.updated_at == bindparam("b_updated"))
+            .values(index_state="done")
+        )
         with self.store.session() as s:
-            for r in rows:
-                res = s.execute(
-                    update(MemoryRow)
-                    .where(MemoryRow.id == r.id, MemoryRow.updated_at == r.updated_at)
-                    .values(index_state="done")
-                    .execution_options(synchronize_session=False)
-                )
-                marked += res.rowcount or 0  # type: ignore[attr-defined]
-        return marked
+            res = s.connection().execute(stmt, [{"b_id": r.id, "b_updated": r.updated_at} for r in rows])
+        return int(res.rowcount or 0)
 
     def _apply_tasks(self) -> None:
         with self.store.session() as s:

@@ -1,16 +1,23 @@
-"""Applies an extractor's findings to a cube: entities, edges, derived facts, supersession.
+"""Applies extractors' findings to a cube: entities, edges, derived facts, supersession.
 
-Derived facts are memories of type ``fact`` whose provenance lists the episode they came
-from. A *functional* relation (``lives_in``, ``works_at``…) holds one value at a time:
-when a newer episode states a different value, the older fact is marked ``superseded``
-(with ``valid_to`` and a link to its successor) instead of being overwritten, so its
-history stays readable.
+Derived facts are memories of type ``fact`` whose provenance lists the episodes they came
+from. A relation that contradicts a current one (:meth:`Relation.conflicts_with`: another
+value of a functional predicate such as ``lives_in``, or an opposing predicate such as
+``likes``/``avoids`` on the same object) marks the older fact ``superseded`` — with
+``valid_to`` and a link to its successor — instead of overwriting it, so its history
+stays readable. The same relation told twice is one fact with two sources.
+
+:class:`KnowledgeWriter` works on a whole batch of memories in one transaction: it loads
+the entities, current edges and candidate facts the batch needs with a few queries up
+front, then applies the extractions in order, in memory, so a bulk import does not pay
+several round trips per message.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -19,15 +26,11 @@ from sqlalchemy.orm import Session
 
 from memos.convert import snapshot
 from memos.extract import Extraction, Relation
-from memos.storage.relational.models import (
-    AuditRow,
-    EdgeRow,
-    EntityRow,
-    MemoryEntityRow,
-    MemoryRow,
-)
+from memos.storage.relational.models import AuditRow, EdgeRow, EntityRow, MemoryEntityRow, MemoryRow
 
 log = logging.getLogger(__name__)
+
+_CHUNK = 500
 
 
 @dataclass
@@ -38,239 +41,263 @@ class Applied:
     relations: int = 0
 
 
-def relation_text(rel: Relation) -> str:
-    return f"{rel.subject} {rel.predicate.replace('_', ' ')} {rel.object}"
+def entity_key(name: str) -> str:
+    return " ".join(name.lower().split())
 
 
-class EntityResolver:
-    """Finds or creates entity rows of one cube within one transaction."""
+def _chunks(items: Sequence[str] | Sequence[int], size: int = _CHUNK) -> Iterable[list[str] | list[int]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
 
-    def __init__(self, session: Session, cube_id: str, now: datetime) -> None:
-        self.s = session
+
+class KnowledgeWriter:
+    """Writes the graph and the derived facts of a batch of memories of one cube."""
+
+    def __init__(self, s: Session, cube_id: str, *, now: datetime, actor: str | None, extractor: str) -> None:
+        self.s = s
         self.cube_id = cube_id
         self.now = now
-        self._cache: dict[str, EntityRow] = {}
-        #: (memory id, entity id) links written in this transaction
-        self.linked: set[tuple[str, int]] = set()
-        #: memories created in this transaction (they cannot have older links)
-        self.new_memories: set[str] = set()
+        self.actor = actor
+        self.extractor = extractor
+        self._entities: dict[str, EntityRow] = {}
+        #: current (valid_to is None) edges by subject entity id, with the object's name
+        self._edges: dict[int, list[tuple[EdgeRow, str]]] = {}
+        self._facts: dict[str, MemoryRow] = {}  # memory rows behind current edges, by id
+        self._facts_by_text: dict[str, MemoryRow] = {}
+        self._links: set[tuple[str, int]] = set()
+        self._new: set[str] = set()
+        # Rows that reference memories created here: added after those memories are
+        # flushed, since the unit of work does not order inserts by foreign keys alone.
+        self._after: list[object] = []
 
-    def reset(self) -> None:
-        """Forget cached rows (after a rolled-back savepoint they may not exist)."""
-        self._cache.clear()
-        self.linked.clear()
+    # ------------------------------------------------------------------ public
+    def apply(self, items: Sequence[tuple[MemoryRow, Extraction]]) -> Applied:
+        """Apply ``(memory, extraction)`` pairs in order; rows are added to the session."""
+        out = Applied()
+        self._preload(items)
+        pending_links: list[tuple[str, set[int]]] = []
+        for row, extraction in items:
+            pending_links += self._apply_one(row, extraction, out)
+        self.s.flush()
+        self.s.add_all(self._after)
+        self._after = []
+        self._write_links(pending_links)
+        return out
 
-    def get(self, name: str, kind: str) -> EntityRow:
-        key = " ".join(name.lower().split())
-        row = self._cache.get(key)
-        if row is None:
-            row = self.s.scalar(
-                select(EntityRow).where(EntityRow.cube_id == self.cube_id, EntityRow.key == key)
-            )
-            if row is None:
-                row = EntityRow(cube_id=self.cube_id, key=key, name=name, kind=kind, created_at=self.now)
-                self.s.add(row)
-                self.s.flush()
-            self._cache[key] = row
-        return row
+    def mark_new(self, memory_id: str) -> None:
+        """``memory_id`` was created in this transaction (it has no links yet)."""
+        self._new.add(memory_id)
 
+    # ------------------------------------------------------------------ loading
+    def _preload(self, items: Sequence[tuple[MemoryRow, Extraction]]) -> None:
+        wanted: dict[str, tuple[str, str]] = {}
+        texts: set[str] = set()
+        for row, ex in items:
+            for ent in ex.entities:
+                if ent.name.strip():
+                    wanted.setdefault(entity_key(ent.name), (ent.name, ent.kind))
+            for i, rel in enumerate(ex.relations):
+                if rel.subject.strip() and rel.object.strip():
+                    kind = "person" if rel.subject == row.speaker else "thing"
+                    wanted.setdefault(entity_key(rel.subject), (rel.subject, kind))
+                    wanted.setdefault(entity_key(rel.object), (rel.object, "thing"))
+                    texts.add(_fact_text(ex, i))
+        keys = [k for k in wanted if k not in self._entities]
+        for chunk in _chunks(keys):
+            for ent in self.s.scalars(
+                select(EntityRow).where(EntityRow.cube_id == self.cube_id, EntityRow.key.in_(chunk))
+            ):
+                self._entities[ent.key] = ent
+        created = False
+        for key in keys:
+            if key not in self._entities:
+                name, kind = wanted[key]
+                ent = EntityRow(cube_id=self.cube_id, key=key, name=name, kind=kind, created_at=self.now)
+                self.s.add(ent)
+                self._entities[key] = ent
+                created = True
+        if created:
+            self.s.flush()  # entity ids are needed for edges and links
+        subjects = sorted(
+            {
+                self._entities[entity_key(rel.subject)].id
+                for _, ex in items
+                for rel in ex.relations
+                if rel.subject.strip() and rel.object.strip()
+            }
+            - set(self._edges)
+        )
+        memory_ids: set[str] = set()
+        for chunk in _chunks(subjects):
+            for edge, dst_name in self.s.execute(
+                select(EdgeRow, EntityRow.name)
+                .join(EntityRow, EntityRow.id == EdgeRow.dst_id)
+                .where(EdgeRow.cube_id == self.cube_id, EdgeRow.src_id.in_(chunk), EdgeRow.valid_to.is_(None))
+            ):
+                self._edges.setdefault(edge.src_id, []).append((edge, dst_name))
+                memory_ids.add(edge.memory_id)
+        for sid in subjects:
+            self._edges.setdefault(int(sid), [])
+        for chunk in _chunks(sorted(memory_ids - set(self._facts))):
+            for mem in self.s.scalars(select(MemoryRow).where(MemoryRow.id.in_(chunk))):
+                self._facts[mem.id] = mem
+        for chunk in _chunks(sorted(texts - set(self._facts_by_text))):
+            for mem in self.s.scalars(
+                select(MemoryRow).where(
+                    MemoryRow.cube_id == self.cube_id,
+                    MemoryRow.type == "fact",
+                    MemoryRow.state == "active",
+                    MemoryRow.text.in_(chunk),
+                )
+            ):
+                self._facts_by_text.setdefault(mem.text, mem)
 
-def link(s: Session, resolver: EntityResolver, memory_id: str, entity_ids: set[int]) -> None:
-    """Record that ``memory_id`` mentions ``entity_ids`` (each pair once)."""
-    todo = {e for e in entity_ids if (memory_id, e) not in resolver.linked}
-    if todo and memory_id not in resolver.new_memories:
-        todo -= set(
-            s.scalars(
-                select(MemoryEntityRow.entity_id).where(
-                    MemoryEntityRow.memory_id == memory_id, MemoryEntityRow.entity_id.in_(todo)
+    # ------------------------------------------------------------------ applying
+    def _apply_one(self, episode: MemoryRow, ex: Extraction, out: Applied) -> list[tuple[str, set[int]]]:
+        when = episode.occurred_at or self.now
+        links: list[tuple[str, set[int]]] = []
+        mentioned = {self._entities[entity_key(e.name)].id for e in ex.entities if e.name.strip()}
+        out.entities += len(mentioned)
+        for i, rel in enumerate(ex.relations):
+            if not (rel.subject.strip() and rel.object.strip()):
+                continue
+            src = self._entities[entity_key(rel.subject)]
+            dst = self._entities[entity_key(rel.object)]
+            mentioned.update((src.id, dst.id))
+            out.relations += 1
+            # A memory that is itself a statement (not a raw turn) carries its own relations;
+            # deriving a copy of it would only duplicate it.
+            if episode.type != "episode":
+                fact = episode
+            else:
+                found = self._find_fact(src.id, rel.predicate, dst.id, _fact_text(ex, i))
+                fact = found or self._new_fact(episode, rel, _fact_text(ex, i), when, out)
+                if found is not None and episode.id not in (found.source_ids or []):
+                    found.source_ids = [*(found.source_ids or []), episode.id]
+            out.superseded += self._supersede(fact, rel, src.id, when)
+            links.append((fact.id, {src.id, dst.id}))
+            if not self._has_edge(src.id, rel.predicate, dst.id, fact.id):
+                edge = EdgeRow(
+                    cube_id=self.cube_id,
+                    src_id=src.id,
+                    predicate=rel.predicate,
+                    dst_id=dst.id,
+                    memory_id=fact.id,
+                    valid_from=when,
+                    created_at=self.now,
+                )
+                self._after.append(edge)
+                self._edges.setdefault(src.id, []).append((edge, dst.name))
+        links.append((episode.id, mentioned))
+        return links
+
+    def _find_fact(self, src_id: int, predicate: str, dst_id: int, text: str) -> MemoryRow | None:
+        """The active fact already stating this relation (or this exact text), if any.
+
+        The same relation told twice may be worded differently ("Alice is vegetarian" /
+        "… (since 2024-10)") and is still one fact."""
+        for edge, _ in self._edges.get(src_id, []):
+            if edge.valid_to is None and edge.predicate == predicate and edge.dst_id == dst_id:
+                mem = self._facts.get(edge.memory_id)
+                if mem is not None and mem.type == "fact" and mem.state == "active":
+                    return mem
+        mem = self._facts_by_text.get(text)
+        return mem if mem is not None and mem.state == "active" else None
+
+    def _new_fact(
+        self, episode: MemoryRow, rel: Relation, text: str, when: datetime, out: Applied
+    ) -> MemoryRow:
+        fact = MemoryRow(
+            id=str(uuid.uuid4()),
+            cube_id=self.cube_id,
+            kind="plaintext",
+            type="fact",
+            text=text,
+            meta={"predicate": rel.predicate},
+            tags=[],
+            importance=0.6,
+            session_id=episode.session_id,
+            speaker=episode.speaker,
+            role=episode.role,
+            source_ids=[episode.id],
+            extractor=self.extractor,
+            confidence=0.6,
+            occurred_at=episode.occurred_at,
+            valid_from=when,
+            recorded_at=self.now,
+            version=1,
+            state="active",
+            hits=0,
+            updated_at=self.now,
+            index_state="pending",
+        )
+        self.s.add(fact)
+        self._after.append(snapshot(fact, self.actor, f"extracted from {episode.id}"))
+        self._after.append(self._event(fact, "extract", {"source": episode.id, "extractor": self.extractor}))
+        self._new.add(fact.id)
+        self._facts[fact.id] = fact
+        self._facts_by_text[text] = fact
+        out.derived.append(fact)
+        return fact
+
+    def _has_edge(self, src_id: int, predicate: str, dst_id: int, memory_id: str) -> bool:
+        return any(
+            e.valid_to is None
+            and e.predicate == predicate
+            and e.dst_id == dst_id
+            and e.memory_id == memory_id
+            for e, _ in self._edges.get(src_id, [])
+        )
+
+    def _supersede(self, new_fact: MemoryRow, rel: Relation, src_id: int, when: datetime) -> list[str]:
+        """Retire the current facts about ``rel.subject`` that ``rel`` contradicts."""
+        retired: list[str] = []
+        for edge, dst_name in self._edges.get(src_id, []):
+            if edge.valid_to is not None or edge.memory_id == new_fact.id:
+                continue
+            if not rel.conflicts_with(Relation.of(rel.subject, edge.predicate, dst_name)):
+                continue
+            edge.valid_to = when
+            old = self._facts.get(edge.memory_id)
+            if old is None or old.state != "active" or old.type != "fact":
+                continue
+            old.state = "superseded"
+            old.superseded_by = new_fact.id
+            old.valid_to = when
+            old.retired_at = self.now
+            old.updated_at = self.now
+            old.index_state = "pending"
+            self.s.add(self._event(old, "supersede", {"by": new_fact.id, "predicate": rel.predicate}))
+            retired.append(old.id)
+        return retired
+
+    def _write_links(self, pending: list[tuple[str, set[int]]]) -> None:
+        wanted = {(m, e) for m, ents in pending for e in ents} - self._links
+        old_memories = sorted({m for m, _ in wanted if m not in self._new})
+        for chunk in _chunks(old_memories):
+            existing = self.s.execute(
+                select(MemoryEntityRow.memory_id, MemoryEntityRow.entity_id).where(
+                    MemoryEntityRow.memory_id.in_(chunk)
                 )
             )
+            wanted -= {(m, e) for m, e in existing}
+        self.s.add_all(MemoryEntityRow(memory_id=m, entity_id=e) for m, e in sorted(wanted))
+        self._links |= wanted
+
+    def _event(self, row: MemoryRow, action: str, details: dict[str, object]) -> AuditRow:
+        return AuditRow(
+            ts=self.now,
+            actor=self.actor,
+            cube_id=row.cube_id,
+            memory_id=row.id,
+            action=action,
+            details=details,
         )
-    for eid in todo:
-        s.add(MemoryEntityRow(memory_id=memory_id, entity_id=eid))
-        resolver.linked.add((memory_id, eid))
 
 
-def apply_extraction(
-    s: Session,
-    episode: MemoryRow,
-    extraction: Extraction,
-    resolver: EntityResolver,
-    *,
-    now: datetime,
-    actor: str | None,
-    extractor: str,
-) -> Applied:
-    """Write what ``extraction`` found in ``episode`` into the cube (same transaction)."""
-    out = Applied()
-    when = episode.occurred_at or now
-    mentioned: set[int] = set()
-    for ent in extraction.entities:
-        if ent.name.strip():
-            mentioned.add(resolver.get(ent.name, ent.kind).id)
-    out.entities = len(mentioned)
-    facts = list(extraction.facts)
-    for i, rel in enumerate(extraction.relations):
-        if not (rel.subject.strip() and rel.object.strip()):
-            continue
-        src = resolver.get(rel.subject, "person" if rel.subject == episode.speaker else "thing")
-        dst = resolver.get(rel.object, "thing")
-        mentioned.update((src.id, dst.id))
-        text = facts[i] if len(facts) == len(extraction.relations) else relation_text(rel)
-        # A memory that is itself a statement (not a raw turn) carries its own relations;
-        # deriving a copy of it would only duplicate it.
-        fact = (
-            episode
-            if episode.type != "episode"
-            else _find_fact(s, episode.cube_id, text, src.id, rel.predicate, dst.id)
-        )
-        if fact is None:
-            fact = MemoryRow(
-                id=str(uuid.uuid4()),
-                cube_id=episode.cube_id,
-                kind="plaintext",
-                type="fact",
-                text=text,
-                meta={"predicate": rel.predicate},
-                tags=[],
-                importance=0.6,
-                session_id=episode.session_id,
-                speaker=episode.speaker,
-                role=episode.role,
-                source_ids=[episode.id],
-                extractor=extractor,
-                confidence=0.6,
-                occurred_at=episode.occurred_at,
-                valid_from=when,
-                recorded_at=now,
-                version=1,
-                state="active",
-                hits=0,
-                updated_at=now,
-                index_state="pending",
-            )
-            s.add(fact)
-            resolver.new_memories.add(fact.id)
-            s.flush()
-            s.add(snapshot(fact, actor, f"extracted from {episode.id}"))
-            s.add(_event(now, actor, fact, "extract", {"source": episode.id, "extractor": extractor}))
-            out.derived.append(fact)
-            out.superseded += _supersede(s, fact, rel, src.id, when, now, actor)
-        elif fact is not episode:
-            sources = list(fact.source_ids or [])
-            if episode.id not in sources:
-                fact.source_ids = [*sources, episode.id]
-        if fact is episode:
-            out.superseded += _supersede(s, fact, rel, src.id, when, now, actor)
-        link(s, resolver, fact.id, {src.id, dst.id})
-        known_edge = fact.id not in resolver.new_memories and s.scalar(
-            select(EdgeRow.id).where(
-                EdgeRow.memory_id == fact.id,
-                EdgeRow.src_id == src.id,
-                EdgeRow.predicate == rel.predicate,
-                EdgeRow.dst_id == dst.id,
-                EdgeRow.valid_to.is_(None),
-            )
-        )
-        if known_edge:  # the same relation told again: one edge, one fact, one more source
-            out.relations += 1
-            continue
-        s.add(
-            EdgeRow(
-                cube_id=episode.cube_id,
-                src_id=src.id,
-                predicate=rel.predicate,
-                dst_id=dst.id,
-                memory_id=fact.id,
-                valid_from=when,
-                created_at=now,
-            )
-        )
-        out.relations += 1
-    link(s, resolver, episode.id, mentioned)
-    return out
-
-
-def _find_fact(
-    s: Session, cube_id: str, text: str, src_id: int, predicate: str, dst_id: int
-) -> MemoryRow | None:
-    """The active fact that already states this relation (or this exact text), if any.
-
-    Matching on (subject, predicate, object) first: the same relation told twice may be
-    worded differently ("Alice is vegetarian" / "… (since 2024-10)") and is still one fact.
-    """
-    same_relation = s.scalar(
-        select(MemoryRow)
-        .join(EdgeRow, EdgeRow.memory_id == MemoryRow.id)
-        .where(
-            EdgeRow.cube_id == cube_id,
-            EdgeRow.src_id == src_id,
-            EdgeRow.predicate == predicate,
-            EdgeRow.dst_id == dst_id,
-            EdgeRow.valid_to.is_(None),
-            MemoryRow.type == "fact",
-            MemoryRow.state == "active",
-        )
-        .limit(1)
-    )
-    if same_relation is not None:
-        return same_relation
-    return s.scalar(
-        select(MemoryRow)
-        .where(
-            MemoryRow.cube_id == cube_id,
-            MemoryRow.type == "fact",
-            MemoryRow.state == "active",
-            MemoryRow.text == text,
-        )
-        .limit(1)
-    )
-
-
-def _supersede(
-    s: Session,
-    new_fact: MemoryRow,
-    rel: Relation,
-    src_id: int,
-    when: datetime,
-    now: datetime,
-    actor: str | None,
-) -> list[str]:
-    """Retire the current facts about ``rel.subject`` that ``rel`` contradicts: another
-    value of a functional predicate, or an opposing predicate on the same object
-    (``likes steak`` against ``avoids steak``). See :meth:`Relation.conflicts_with`."""
-    current = s.execute(
-        select(EdgeRow, EntityRow.name)
-        .join(EntityRow, EntityRow.id == EdgeRow.dst_id)
-        .where(
-            EdgeRow.cube_id == new_fact.cube_id,
-            EdgeRow.src_id == src_id,
-            EdgeRow.valid_to.is_(None),
-            EdgeRow.memory_id != new_fact.id,
-        )
-    ).all()
-    retired: list[str] = []
-    for edge, dst_name in current:
-        if not rel.conflicts_with(Relation.of(rel.subject, edge.predicate, dst_name)):
-            continue
-        edge.valid_to = when
-        old = s.get(MemoryRow, edge.memory_id)
-        if old is None or old.state != "active" or old.type != "fact":
-            continue
-        old.state = "superseded"
-        old.superseded_by = new_fact.id
-        old.valid_to = when
-        old.retired_at = now
-        old.updated_at = now
-        old.index_state = "pending"
-        s.add(_event(now, actor, old, "supersede", {"by": new_fact.id, "predicate": rel.predicate}))
-        retired.append(old.id)
-    return retired
-
-
-def _event(
-    now: datetime, actor: str | None, row: MemoryRow, action: str, details: dict[str, object]
-) -> AuditRow:
-    return AuditRow(
-        ts=now, actor=actor, cube_id=row.cube_id, memory_id=row.id, action=action, details=details
-    )
+def _fact_text(ex: Extraction, i: int) -> str:
+    """The statement of relation ``i``: the extractor's wording when it gives one per relation."""
+    if len(ex.facts) == len(ex.relations):
+        return ex.facts[i]
+    rel = ex.relations[i]
+    return f"{rel.subject} {rel.predicate.replace('_', ' ')} {rel.object}"

@@ -22,7 +22,7 @@ from memos.config import Settings
 from memos.convert import event_from_row, memory_from_row, snapshot, version_from_row
 from memos.errors import InvalidInput, InvalidState, NotFound, PermissionDenied
 from memos.ingest import Message, check_metadata, check_tags, check_text, parse_messages
-from memos.knowledge import Applied, EntityResolver, apply_extraction
+from memos.knowledge import Applied, KnowledgeWriter
 from memos.protocols import Embedder, VectorIndex
 from memos.retrieval import Query, build_filter
 from memos.storage.relational.engine import RelationalStore
@@ -69,6 +69,7 @@ class MemoryOps:
     retriever: Retriever
     extractor: Extractor | None
     _write_lock: threading.RLock
+    _failures: int = 0
 
     # ------------------------------------------------------------------ access checks
     def _user(self, s: Session, user_id: object) -> UserRow:
@@ -189,23 +190,33 @@ class MemoryOps:
                     sess = s.get(SessionRow, (cube_id, session_id))
                     assert sess is not None
                     sess.last_active = now
-                resolver = EntityResolver(s, cube_id, now)
+                ids = [m.id for m in msgs if m.id is not None]
+                seen: set[str] = set()
+                for start in range(0, len(ids), 500):
+                    seen.update(
+                        x
+                        for x in s.scalars(
+                            select(MemoryRow.message_id).where(
+                                MemoryRow.cube_id == cube_id,
+                                MemoryRow.message_id.in_(ids[start : start + 500]),
+                            )
+                        )
+                        if x is not None
+                    )
                 new_rows: list[MemoryRow] = []
-                derived: list[MemoryRow] = []
+                dependents: list[object] = []  # rows referencing the new memories, added once those exist
                 for m in msgs:
-                    if m.id is not None and s.scalar(
-                        select(MemoryRow.id).where(MemoryRow.cube_id == cube_id, MemoryRow.message_id == m.id)
-                    ):
+                    if m.id is not None and m.id in seen:
                         continue  # idempotent re-import of the same message
+                    if m.id is not None:
+                        seen.add(m.id)
                     row = self._episode_row(
                         cube_id, m, mtype, session_id, {**meta, **m.metadata}, tag_list, importance, now
                     )
-                    s.add(row)
-                    resolver.new_memories.add(row.id)
-                    s.flush()
-                    s.add(snapshot(row, user_id, "added"))
+                    new_rows.append(row)
+                    dependents.append(snapshot(row, user_id, "added"))
                     if text is None:
-                        s.add(
+                        dependents.append(
                             MessageRow(
                                 cube_id=cube_id,
                                 session_id=session_id,
@@ -217,19 +228,22 @@ class MemoryOps:
                                 memory_id=row.id,
                             )
                         )
-                    s.add(
+                    dependents.append(
                         AuditRow(
                             ts=now, actor=user_id, cube_id=cube_id, memory_id=row.id, action="add", details={}
                         )
                     )
-                    new_rows.append(row)
-                    if extract and self.extractor is not None:
-                        applied = self._extract(s, row, resolver, now, user_id)
-                        derived += applied.derived
-                        result.superseded += applied.superseded
-                        result.entities += applied.entities
-                        result.relations += applied.relations
-                        result.extraction_failures += 0 if applied is not _FAILED else 1
+                s.add_all(new_rows)
+                s.flush()
+                s.add_all(dependents)
+                derived: list[MemoryRow] = []
+                if extract and self.extractor is not None and new_rows:
+                    applied = self._extract(s, cube_id, new_rows, now, user_id, new=True)
+                    derived = applied.derived
+                    result.superseded = applied.superseded
+                    result.entities = applied.entities
+                    result.relations = applied.relations
+                    result.extraction_failures = self._failures
                 s.flush()
                 result.memories = [memory_from_row(r) for r in new_rows]
                 result.derived = [memory_from_row(r) for r in derived]
@@ -275,38 +289,57 @@ class MemoryOps:
         )
 
     def _extract(
-        self, s: Session, row: MemoryRow, resolver: EntityResolver, now: datetime, actor: str
+        self,
+        s: Session,
+        cube_id: str,
+        rows: builtins.list[MemoryRow],
+        now: datetime,
+        actor: str,
+        *,
+        new: bool,
     ) -> Applied:
-        """Run the extractor on one episode. A failure is counted and audited, never raised:
-        the episode itself is already stored."""
+        """Run the extractor on each memory and write what it found, in this transaction.
+
+        An extractor failure on one memory is counted and audited, never raised: the memory
+        itself is stored either way (``self._failures`` holds the count of this call)."""
         assert self.extractor is not None
-        try:
-            with s.begin_nested():
+        self._failures = 0
+        items = []
+        for row in rows:
+            try:
                 extraction = self.extractor.extract(
                     row.text, speaker=row.speaker, reference_time=row.occurred_at or now
                 )
-                return apply_extraction(
-                    s, row, extraction, resolver, now=now, actor=actor, extractor=self.extractor.name
+            except Exception as exc:  # noqa: BLE001 - any extractor failure must not lose the memory
+                log.warning("extraction failed for memory %s: %s", row.id, exc)
+                self._failures += 1
+                s.add(
+                    AuditRow(
+                        ts=now,
+                        actor=actor,
+                        cube_id=row.cube_id,
+                        memory_id=row.id,
+                        action="extract_failed",
+                        details={
+                            "extractor": self.extractor.name,
+                            "error": f"{type(exc).__name__}: {exc}"[:500],
+                        },
+                    )
                 )
-        except Exception as exc:  # noqa: BLE001 - any extractor failure must not lose the episode
-            log.warning("extraction failed for memory %s: %s", row.id, exc)
-            resolver.reset()
-            s.add(
-                AuditRow(
-                    ts=now,
-                    actor=actor,
-                    cube_id=row.cube_id,
-                    memory_id=row.id,
-                    action="extract_failed",
-                    details={"extractor": self.extractor.name, "error": f"{type(exc).__name__}: {exc}"[:500]},
-                )
-            )
+                continue
+            items.append((row, extraction))
+        if self._failures:
             counter = s.get(MetaRow, "extraction_failures")
             if counter is None:
-                s.add(MetaRow(key="extraction_failures", value={"count": 1}))
+                s.add(MetaRow(key="extraction_failures", value={"count": self._failures}))
             else:
-                counter.value = {"count": int(counter.value.get("count", 0)) + 1}
-            return _FAILED
+                counter.value = {"count": int(counter.value.get("count", 0)) + self._failures}
+        writer = KnowledgeWriter(s, cube_id, now=now, actor=actor, extractor=self.extractor.name)
+        if new:
+            for row in rows:
+                writer.mark_new(row.id)
+        with s.no_autoflush:
+            return writer.apply(items)
 
     # ------------------------------------------------------------------ search
     def search(
@@ -485,7 +518,7 @@ class MemoryOps:
                     # re-derive the graph from the new text; old derived facts stay (they have their own history)
                     s.execute(delete(MemoryEntityRow).where(MemoryEntityRow.memory_id == row.id))
                     s.execute(delete(EdgeRow).where(EdgeRow.memory_id == row.id))
-                    self._extract(s, row, EntityResolver(s, row.cube_id, now), now, user_id)
+                    self._extract(s, row.cube_id, [row], now, user_id, new=False)
                 item = memory_from_row(row)
                 cube_id = row.cube_id
             self.graphs.invalidate(cube_id)
@@ -684,7 +717,3 @@ def _memory_type(value: str | MemoryType | None, default: MemoryType) -> MemoryT
         return MemoryType(value)
     except ValueError:
         raise InvalidInput(f"unknown memory type {value!r}; known: {', '.join(MemoryType)}") from None
-
-
-#: sentinel for a failed extraction (nothing applied)
-_FAILED = Applied()
