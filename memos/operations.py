@@ -656,7 +656,21 @@ class MemoryOps:
                 for c in cube_ids:
                     self._require(s, c, user_id, _WRITE)
         with self._write_lock:
-            return self.indexer.rebuild(builtins.list(cube_ids))
+            n = self.indexer.rebuild(builtins.list(cube_ids))
+        self.optimize_index()
+        return n
+
+    def optimize_index(self) -> bool:
+        """Build the index's search structures now (HNSW graphs, merged segments).
+
+        The embedded Qdrant Edge does this only when asked; until then dense search
+        scans. Worth running after a bulk import; ``reindex`` runs it. Returns whether
+        the backend had anything to do."""
+        optimize = getattr(self.index, "optimize", None)
+        if optimize is None:
+            return False
+        with self._write_lock:
+            return bool(optimize())
 
     def stats(self, *, user_id: str | None = None) -> dict[str, Any]:
         """Counts by cube, state and type; index health; extraction failures."""

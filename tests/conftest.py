@@ -53,8 +53,9 @@ class Clock:
 
 
 def reset_postgres(url: str) -> None:
-    from memos.storage.relational.engine import _normalise_url
     from sqlalchemy import create_engine, text
+
+    from memos.storage.relational.engine import _normalise_url
 
     engine = create_engine(_normalise_url(url))
     with engine.begin() as conn:

@@ -75,9 +75,8 @@ def test_sigkill_mid_bulk_import_loses_nothing(tmp_path: Path, embedder: Any, ki
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
 
-    from memos.storage.relational.models import MemoryRow
-
     from memos.core import MemOS
+    from memos.storage.relational.models import MemoryRow
 
     mos = MemOS(home=home, embedder=embedder)  # reopening repairs
     try:

@@ -174,8 +174,9 @@ def test_delete_restore_purge(alice: tuple[Any, str]) -> None:
         assert mid not in mos.index.ids(cube)
     assert all("Tromsø" not in h.memory.text for h in mos.search("Mira Tromsø", user_id="alice", top_k=50))
     # graph: no entity row named Mira/Tromsø survives unless another memory mentions it
-    from memos.storage.relational.models import AuditRow, EntityRow, MessageRow
     from sqlalchemy import select
+
+    from memos.storage.relational.models import AuditRow, EntityRow, MessageRow
 
     with mos.store.session() as s:
         keys = set(s.scalars(select(EntityRow.key).where(EntityRow.cube_id == cube)))

@@ -42,6 +42,9 @@ from pathlib import Path
 from typing import Any
 
 import qdrant_edge as qe
+
+from memos.errors import ConfigError, InvalidFilter, InvalidInput, MemosError, StorageError
+from memos.protocols import FieldMatch, FieldRange, IndexFilter, IndexHit, IndexPoint, SparseVector
 from memos.storage.vector._common import (
     DENSE,
     FLOAT_FIELDS,
@@ -52,9 +55,6 @@ from memos.storage.vector._common import (
     check_sparse,
     point_id,
 )
-
-from memos.errors import ConfigError, InvalidFilter, InvalidInput, MemosError, StorageError
-from memos.protocols import FieldMatch, FieldRange, IndexFilter, IndexHit, IndexPoint, SparseVector
 
 logger = logging.getLogger(__name__)
 

@@ -31,6 +31,10 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from qdrant_client import QdrantClient, models
+
+from memos.errors import ConfigError, InvalidFilter, InvalidInput, MemosError, StorageError
+from memos.protocols import FieldMatch, FieldRange, IndexFilter, IndexHit, IndexPoint, SparseVector
 from memos.storage.vector._common import (
     DENSE,
     FLOAT_FIELDS,
@@ -41,10 +45,6 @@ from memos.storage.vector._common import (
     check_sparse,
     point_id,
 )
-from qdrant_client import QdrantClient, models
-
-from memos.errors import ConfigError, InvalidFilter, InvalidInput, MemosError, StorageError
-from memos.protocols import FieldMatch, FieldRange, IndexFilter, IndexHit, IndexPoint, SparseVector
 
 logger = logging.getLogger(__name__)
 

@@ -7,9 +7,10 @@ Create Date: 2026-11-22 22:32:21.341249
 
 from __future__ import annotations
 
-import memos.storage.relational.models as models
 import sqlalchemy as sa
 from alembic import op
+
+import memos.storage.relational.models as models
 
 revision = "0001"
 down_revision = None
