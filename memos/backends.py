@@ -22,7 +22,11 @@ from memos.storage.relational.models import MemoryRow, MetaRow
 log = logging.getLogger(__name__)
 
 #: dimensions of bundled embedders, so opening a home need not load the model
-KNOWN_DIMS = {f"sentence-transformers:{DEFAULT_EMBEDDER}": 384}
+KNOWN_DIMS = {
+    f"sentence-transformers:{DEFAULT_EMBEDDER}": 384,
+    f"onnx-int8:{DEFAULT_EMBEDDER}": 384,
+    f"onnx-fp32:{DEFAULT_EMBEDDER}": 384,
+}
 
 
 def lock_home(settings: Settings) -> HomeLock | None:
@@ -36,9 +40,23 @@ def lock_home(settings: Settings) -> HomeLock | None:
 
 
 def make_embedder(settings: Settings) -> Embedder:
-    cls = registry.load("memos.embedders", "sentence_transformers")
-    embedder: Embedder = cls(
-        settings.embedder, device=settings.embedder_device, batch_size=settings.embed_batch_size
+    if settings.embedder_backend == "torch":
+        cls = registry.load("memos.embedders", "sentence_transformers")
+        embedder: Embedder = cls(
+            settings.embedder,
+            device=settings.embedder_device,
+            batch_size=settings.embed_batch_size,
+            threads=settings.embedder_threads,
+        )
+        return embedder
+    cls = registry.load("memos.embedders", "onnx")
+    embedder = cls(
+        settings.embedder,
+        device=settings.embedder_device,
+        batch_size=settings.embed_batch_size,
+        precision="int8" if settings.embedder_backend == "onnx-int8" else "fp32",
+        threads=settings.embedder_threads,
+        cache_dir=settings.embedder_cache_dir,
     )
     return embedder
 

@@ -21,19 +21,46 @@ DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 
 
 class SearchSettings(BaseModel):
-    """Weights and depths of the hybrid retrieval (see :mod:`memos.retrieval`)."""
+    """Weights and depths of the hybrid retrieval (see :mod:`memos.retrieval`).
+
+    The defaults were chosen on the LoCoMo development set (BENCHMARKS.md): the path
+    weights, the three boosts and the context window are the only values fitted there,
+    all rounded, none specific to a conversation.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     candidates: int = Field(100, ge=1, le=2000, description="candidates fetched per path")
-    rrf_k: float = Field(60.0, gt=0)
-    weight_dense: float = Field(1.0, ge=0)
-    weight_lexical: float = Field(1.0, ge=0)
-    weight_graph: float = Field(0.5, ge=0)
+    fusion: Literal["score", "rrf"] = Field(
+        "score",
+        description="score: each path's scores min-max normalised over its candidates, then a "
+        "weighted sum; rrf: weighted reciprocal rank fusion, w / (rrf_k + rank)",
+    )
+    rrf_k: float = Field(60.0, gt=0, description="rank offset of reciprocal rank fusion")
+    weight_dense: float = Field(0.4, ge=0)
+    weight_lexical: float = Field(0.6, ge=0)
+    weight_graph: float = Field(
+        0.0, ge=0, description="entity-graph path; off by default: it did not help on LoCoMo (BENCHMARKS.md)"
+    )
     weight_recency: float = Field(0.02, ge=0)
     weight_importance: float = Field(0.02, ge=0)
     recency_half_life_days: float = Field(90.0, gt=0)
     graph_expansion: bool = True
+    speaker_boost: float = Field(
+        0.4, ge=0, description="extra share for a memory spoken by someone the query names"
+    )
+    time_boost: float = Field(
+        0.5, ge=0, description="extra share for a memory from the time a query names ('in May 2023')"
+    )
+    time_slack_days: float = Field(
+        7.0, ge=0, description="how long after that time a memory may still be about it"
+    )
+    context_window: int = Field(
+        6, ge=0, le=50, description="turns either side within a session that lift each other"
+    )
+    context_weight: float = Field(
+        0.4, ge=0, description="share of the best nearby turn's score a turn gains (0: off)"
+    )
 
 
 class Settings(BaseSettings):
@@ -56,6 +83,11 @@ class Settings(BaseSettings):
     vector_collection: str = "memos"
     embedder: str = Field(DEFAULT_EMBEDDER, description="bundled model name or sentence-transformers path")
     embedder_device: str = "cpu"
+    embedder_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "torch", description="torch (any model, GPU); onnx (same vectors, faster on CPU); onnx-int8 (fastest)"
+    )
+    embedder_threads: int | None = Field(None, ge=1, description="CPU threads for the embedder")
+    embedder_cache_dir: Path | None = Field(None, description="where ONNX exports are cached")
     embed_batch_size: int = Field(64, ge=1)
     extractor: Literal["rules", "none"] = "rules"
     max_text_chars: int = Field(32_000, ge=1)

@@ -22,6 +22,7 @@ from memos import lexical
 from memos.protocols import Embedder, IndexPoint, VectorIndex
 from memos.storage.relational.engine import RelationalStore
 from memos.storage.relational.models import IndexTaskRow, MemoryRow
+from memos.turns import previous_turns
 from memos.types import SEARCHABLE_STATES
 
 log = logging.getLogger(__name__)
@@ -94,9 +95,17 @@ class Indexer:
         gone = [r.id for r in rows if r.state not in SEARCHABLE_STATES]
         if live:
             texts = [index_text(r) for r in live]
+            # a turn is lexically indexed with the turn it answers (see memos.turns)
+            with self.store.session() as s:
+                contexts = previous_turns(s, [r.id for r in live if r.type == "episode"])
             vectors = self.embedder.embed(texts)
             points = [
-                IndexPoint(id=r.id, dense=v, sparse=lexical.encode_document(t), payload=payload(r))
+                IndexPoint(
+                    id=r.id,
+                    dense=v,
+                    sparse=lexical.encode_document(t, context=contexts.get(r.id)),
+                    payload=payload(r),
+                )
                 for r, t, v in zip(live, texts, vectors, strict=True)
             ]
             self.index.upsert(points)

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -31,6 +32,7 @@ from memos.storage.relational.models import AuditRow, EdgeRow, EntityRow, Memory
 log = logging.getLogger(__name__)
 
 _CHUNK = 500
+T = TypeVar("T")
 
 
 @dataclass
@@ -45,7 +47,7 @@ def entity_key(name: str) -> str:
     return " ".join(name.lower().split())
 
 
-def _chunks(items: Sequence[str] | Sequence[int], size: int = _CHUNK) -> Iterable[list[str] | list[int]]:
+def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterable[list[T]]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
 
@@ -104,17 +106,17 @@ class KnowledgeWriter:
                     texts.add(_fact_text(ex, i))
         keys = [k for k in wanted if k not in self._entities]
         for chunk in _chunks(keys):
-            for ent in self.s.scalars(
+            for found in self.s.scalars(
                 select(EntityRow).where(EntityRow.cube_id == self.cube_id, EntityRow.key.in_(chunk))
             ):
-                self._entities[ent.key] = ent
+                self._entities[found.key] = found
         created = False
         for key in keys:
             if key not in self._entities:
                 name, kind = wanted[key]
-                ent = EntityRow(cube_id=self.cube_id, key=key, name=name, kind=kind, created_at=self.now)
-                self.s.add(ent)
-                self._entities[key] = ent
+                row_ = EntityRow(cube_id=self.cube_id, key=key, name=name, kind=kind, created_at=self.now)
+                self.s.add(row_)
+                self._entities[key] = row_
                 created = True
         if created:
             self.s.flush()  # entity ids are needed for edges and links
@@ -128,11 +130,13 @@ class KnowledgeWriter:
             - set(self._edges)
         )
         memory_ids: set[str] = set()
-        for chunk in _chunks(subjects):
+        for src_chunk in _chunks(subjects):
             for edge, dst_name in self.s.execute(
                 select(EdgeRow, EntityRow.name)
                 .join(EntityRow, EntityRow.id == EdgeRow.dst_id)
-                .where(EdgeRow.cube_id == self.cube_id, EdgeRow.src_id.in_(chunk), EdgeRow.valid_to.is_(None))
+                .where(
+                    EdgeRow.cube_id == self.cube_id, EdgeRow.src_id.in_(src_chunk), EdgeRow.valid_to.is_(None)
+                )
             ):
                 self._edges.setdefault(edge.src_id, []).append((edge, dst_name))
                 memory_ids.add(edge.memory_id)

@@ -1,10 +1,23 @@
-"""Hybrid retrieval: dense + lexical + graph expansion, fused, with recency and importance.
+"""Hybrid retrieval: dense + lexical (+ optional graph) paths, fused, then query-aware boosts.
 
-Each path ranks candidates on its own; the ranks are fused with weighted reciprocal rank
-fusion (``w / (k + rank)``), then multiplied by a small recency and importance boost.
-Every hit carries its per-path scores and ranks and a list of human-readable reasons.
-Rows are the truth: a candidate whose row is missing or no longer searchable is dropped,
-so the index can never surface a deleted or purged memory.
+1. Each path ranks candidates on its own: dense (cosine of the embedder's vectors),
+   lexical (BM25; a conversation turn is indexed with the turn it answers, see
+   :mod:`memos.turns`) and, when enabled, the entity graph.
+2. Fusion (:mod:`memos.fusion`): by default each path's scores are min-max normalised
+   over its candidates and summed with the path weights; weighted reciprocal rank
+   fusion is the alternative (``fusion = "rrf"``).
+3. Boosts that read the query: a memory spoken by someone the query names, and one from
+   the time a query names ("in May 2023", resolved against now), gain a share.
+4. Session context: a turn gains a share of the best score among the turns of its
+   session at most ``context_window`` turns away, itself included — conversations stay
+   on a topic, and the answer often sits next to the turn that matches the words.
+5. A small recency and importance factor.
+
+Every hit carries its per-path scores and ranks, each boost it received, and a list of
+human-readable reasons. Rows are the truth: a candidate whose row is missing or no
+longer searchable is dropped, so the index can never surface a deleted or purged memory.
+Ranking reads a few columns of each candidate in one query; whole rows are loaded only
+for the hits returned.
 """
 
 from __future__ import annotations
@@ -12,19 +25,22 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from memos import lexical
+from memos import fusion, lexical, turns
 from memos.config import SearchSettings
 from memos.convert import memory_from_row
 from memos.errors import InvalidFilter
 from memos.graph import GraphCache
 from memos.protocols import Embedder, FieldMatch, FieldRange, IndexFilter, VectorIndex
 from memos.storage.relational.engine import RelationalStore
-from memos.storage.relational.models import MemoryEntityRow, MemoryRow
+from memos.storage.relational.models import MemoryEntityRow, MemoryRow, MessageRow
+from memos.timeparse import query_time_range
 from memos.types import SEARCHABLE_STATES, MemoryType, SearchHit
 
 FILTER_KEYS = ("type", "speaker", "role", "session_id", "tags")
@@ -114,82 +130,183 @@ class Retriever:
         self.cfg = settings
 
     def search(self, q: Query, now: datetime) -> list[SearchHit]:
+        cfg = self.cfg
         flt = build_filter(q.cube_ids, q.filters, q.time_range)
-        depth = max(self.cfg.candidates, q.top_k * 2)
+        depth = max(cfg.candidates, q.top_k * 2)
         ranked: dict[str, list[tuple[str, float]]] = {}
-        if self.cfg.weight_dense > 0:
+        if cfg.weight_dense > 0:
             hits = self.index.search_dense(self.embedder.embed_query(q.text), flt, depth)
             ranked["dense"] = [(h.id, h.score) for h in hits]
-        if self.cfg.weight_lexical > 0:
+        if cfg.weight_lexical > 0:
             sparse = lexical.encode_query(q.text)
             if sparse.indices:
                 hits = self.index.search_sparse(sparse, flt, depth)
                 ranked["lexical"] = [(h.id, h.score) for h in hits]
         graph_names: dict[str, list[str]] = {}
-        if self.cfg.graph_expansion and self.cfg.weight_graph > 0:
+        if cfg.graph_expansion and cfg.weight_graph > 0:
             ranked["graph"], graph_names = self._graph_candidates(q, depth)
 
-        fused: dict[str, float] = {}
-        scores: dict[str, dict[str, float]] = {}
-        ranks: dict[str, dict[str, int]] = {}
-        weights = {
-            "dense": self.cfg.weight_dense,
-            "lexical": self.cfg.weight_lexical,
-            "graph": self.cfg.weight_graph,
-        }
-        for path, items in ranked.items():
-            for rank, (mid, score) in enumerate(items, start=1):
-                # graph scores are informativeness in [0, 1]: a hit through a name that is
-                # everywhere should not count as much as one through a rare one
-                strength = min(1.0, score) if path == "graph" else 1.0
-                fused[mid] = fused.get(mid, 0.0) + weights[path] * strength / (self.cfg.rrf_k + rank)
-                scores.setdefault(mid, {})[path] = round(score, 6)
-                ranks.setdefault(mid, {})[path] = rank
+        weights = {"dense": cfg.weight_dense, "lexical": cfg.weight_lexical, "graph": cfg.weight_graph}
+        if cfg.fusion == "rrf":
+            fused = fusion.fuse_rrf(ranked, weights, cfg.rrf_k, strength={"graph": True})
+        else:
+            fused = fusion.fuse(ranked, weights, absolute=("graph",))
         if not fused:
             return []
+        # graph candidates come from rows, not the index: the filter is checked on their rows
+        unfiltered = {mid for mid, _ in ranked.get("graph", [])} - {
+            mid for path in ("dense", "lexical") for mid, _ in ranked.get(path, [])
+        }
+        with self.store.session() as s:
+            cands = self._candidates(s, list(fused), q.cube_ids, flt if flt.must else None, unfiltered)
+
+        # query-aware boosts: who is asked about, and when
+        speakers = fusion.SpeakerMatcher(q.text) if cfg.speaker_boost > 0 else None
+        asked_when = query_time_range(q.text, now) if cfg.time_boost > 0 else None
+        slack = timedelta(days=cfg.time_slack_days)
+        boosted: dict[str, float] = {}
+        for mid, c in cands.items():
+            value = fused[mid]
+            if speakers is not None and speakers.named(c.speaker):
+                value *= 1 + cfg.speaker_boost
+                c.speaker_named = True
+            if asked_when is not None and asked_when[0] <= c.when < asked_when[1] + slack:
+                value *= 1 + cfg.time_boost
+                c.in_time = True
+            boosted[mid] = value
+
+        # session context: a turn near a strongly matching turn is lifted with it
+        if cfg.context_weight > 0 and cfg.context_window > 0:
+            places = {
+                mid: (c.place, c.seq) for mid, c in cands.items() if c.place is not None and c.seq is not None
+            }
+            for mid, (best, who) in fusion.context_lift(boosted, places, cfg.context_window).items():
+                c = cands[mid]
+                c.context = cfg.context_weight * best
+                if who != mid:
+                    c.near = places[who][1] - places[mid][1]
+            for mid, c in cands.items():
+                boosted[mid] += c.context
+
+        scored: list[tuple[float, str]] = []
+        for mid, c in cands.items():
+            age_days = max(0.0, (now - c.when).total_seconds() / 86400)
+            c.recency = math.pow(0.5, age_days / cfg.recency_half_life_days)
+            c.age_days = age_days
+            boost = 1 + cfg.weight_recency * c.recency + cfg.weight_importance * (c.importance - 0.5)
+            scored.append((boosted[mid] * boost, mid))
+        scored.sort(key=lambda t: (-t[0], t[1]))
+        top = scored[: q.top_k]
+        # full rows and explanations only for what is returned
         with self.store.session() as s:
             rows = {
-                r.id: r
-                for r in s.scalars(
-                    select(MemoryRow).where(
-                        MemoryRow.id.in_(list(fused)),
-                        MemoryRow.cube_id.in_(q.cube_ids),
-                        MemoryRow.state.in_([str(x) for x in SEARCHABLE_STATES]),
-                    )
-                )
+                r.id: r for r in s.scalars(select(MemoryRow).where(MemoryRow.id.in_([m for _, m in top])))
             }
-        scored: list[tuple[float, float, float, MemoryRow]] = []
-        for mid, base in fused.items():
-            row = rows.get(mid)
-            if row is None or not _row_matches(row, flt):
-                continue
-            when = row.occurred_at or row.valid_from or row.recorded_at
-            age_days = max(0.0, (now - when).total_seconds() / 86400)
-            recency = math.pow(0.5, age_days / self.cfg.recency_half_life_days)
-            boost = (
-                1 + self.cfg.weight_recency * recency + self.cfg.weight_importance * (row.importance - 0.5)
-            )
-            scored.append((base * boost, base, recency, row))
-        scored.sort(key=lambda t: t[0], reverse=True)
-        # explanations are built only for what is returned
-        query_terms = set(lexical.tokenize(q.text))
+            query_terms = set(lexical.tokenize(q.text))
+            own_terms = {mid: _terms(_own_text(row)) for mid, row in rows.items()}
+            lexical_ids = {mid for mid, _ in ranked.get("lexical", [])}
+            # a turn is lexically indexed with the turn it answers: show that turn's words too
+            answered = [mid for mid in own_terms if mid in lexical_ids and cands[mid].place is not None]
+            context_text = turns.previous_turns(s, answered) if answered else {}
+        scores: dict[str, dict[str, float]] = {}
+        ranks: dict[str, dict[str, int]] = {}
+        wanted = {mid for _, mid in top}
+        for path, items in ranked.items():
+            for rank, (mid, score) in enumerate(items, start=1):
+                if mid in wanted:
+                    scores.setdefault(mid, {})[path] = round(score, 6)
+                    ranks.setdefault(mid, {})[path] = rank
         out: list[SearchHit] = []
-        for score, base, recency, row in scored[: q.top_k]:
-            per = scores[row.id]
-            per["recency"] = round(recency, 6)
+        for score, mid in top:
+            row = rows.get(mid)
+            if row is None:  # purged between the two reads
+                continue
+            c = cands[mid]
+            per = scores.get(mid, {})
+            per["fused"] = round(fused[mid], 6)
+            if c.speaker_named:
+                per["speaker"] = round(1 + cfg.speaker_boost, 6)
+            if c.in_time:
+                per["time"] = round(1 + cfg.time_boost, 6)
+            if c.context:
+                per["context"] = round(c.context, 6)
+            per["recency"] = round(c.recency, 6)
             per["importance"] = row.importance
-            per["rrf"] = round(base, 6)
-            when = row.occurred_at or row.valid_from or row.recorded_at
-            age_days = max(0.0, (now - when).total_seconds() / 86400)
             out.append(
                 SearchHit(
                     memory=memory_from_row(row),
                     score=score,
                     scores=per,
-                    ranks=ranks[row.id],
-                    why=_reasons(row, per, ranks[row.id], query_terms, graph_names.get(row.id, []), age_days),
+                    ranks=ranks.get(mid, {}),
+                    why=_reasons(
+                        row,
+                        c,
+                        per,
+                        ranks.get(mid, {}),
+                        query_terms,
+                        own_terms[mid],
+                        graph_names.get(mid, []),
+                        asked_when,
+                        context_text.get(mid, ""),
+                    ),
                 )
             )
+        return out
+
+    def _candidates(
+        self,
+        s: Session,
+        ids: list[str],
+        cube_ids: Sequence[str],
+        flt: IndexFilter | None,
+        unfiltered: set[str],
+    ) -> dict[str, _Candidate]:
+        """What ranking needs of each candidate, in one light query (no text, no JSON).
+
+        Rows are the truth: a candidate whose row is missing or no longer searchable is
+        dropped. A turn's place in its session comes from the message log in the same query.
+        """
+        stmt = (
+            select(
+                MemoryRow.id,
+                MemoryRow.cube_id,
+                MemoryRow.speaker,
+                MemoryRow.occurred_at,
+                MemoryRow.valid_from,
+                MemoryRow.recorded_at,
+                MemoryRow.importance,
+                MessageRow.session_id,
+                MessageRow.id,
+            )
+            .outerjoin(MessageRow, MessageRow.memory_id == MemoryRow.id)
+            .where(
+                MemoryRow.id.in_(ids),
+                MemoryRow.cube_id.in_(cube_ids),
+                MemoryRow.state.in_([str(x) for x in SEARCHABLE_STATES]),
+            )
+        )
+        out: dict[str, _Candidate] = {}
+        for mid, cube_id, speaker, occurred, valid_from, recorded, importance, session_id, seq in s.execute(
+            stmt
+        ):
+            known = out.get(mid)
+            if known is not None:  # a memory holding several messages sits at its first
+                if seq is not None and known.seq is not None and seq < known.seq:
+                    known.seq = seq
+                continue
+            out[mid] = _Candidate(
+                speaker=speaker,
+                when=occurred or valid_from or recorded,
+                importance=importance,
+                place=(cube_id, session_id) if session_id is not None and seq is not None else None,
+                seq=seq,
+            )
+        if flt is not None and unfiltered:
+            check = [mid for mid in unfiltered if mid in out]
+            if check:
+                for row in s.scalars(select(MemoryRow).where(MemoryRow.id.in_(check))):
+                    if not _row_matches(row, flt):
+                        out.pop(row.id, None)
         return out
 
     def _graph_candidates(self, q: Query, depth: int) -> tuple[list[tuple[str, float]], dict[str, list[str]]]:
@@ -250,23 +367,74 @@ class Retriever:
         return best, why
 
 
+@dataclass(slots=True)
+class _Candidate:
+    """What ranking needs to know of one candidate, and what lifted it (for ``why``)."""
+
+    speaker: str | None
+    when: datetime
+    importance: float
+    #: (cube id, session id) of a turn; None for memories that are not turns
+    place: tuple[str, str] | None = None
+    seq: int | None = None
+    speaker_named: bool = False
+    in_time: bool = False
+    context: float = 0.0
+    #: how many turns away the turn that lifted this one is (negative: before it)
+    near: int | None = None
+    recency: float = 0.0
+    age_days: float = 0.0
+
+
+def _own_text(row: MemoryRow) -> str:
+    return row.text + " " + (row.speaker or "")
+
+
+@lru_cache(maxsize=8192)
+def _terms(text: str) -> frozenset[str]:
+    """Index terms of a text; cached, since the same memories are returned again and again."""
+    return frozenset(lexical.tokenize(text))
+
+
 def _reasons(
     row: MemoryRow,
+    c: _Candidate,
     per: dict[str, float],
     ranks: dict[str, int],
     query_terms: set[str],
+    own_terms: frozenset[str],
     entities: list[str],
-    age_days: float,
+    asked_when: tuple[datetime, datetime] | None,
+    context: str,
 ) -> list[str]:
     why: list[str] = []
     if "dense" in per:
         why.append(f"similar meaning (cosine {per['dense']:.2f}, rank {ranks['dense']})")
     if "lexical" in per:
-        shared = sorted(query_terms & set(lexical.tokenize(row.text + " " + (row.speaker or ""))))
-        words = ", ".join(shared[:6]) if shared else "rare terms"
-        why.append(f"shares words: {words} (rank {ranks['lexical']})")
+        shared = sorted(query_terms & own_terms)
+        in_context = sorted((query_terms & set(lexical.tokenize(context))) - own_terms) if context else []
+        parts = []
+        if shared:
+            parts.append(f"shares words: {', '.join(shared[:6])}")
+        if in_context:
+            parts.append(f"answers a turn with: {', '.join(in_context[:6])}")
+        why.append(f"{'; '.join(parts) or 'shares rare terms'} (rank {ranks['lexical']})")
     if entities:
         why.append("mentions " + ", ".join(sorted(set(entities))[:5]))
-    if age_days < 30:
-        why.append(f"recent ({age_days:.0f} days old)")
+    if c.speaker_named:
+        why.append(f"spoken by {row.speaker}, whom the query names")
+    if c.in_time and asked_when is not None:
+        why.append(f"from the time the query asks about ({_interval(asked_when)})")
+    if c.near is not None:
+        steps = abs(c.near)
+        where = f"{steps} turn{'s' if steps != 1 else ''} {'after' if c.near < 0 else 'before'}"
+        why.append(f"{where} a closely matching turn of session {row.session_id}")
+    if c.age_days < 30:
+        why.append(f"recent ({c.age_days:.0f} days old)")
     return why
+
+
+def _interval(span: tuple[datetime, datetime]) -> str:
+    first = span[0].date()
+    last = (span[1] - timedelta(microseconds=1)).date()
+    return first.isoformat() if first == last else f"{first.isoformat()} to {last.isoformat()}"

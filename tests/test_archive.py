@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from memos.storage.relational.models import AuditRow, Base, EdgeRow, EntityRow, MessageRow, SessionRow
 from sqlalchemy import func, select
 from sqlalchemy.orm import aliased
 
 from memos import archive
 from memos.core import MemOS
 from memos.errors import AlreadyExists, ArchiveError, InvalidInput, PermissionDenied
+from memos.storage.relational.models import AuditRow, Base, EdgeRow, EntityRow, MessageRow, SessionRow
 
 Edit = Callable[[dict[str, bytes], dict[str, Any]], None]
 

@@ -16,7 +16,7 @@ def test_import_memos_is_light() -> None:
     code = (
         "import sys, memos, memos.core, memos.errors, memos.types, memos.config, memos.cli;"
         "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers', 'qdrant_client', 'qdrant_edge',"
-        " 'llama_cpp') if m in sys.modules]; print(','.join(heavy))"
+        " 'llama_cpp', 'onnxruntime', 'onnx') if m in sys.modules]; print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"import memos pulled in: {out.stdout.strip()}"

@@ -417,3 +417,16 @@ def test_switching_embedder_needs_a_fresh_index(tmp_path: Any, embedder: Any) ->
         hits = mos.search("lighthouse seashells", user_id="u")
         assert hits and hits[0].memory.text == "The lighthouse keeper collects seashells"
         assert "dense" in hits[0].ranks
+
+
+def test_onnx_backend_from_settings(tmp_path: Any) -> None:
+    """The configured embedder backend is the one a home opens with, and records its id."""
+    pytest.importorskip("onnxruntime")
+    from memos.core import MemOS
+
+    with MemOS(tmp_path / "onnx-home", embedder_backend="onnx", embedder_cache_dir=tmp_path / "cache") as mos:
+        assert mos.embedder.id.startswith("onnx-fp32:")
+        mos.add_user("u")
+        cube = mos.create_cube("u", "c").id
+        mos.add(text="The lighthouse keeper collects seashells", user_id="u", cube_id=cube)
+        assert mos.search("seashells", user_id="u")[0].memory.text.startswith("The lighthouse")

@@ -9,6 +9,10 @@ query time — no evidence, no category, no answer.
 
 Metrics, averaged over questions: recall@k = |gold ∩ top-k dia_ids| / |gold| and
 hit@k = 1 if any gold dia_id is in the top k, for k in 1, 5, 10, 25; per category too.
+Search latency is reported end to end (query embedding included, ``search_p50_ms``) and
+without the model (``search_p50_ms_excl_embedding``): the query is embedded first, timed
+apart, and the search then finds its vector in the embedder's query cache (the bundled
+embedder keeps one; an embedder without a cache makes the two numbers alike).
 """
 
 from __future__ import annotations
@@ -176,6 +180,7 @@ def run(
     home = home or Path(tempfile.mkdtemp(prefix="memos-locomo-"))
     rows: list[tuple[int, dict[str, dict[int, float]]]] = []
     latencies: list[float] = []
+    retrieval: list[float] = []
     ingest_s = 0.0
     try:
         mos = MemOS(home=home, embedder=embedder, **settings)
@@ -208,8 +213,13 @@ def run(
                 ingest_s += time.perf_counter() - t0
                 for q in conv.questions:
                     t0 = time.perf_counter()
+                    # the query vector first, timed apart (the embedder keeps it for the search)
+                    mos.embedder.embed_query(q.text)
+                    t1 = time.perf_counter()
                     hits = mos.search(q.text, user_id="bench", cube_ids=[cube], top_k=top_k)
-                    latencies.append((time.perf_counter() - t0) * 1000)
+                    t2 = time.perf_counter()
+                    latencies.append((t2 - t0) * 1000)
+                    retrieval.append((t2 - t1) * 1000)
                     rows.append((q.category, score(ranked_dia_ids(hits, episode_dia), q.evidence)))
                 log(f"  {conv.id}: {len(conv.turns)} turns, {len(conv.questions)} questions")
         finally:
@@ -222,5 +232,7 @@ def run(
         ingest_s=round(ingest_s, 2),
         search_p50_ms=round(percentile(latencies, 50), 2),
         search_p95_ms=round(percentile(latencies, 95), 2),
+        search_p50_ms_excl_embedding=round(percentile(retrieval, 50), 2),
+        search_p95_ms_excl_embedding=round(percentile(retrieval, 95), 2),
     )
     return result
