@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, type_coerce
 from sqlalchemy.orm import Session
 
 from memos import fusion, lexical, turns
@@ -39,7 +39,7 @@ from memos.errors import InvalidFilter
 from memos.graph import GraphCache
 from memos.protocols import Embedder, FieldMatch, FieldRange, IndexFilter, VectorIndex
 from memos.storage.relational.engine import RelationalStore
-from memos.storage.relational.models import MemoryEntityRow, MemoryRow, MessageRow
+from memos.storage.relational.models import MemoryEntityRow, MemoryRow, MessageRow, UTCDateTime
 from memos.timeparse import query_time_range
 from memos.types import SEARCHABLE_STATES, MemoryType, SearchHit
 
@@ -206,8 +206,8 @@ class Retriever:
             own_terms = {mid: _terms(_own_text(row)) for mid, row in rows.items()}
             lexical_ids = {mid for mid, _ in ranked.get("lexical", [])}
             # a turn is lexically indexed with the turn it answers: show that turn's words too
-            answered = [mid for mid in own_terms if mid in lexical_ids and cands[mid].place is not None]
-            context_text = turns.previous_turns(s, answered) if answered else {}
+            answered = [mid for mid in own_terms if mid in lexical_ids and cands[mid].seq is not None]
+            context_text = turns.texts_before(s, {mid: cands[mid].position() for mid in answered})
         scores: dict[str, dict[str, float]] = {}
         ranks: dict[str, dict[str, int]] = {}
         wanted = {mid for _, mid in top}
@@ -271,9 +271,10 @@ class Retriever:
                 MemoryRow.id,
                 MemoryRow.cube_id,
                 MemoryRow.speaker,
-                MemoryRow.occurred_at,
-                MemoryRow.valid_from,
-                MemoryRow.recorded_at,
+                type_coerce(
+                    func.coalesce(MemoryRow.occurred_at, MemoryRow.valid_from, MemoryRow.recorded_at),
+                    UTCDateTime(),
+                ),
                 MemoryRow.importance,
                 MessageRow.session_id,
                 MessageRow.id,
@@ -286,9 +287,7 @@ class Retriever:
             )
         )
         out: dict[str, _Candidate] = {}
-        for mid, cube_id, speaker, occurred, valid_from, recorded, importance, session_id, seq in s.execute(
-            stmt
-        ):
+        for mid, cube_id, speaker, when, importance, session_id, seq in s.execute(stmt):
             known = out.get(mid)
             if known is not None:  # a memory holding several messages sits at its first
                 if seq is not None and known.seq is not None and seq < known.seq:
@@ -296,10 +295,11 @@ class Retriever:
                 continue
             out[mid] = _Candidate(
                 speaker=speaker,
-                when=occurred or valid_from or recorded,
+                when=when,
                 importance=importance,
+                # a turn outside any session has no neighbours to speak of: not a positioned turn
                 place=(cube_id, session_id) if session_id is not None and seq is not None else None,
-                seq=seq,
+                seq=seq if session_id is not None else None,
             )
         if flt is not None and unfiltered:
             check = [mid for mid in unfiltered if mid in out]
@@ -385,6 +385,10 @@ class _Candidate:
     recency: float = 0.0
     age_days: float = 0.0
 
+    def position(self) -> turns.Position:
+        assert self.place is not None and self.seq is not None
+        return turns.Position(self.place[0], self.place[1], self.seq)
+
 
 def _own_text(row: MemoryRow) -> str:
     return row.text + " " + (row.speaker or "")
@@ -412,7 +416,7 @@ def _reasons(
         why.append(f"similar meaning (cosine {per['dense']:.2f}, rank {ranks['dense']})")
     if "lexical" in per:
         shared = sorted(query_terms & own_terms)
-        in_context = sorted((query_terms & set(lexical.tokenize(context))) - own_terms) if context else []
+        in_context = sorted((query_terms & _terms(context)) - own_terms) if context else []
         parts = []
         if shared:
             parts.append(f"shares words: {', '.join(shared[:6])}")

@@ -14,7 +14,7 @@ Message ids are assigned in insertion order, so within a session they order the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from memos.storage.relational.models import MessageRow
 
-__all__ = ["CONTEXT_MAX_CHARS", "Position", "positions", "previous_turns"]
+__all__ = ["CONTEXT_MAX_CHARS", "Position", "positions", "previous_turns", "texts_before"]
 
 #: the previous turn is cut to this many characters before it is indexed with a reply
 CONTEXT_MAX_CHARS = 1000
@@ -69,7 +69,11 @@ def previous_turns(s: Session, memory_ids: Iterable[str]) -> dict[str, str]:
     turn whose predecessor was stored apart (sessions written interleaved) costs a query
     of its own.
     """
-    pos = positions(s, memory_ids)
+    return texts_before(s, positions(s, memory_ids))
+
+
+def texts_before(s: Session, pos: Mapping[str, Position]) -> dict[str, str]:
+    """:func:`previous_turns` for memories whose places are already known."""
     if not pos:
         return {}
     before = {p.seq - 1 for p in pos.values() if p.seq > 1}

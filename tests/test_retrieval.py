@@ -201,10 +201,6 @@ def test_rrf_fusion_is_still_available_and_explained(make_mos: Any) -> None:
 
 
 def test_a_reply_is_found_through_the_turn_it_answers(alice: tuple[Any, str]) -> None:
-    import memos.indexer
-
-    if not hasattr(memos.indexer, "previous_turns"):
-        pytest.skip("the indexer does not index turns with their context yet")
     mos, cube = alice
     mos.add(
         messages=[

@@ -430,3 +430,13 @@ def test_onnx_backend_from_settings(tmp_path: Any) -> None:
         cube = mos.create_cube("u", "c").id
         mos.add(text="The lighthouse keeper collects seashells", user_id="u", cube_id=cube)
         assert mos.search("seashells", user_id="u")[0].memory.text.startswith("The lighthouse")
+
+
+def test_search_over_turns_without_a_session(alice: tuple[Any, str]) -> None:
+    """Messages added without a session_id are still turns; search must handle them."""
+    mos, cube = alice
+    mos.add(messages=[{"role": "user", "name": "Alice", "content": "The ferry to Bergen leaves at nine.", "id": "x1"},
+                      {"role": "user", "name": "Sam", "content": "Then we take the ferry.", "id": "x2"}],
+            user_id="alice", cube_id=cube)
+    hits = mos.search("When does the ferry to Bergen leave?", user_id="alice")
+    assert hits and hits[0].memory.provenance.message_id == "x1"
