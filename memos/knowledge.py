@@ -25,7 +25,7 @@ from typing import TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from memos.convert import snapshot
+from memos.convert import memory_event, snapshot
 from memos.extract import Extraction, Relation
 from memos.storage.relational.models import AuditRow, EdgeRow, EntityRow, MemoryEntityRow, MemoryRow
 
@@ -289,14 +289,7 @@ class KnowledgeWriter:
         self._links |= wanted
 
     def _event(self, row: MemoryRow, action: str, details: dict[str, object]) -> AuditRow:
-        return AuditRow(
-            ts=self.now,
-            actor=self.actor,
-            cube_id=row.cube_id,
-            memory_id=row.id,
-            action=action,
-            details=details,
-        )
+        return memory_event(row, action, now=self.now, actor=self.actor, details=details)
 
 
 def _fact_text(ex: Extraction, i: int) -> str:

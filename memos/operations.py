@@ -19,7 +19,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from memos.config import Settings
-from memos.convert import event_from_row, memory_from_row, snapshot, version_from_row
+from memos.convert import event_from_row, memory_event, memory_from_row, snapshot, version_from_row
 from memos.errors import InvalidInput, InvalidState, NotFound, PermissionDenied
 from memos.ingest import Message, check_metadata, check_tags, check_text, parse_messages
 from memos.knowledge import Applied, KnowledgeWriter
@@ -228,11 +228,7 @@ class MemoryOps:
                                 memory_id=row.id,
                             )
                         )
-                    dependents.append(
-                        AuditRow(
-                            ts=now, actor=user_id, cube_id=cube_id, memory_id=row.id, action="add", details={}
-                        )
-                    )
+                    dependents.append(memory_event(row, "add", now=now, actor=user_id))
                 s.add_all(new_rows)
                 s.flush()
                 s.add_all(dependents)
@@ -314,12 +310,11 @@ class MemoryOps:
                 log.warning("extraction failed for memory %s: %s", row.id, exc)
                 self._failures += 1
                 s.add(
-                    AuditRow(
-                        ts=now,
+                    memory_event(
+                        row,
+                        "extract_failed",
+                        now=now,
                         actor=actor,
-                        cube_id=row.cube_id,
-                        memory_id=row.id,
-                        action="extract_failed",
                         details={
                             "extractor": self.extractor.name,
                             "error": f"{type(exc).__name__}: {exc}"[:500],
@@ -428,9 +423,9 @@ class MemoryOps:
             order = MemoryRow.recorded_at.desc() if newest_first else MemoryRow.recorded_at.asc()
             rows = list(s.scalars(stmt.order_by(order, MemoryRow.id)))
             # tags and metadata.* are JSON: filter them here, identically on every backend
-            from memos.retrieval import _row_matches
+            from memos.retrieval import row_matches
 
-            rows = [r for r in rows if _row_matches(r, flt)]
+            rows = [r for r in rows if row_matches(r, flt)]
             return Page(
                 items=[memory_from_row(r) for r in rows[offset : offset + limit]],
                 total=len(rows),
@@ -504,12 +499,11 @@ class MemoryOps:
                 row.index_state = "pending"
                 s.add(snapshot(row, user_id, reason or "updated"))
                 s.add(
-                    AuditRow(
-                        ts=now,
+                    memory_event(
+                        row,
+                        "update",
+                        now=now,
                         actor=user_id,
-                        cube_id=row.cube_id,
-                        memory_id=row.id,
-                        action="update",
                         reason=reason,
                         details={"version": row.version, "changed": changed},
                     )
@@ -550,12 +544,11 @@ class MemoryOps:
                 row.updated_at = now
                 row.index_state = "pending"
                 s.add(
-                    AuditRow(
-                        ts=now,
+                    memory_event(
+                        row,
+                        action,
+                        now=now,
                         actor=user_id,
-                        cube_id=row.cube_id,
-                        memory_id=row.id,
-                        action=action,
                         reason=reason,
                         details={"from": previous, "to": to},
                     )

@@ -93,7 +93,7 @@ def build_filter(
     return IndexFilter(cube_ids=tuple(cube_ids), must=tuple(must))
 
 
-def _row_matches(row: MemoryRow, flt: IndexFilter) -> bool:
+def row_matches(row: MemoryRow, flt: IndexFilter) -> bool:
     """The same filter, evaluated on a row (for candidates that did not come from the index)."""
     for cond in flt.must:
         if isinstance(cond, FieldRange):
@@ -305,7 +305,7 @@ class Retriever:
             check = [mid for mid in unfiltered if mid in out]
             if check:
                 for row in s.scalars(select(MemoryRow).where(MemoryRow.id.in_(check))):
-                    if not _row_matches(row, flt):
+                    if not row_matches(row, flt):
                         out.pop(row.id, None)
         return out
 
