@@ -16,6 +16,7 @@ from memos.config import DEFAULT_EMBEDDER, Settings
 from memos.errors import ConfigError
 from memos.lock import HomeLock
 from memos.protocols import Embedder, VectorIndex
+from memos.runtime import Runtime
 from memos.storage.relational.engine import RelationalStore
 from memos.storage.relational.models import MemoryRow, MetaRow
 
@@ -64,11 +65,12 @@ def make_embedder(settings: Settings) -> Embedder:
 def make_extractor(name: str):  # type: ignore[no-untyped-def]
     if name == "none":
         return None
-    if name == "rules":
+    if name in ("rules", "llm"):
+        # with "llm" the rules still run inline in add(); the LLM reader runs after commit
         from memos.extract.rules import RuleExtractor
 
         return RuleExtractor()
-    raise ConfigError(f"unknown extractor {name!r}; use 'rules' or 'none'")
+    raise ConfigError(f"unknown extractor {name!r}; use 'rules', 'llm' or 'none'")
 
 
 def _dim(embedder: Embedder) -> int:
@@ -141,3 +143,24 @@ def open_index(settings: Settings, store: RelationalStore, embedder: Embedder) -
                 s.execute(update(MemoryRow).values(index_state="pending"))
         log.info("vector index at %s will be (re)built with %s", target, embedder.id)
     return index
+
+
+def make_runtime(settings: Settings, name: str | None = None, **overrides: object) -> Runtime:
+    """Load the configured model runtime (``settings.runtime``), or another by ``name``."""
+    cfg = settings.runtime.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    runtime_name = name or cfg.name
+    cls = registry.load("memos.runtimes", runtime_name)
+    runtime: Runtime = cls(
+        cfg.model,
+        device=cfg.device,
+        dtype=cfg.dtype,
+        threads=cfg.threads,
+        gpu_layers=cfg.gpu_layers,
+        context_tokens=cfg.context_tokens,
+        base_url=cfg.base_url,
+        api_key=cfg.api_key,
+        timeout_s=cfg.timeout_s,
+        cache_dir=cfg.cache_dir,
+        seed=cfg.seed,
+    )
+    return runtime

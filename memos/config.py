@@ -63,6 +63,51 @@ class SearchSettings(BaseModel):
     )
 
 
+class RuntimeSettings(BaseModel):
+    """The language model that ``chat`` and the LLM extractor use (see :mod:`memos.runtime`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        "transformers", description="transformers | llama_cpp | openai (or a plugin's name)"
+    )
+    model: str = Field(
+        "smollm2-135m-instruct",
+        description="bundled model (smollm2-135m-instruct, gemma3-270m), a local HF checkpoint "
+        "directory, a .gguf file, or for openai the server's model name",
+    )
+    device: str = Field("auto", description="transformers: auto | cpu | cuda[:N]")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    threads: int | None = Field(None, ge=1, description="CPU threads (torch / llama.cpp)")
+    gpu_layers: int = Field(0, ge=-1, description="llama_cpp: layers offloaded to the GPU (-1: all)")
+    context_tokens: int = Field(2048, ge=256, description="context budget: prompt + answer")
+    max_new_tokens: int = Field(192, ge=1)
+    temperature: float = Field(0.0, ge=0, description="0: greedy (deterministic)")
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int = 0
+    base_url: str | None = Field(None, description="openai: e.g. http://127.0.0.1:8000/v1")
+    api_key: str | None = None
+    timeout_s: float = Field(120.0, gt=0)
+    cache_dir: Path | None = Field(
+        None, description="converted checkpoints and assembled GGUFs; default ~/.cache/memos/models"
+    )
+
+
+class ChatSettings(BaseModel):
+    """How ``chat`` assembles its prompt and writes the exchange back."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    memories: int = Field(8, ge=0, le=100, description="retrieved memories offered to the prompt")
+    min_score: float = Field(0.0, ge=0, description="drop retrieved memories scoring below this")
+    history_turns: int = Field(8, ge=0, le=200, description="recent turns of the session offered")
+    system_prompt: str = Field(
+        "You are a helpful assistant with a long-term memory. Use the memories when they "
+        "are relevant; do not invent facts.",
+    )
+    write_back: bool = True
+
+
 class Settings(BaseSettings):
     """Resolved configuration of one memos home."""
 
@@ -89,11 +134,15 @@ class Settings(BaseSettings):
     embedder_threads: int | None = Field(None, ge=1, description="CPU threads for the embedder")
     embedder_cache_dir: Path | None = Field(None, description="where ONNX exports are cached")
     embed_batch_size: int = Field(64, ge=1)
-    extractor: Literal["rules", "none"] = "rules"
+    extractor: Literal["rules", "llm", "none"] = Field(
+        "rules", description="rules (no model); llm (the runtime, schema-constrained; rules on failure); none"
+    )
     max_text_chars: int = Field(32_000, ge=1)
     max_messages_per_add: int = Field(10_000, ge=1)
     archive_max_member_bytes: int = Field(2 * 1024**3, ge=1)
     search: SearchSettings = Field(default_factory=lambda: SearchSettings())
+    runtime: RuntimeSettings = Field(default_factory=lambda: RuntimeSettings())
+    chat: ChatSettings = Field(default_factory=lambda: ChatSettings())
 
     @classmethod
     def settings_customise_sources(
@@ -134,6 +183,8 @@ class Settings(BaseSettings):
         data["vector_url"] = self.vector_url or f"qdrant-edge:{self.home / 'index'}"
         if data.get("vector_api_key"):
             data["vector_api_key"] = "***"
+        if data["runtime"].get("api_key"):
+            data["runtime"]["api_key"] = "***"
         return data
 
 

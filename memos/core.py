@@ -23,8 +23,10 @@ from memos.config import Settings, load_settings
 from memos.errors import AlreadyExists, InvalidInput, NotFound
 from memos.graph import GraphCache
 from memos.ingest import MAX_KEY_CHARS, check_id
+from memos.chat import ChatOps
 from memos.operations import MemoryOps
 from memos.protocols import Embedder, VectorIndex
+from memos.runtime import Runtime
 from memos.storage.relational.engine import RelationalStore
 from memos.storage.relational.models import (
     AclRow,
@@ -58,7 +60,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class MemOS(MemoryOps):
+class MemOS(ChatOps, MemoryOps):
     """A memos home, opened for use by this process.
 
     >>> mos = MemOS(home="/tmp/memos-demo")          # doctest: +SKIP
@@ -79,6 +81,7 @@ class MemOS(MemoryOps):
         self.clock = clock or _utcnow
         self._write_lock = threading.RLock()
         self._closed = False
+        self._runtimes: dict[str, Runtime] = {}
         from memos import backends
 
         self._lock = backends.lock_home(self.settings)
@@ -127,6 +130,7 @@ class MemOS(MemoryOps):
             return
         self._closed = True
         try:
+            self.close_runtimes()
             self.index.flush()
             self.index.close()
             if self._lock is not None:

@@ -77,3 +77,19 @@ class StorageError(MemosError, RuntimeError):
 
 class DependencyMissing(MemosError, ImportError):
     """An optional dependency is not installed; the message names the extra."""
+
+
+class ModelError(MemosError, RuntimeError):
+    """A model runtime failed to load or to generate (the cause is chained)."""
+
+    http_status = 502
+
+
+class ContextOverflow(InvalidInput):
+    """A prompt cannot fit the model's context budget, even with every optional part dropped."""
+
+
+class FingerprintMismatch(MemosError, ValueError):
+    """A KV cache or adapter was built for another model, runtime or tokenizer."""
+
+    http_status = 409

@@ -1,0 +1,203 @@
+"""The ``transformers`` runtime: torch on CPU, or CUDA when present.
+
+Generation is a plain decode loop over the model's own cache object (the model builds the
+right cache class for its architecture: a dynamic cache for a Llama such as SmolLM2,
+sliding-window and full-attention layers for Gemma 3), so the time to the first token is
+measured exactly and a KV prefix can be handed in and out.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from memos import models
+from memos.errors import DependencyMissing, InvalidInput, ModelError
+from memos.runtime import (
+    PLAIN_STOPS,
+    ChatMessage,
+    Fingerprint,
+    Generation,
+    GenerationParams,
+    LocalRuntimeMixin,
+    RuntimeInfo,
+    plain_prompt,
+    render_template,
+)
+
+_DTYPES = {"float32", "bfloat16", "float16"}
+
+
+class TransformersRuntime(LocalRuntimeMixin):
+    name = "transformers"
+
+    def __init__(
+        self,
+        model: str = models.DEFAULT_MODEL,
+        *,
+        device: str = "auto",
+        dtype: str = "float32",
+        threads: int | None = None,
+        context_tokens: int = 2048,
+        cache_dir: Path | None = None,
+        **_: Any,
+    ) -> None:
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as exc:  # pragma: no cover - torch is a core dependency
+            raise DependencyMissing("the transformers runtime needs torch and transformers") from exc
+        if dtype == "auto":
+            dtype = "float32"
+        if dtype not in _DTYPES:
+            raise InvalidInput(f"dtype must be one of {', '.join(sorted(_DTYPES))} or auto")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if threads:
+            torch.set_num_threads(threads)
+        self._torch = torch
+        self.model_name = models.canonical(model)
+        self.path = models.hf_checkpoint(model, cache_dir)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
+            self.model = AutoModelForCausalLM.from_pretrained(
+                str(self.path), dtype=getattr(torch, dtype)
+            ).to(device)
+        except Exception as exc:  # noqa: BLE001 - any loader failure becomes one typed error
+            raise ModelError(f"could not load {model!r} from {self.path}: {exc}") from exc
+        self.model.eval()
+        self.device = device
+        self.dtype = dtype
+        max_pos = int(getattr(self.model.config, "max_position_embeddings", context_tokens) or context_tokens)
+        self._context = min(context_tokens, max_pos)
+        weights, tok = models.checkpoint_hashes(self.path, cache_dir)
+        self._fingerprint = Fingerprint(self.name, self.model_name, weights, dtype, tok)
+        self._template: str | None = self.tokenizer.chat_template
+        self._eos = self._eos_ids()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return self._fingerprint
+
+    @property
+    def context_length(self) -> int:
+        return self._context
+
+    def info(self) -> RuntimeInfo:
+        return RuntimeInfo(
+            fingerprint=self._fingerprint,
+            context_length=self._context,
+            chat_template=self._template is not None,
+            device=self.device,
+            capabilities=frozenset({"tokens", "kv_prefix", "lora"}),
+        )
+
+    def _eos_ids(self) -> set[int]:
+        ids: set[int] = set()
+        cfg = getattr(self.model, "generation_config", None)
+        for source in (getattr(cfg, "eos_token_id", None), self.tokenizer.eos_token_id):
+            if isinstance(source, int):
+                ids.add(source)
+            elif isinstance(source, list | tuple):
+                ids.update(int(x) for x in source)
+        if self._template is not None:
+            # chat models end a turn with their end-of-turn token even when it is not the EOS
+            for special in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>"):
+                tid = self.tokenizer.convert_tokens_to_ids(special)
+                if isinstance(tid, int) and tid != self.tokenizer.unk_token_id:
+                    ids.add(tid)
+        return ids
+
+    # ------------------------------------------------------------------ text
+    def tokenize(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
+
+    def render(self, messages: Sequence[ChatMessage]) -> str:
+        if self._template is not None:
+            return render_template(
+                self._template,
+                messages,
+                bos=self.tokenizer.bos_token or "",
+                eos=self.tokenizer.eos_token or "",
+            )
+        return plain_prompt(messages, bos=self.tokenizer.bos_token or "")
+
+    def default_stops(self) -> tuple[str, ...]:
+        return () if self._template is not None else PLAIN_STOPS
+
+    # ------------------------------------------------------------------ generation
+    def complete(self, prompt: str | Sequence[int], params: GenerationParams) -> Generation:
+        ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(x) for x in prompt]
+        if not ids:
+            raise InvalidInput("the prompt is empty")
+        if len(ids) + params.max_tokens > self._context:
+            raise InvalidInput(
+                f"prompt of {len(ids)} tokens + {params.max_tokens} new tokens exceeds the "
+                f"context of {self._context} tokens"
+            )
+        return Generation(
+            lambda: self._decode(ids, params),
+            stop=params.stop,
+            prompt_tokens=len(ids),
+            max_tokens=params.max_tokens,
+        )
+
+    def _decode(self, ids: list[int], params: GenerationParams) -> Iterator[tuple[str, int]]:
+        torch = self._torch
+        with self._lock, torch.inference_mode():
+            gen = None
+            if params.temperature > 0:
+                gen = torch.Generator(device=self.device).manual_seed(params.seed)
+            try:
+                out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
+            except Exception as exc:  # noqa: BLE001
+                raise ModelError(f"the model failed on the prompt: {exc}") from exc
+            cache = out.past_key_values
+            logits = out.logits[0, -1]
+            produced: list[int] = []
+            text = ""
+            for step in range(params.max_tokens):
+                next_id = self._pick(logits, params, gen)
+                if next_id in self._eos:
+                    return
+                produced.append(next_id)
+                # decode the whole answer and emit what is new: correct for tokenizers
+                # that merge spaces or bytes across token boundaries
+                full = self.tokenizer.decode(produced, skip_special_tokens=True)
+                if full.endswith("\ufffd"):
+                    piece = ""  # an incomplete UTF-8 sequence; wait for the next token
+                else:
+                    piece, text = full[len(text) :], full
+                yield piece, 1
+                if step + 1 == params.max_tokens:
+                    return
+                out = self.model(
+                    input_ids=torch.tensor([[next_id]], device=self.device),
+                    past_key_values=cache,
+                    use_cache=True,
+                )
+                cache = out.past_key_values
+                logits = out.logits[0, -1]
+
+    def _pick(self, logits: Any, params: GenerationParams, gen: Any) -> int:
+        torch = self._torch
+        if params.temperature <= 0:
+            return int(torch.argmax(logits).item())
+        probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+        if params.top_p < 1:
+            sorted_p, order = torch.sort(probs, descending=True)
+            keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < params.top_p
+            sorted_p = torch.where(keep, sorted_p, torch.zeros_like(sorted_p))
+            choice = torch.multinomial(sorted_p / sorted_p.sum(), 1, generator=gen)
+            return int(order[choice].item())
+        return int(torch.multinomial(probs, 1, generator=gen).item())
+
+    def close(self) -> None:
+        self.model = None

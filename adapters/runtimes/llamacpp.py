@@ -1,0 +1,191 @@
+"""The ``llama_cpp`` runtime: llama-cpp-python on a GGUF file (the bundled ones or any path).
+
+The chat template comes from the GGUF's metadata and is rendered by the same code as the
+transformers runtime (:func:`memos.runtime.render_template`), so both local runtimes build
+the same prompt text. JSON-schema outputs are constrained with a llama.cpp grammar.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from memos import models
+from memos.errors import DependencyMissing, InvalidInput, ModelError
+from memos.runtime import (
+    PLAIN_STOPS,
+    ChatMessage,
+    Fingerprint,
+    Generation,
+    GenerationParams,
+    LocalRuntimeMixin,
+    RuntimeInfo,
+    plain_prompt,
+    render_template,
+)
+
+_FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1",
+               10: "Q2_K", 12: "Q3_K_M", 15: "Q4_K_M", 17: "Q5_K_M", 18: "Q6_K", 32: "BF16"}  # fmt: skip
+
+
+class LlamaCppRuntime(LocalRuntimeMixin):
+    name = "llama_cpp"
+
+    def __init__(
+        self,
+        model: str = models.DEFAULT_MODEL,
+        *,
+        threads: int | None = None,
+        gpu_layers: int = 0,
+        context_tokens: int = 2048,
+        cache_dir: Path | None = None,
+        seed: int = 0,
+        **_: Any,
+    ) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise DependencyMissing(
+                "the llama_cpp runtime needs llama-cpp-python: pip install 'memcube-os[llama]'"
+            ) from exc
+        self.model_name = models.canonical(model)
+        self.path = models.gguf_path(model, cache_dir)
+        try:
+            self.llm = Llama(
+                model_path=str(self.path),
+                n_ctx=context_tokens,
+                n_threads=threads,
+                n_gpu_layers=gpu_layers,
+                seed=seed,
+                verbose=False,
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"llama.cpp could not load {self.path}: {exc}") from exc
+        meta: dict[str, str] = dict(self.llm.metadata)
+        arch = meta.get("general.architecture", "")
+        trained = int(meta.get(f"{arch}.context_length", context_tokens) or context_tokens)
+        self._context = min(context_tokens, trained, self.llm.n_ctx())
+        self._template: str | None = meta.get("tokenizer.chat_template")
+        file_type = _FILE_TYPES.get(int(meta.get("general.file_type", -1)), "gguf")
+        weights = models._cached_sha256(self.path, cache_dir or models.default_cache_dir())
+        self._fingerprint = Fingerprint(self.name, self.model_name, weights, file_type, self._vocab_hash())
+        self._bos = self._piece(self.llm.token_bos())
+        self._eos_text = self._piece(self.llm.token_eos())
+        self._eos = self._eos_ids()
+        self._lock = threading.Lock()
+
+    def _piece(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return bytes(self.llm.detokenize([token], special=True)).decode("utf-8", "replace")
+
+    def _vocab_hash(self) -> str:
+        import hashlib
+
+        h = hashlib.sha256()
+        for i in range(self.llm.n_vocab()):
+            h.update(bytes(self.llm.detokenize([i], special=True)))
+            h.update(b"\x00")
+        return h.hexdigest()
+
+    def _eos_ids(self) -> set[int]:
+        ids = {self.llm.token_eos()}
+        if self._template is not None:
+            for special in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>"):
+                toks = self.llm.tokenize(special.encode(), add_bos=False, special=True)
+                if len(toks) == 1:
+                    ids.add(toks[0])
+        return {i for i in ids if i >= 0}
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return self._fingerprint
+
+    @property
+    def context_length(self) -> int:
+        return self._context
+
+    def info(self) -> RuntimeInfo:
+        return RuntimeInfo(
+            fingerprint=self._fingerprint,
+            context_length=self._context,
+            chat_template=self._template is not None,
+            device="gpu" if self.llm.model_params.n_gpu_layers else "cpu",
+            capabilities=frozenset({"tokens", "json_schema", "kv_prefix", "lora"}),
+        )
+
+    # ------------------------------------------------------------------ text
+    def tokenize(self, text: str) -> list[int]:
+        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return bytes(self.llm.detokenize(list(ids))).decode("utf-8", "replace")
+
+    def render(self, messages: Sequence[ChatMessage]) -> str:
+        if self._template is not None:
+            return render_template(self._template, messages, bos=self._bos, eos=self._eos_text)
+        return plain_prompt(messages, bos=self._bos)
+
+    def default_stops(self) -> tuple[str, ...]:
+        return () if self._template is not None else PLAIN_STOPS
+
+    # ------------------------------------------------------------------ generation
+    def complete(self, prompt: str | Sequence[int], params: GenerationParams) -> Generation:
+        ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(x) for x in prompt]
+        if not ids:
+            raise InvalidInput("the prompt is empty")
+        if len(ids) + params.max_tokens > self._context:
+            raise InvalidInput(
+                f"prompt of {len(ids)} tokens + {params.max_tokens} new tokens exceeds the "
+                f"context of {self._context} tokens"
+            )
+        return Generation(
+            lambda: self._decode(ids, params),
+            stop=params.stop,
+            prompt_tokens=len(ids),
+            max_tokens=params.max_tokens,
+        )
+
+    def _decode(self, ids: list[int], params: GenerationParams) -> Iterator[tuple[str, int]]:
+        grammar = None
+        if params.json_schema is not None:
+            from llama_cpp import LlamaGrammar
+
+            grammar = LlamaGrammar.from_json_schema(json.dumps(params.json_schema), verbose=False)
+        with self._lock:
+            self.llm.set_seed(params.seed)
+            produced: list[int] = []
+            text = ""
+            try:
+                stream = self.llm.generate(
+                    ids,
+                    temp=params.temperature,
+                    top_p=params.top_p,
+                    top_k=0,
+                    min_p=0.0,
+                    repeat_penalty=1.0,
+                    grammar=grammar,
+                )
+                for token in stream:
+                    if token in self._eos:
+                        return
+                    produced.append(int(token))
+                    full = self.detokenize(produced)
+                    if full.endswith("\ufffd"):
+                        piece = ""
+                    else:
+                        piece, text = full[len(text) :], full
+                    yield piece, 1
+                    if len(produced) >= params.max_tokens:
+                        return
+            except (RuntimeError, ValueError) as exc:
+                raise ModelError(f"llama.cpp failed to generate: {exc}") from exc
+
+    def close(self) -> None:
+        close = getattr(self.llm, "close", None)
+        if close is not None:
+            close()

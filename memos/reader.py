@@ -1,0 +1,231 @@
+"""The LLM memory reader: facts and preferences out of a user's turn, decided against
+what the cube already knows.
+
+The model sees the turn and the most similar existing facts (numbered), and answers with
+JSON that follows :data:`SCHEMA` — constrained by a grammar where the runtime can
+(llama.cpp, servers with ``response_format``), validated and retried once where it
+cannot (transformers). Each item is one decision:
+
+- ``ADD`` — a new fact or preference;
+- ``UPDATE`` — refines existing memory ``target``: a new version of it;
+- ``SUPERSEDE`` — contradicts memory ``target``: a new fact is added, the old one becomes
+  ``superseded`` with ``valid_to`` set and keeps its history;
+- ``NOOP`` — already known.
+
+The turn itself was stored as an episode before the reader runs, so a failure — bad JSON,
+a timeout, a model error — loses nothing: it is counted (``stats()["reader_failures"]``),
+audited on the episode, and reported.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from memos.convert import memory_event
+from memos.errors import MemosError
+from memos.runtime import ChatMessage, GenerationParams, Runtime
+from memos.storage.relational.models import MemoryRow, MetaRow
+
+if TYPE_CHECKING:
+    from memos.core import MemOS
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "memories": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "action": {"type": "string", "enum": ["ADD", "UPDATE", "SUPERSEDE", "NOOP"]},
+                    "text": {"type": "string"},
+                    "type": {"type": "string", "enum": ["fact", "preference"]},
+                    "target": {"type": "integer"},
+                },
+                "required": ["action", "text", "type"],
+            },
+        }
+    },
+    "required": ["memories"],
+}
+
+INSTRUCTIONS = (
+    "You extract lasting facts and preferences about the user from their message, as short "
+    "third-person statements (\"The user's sister Mira lives in Tromso\"). Known memories are "
+    "numbered. For each statement choose an action: ADD if it is new; UPDATE with target N if "
+    "it refines memory N; SUPERSEDE with target N if it contradicts memory N; NOOP with target N "
+    "if memory N already says it. Small talk and questions hold no facts: answer "
+    '{"memories": []}. Answer with JSON only: {"memories": [{"action": ..., "text": ..., '
+    '"type": "fact" or "preference", "target": N}]}'
+)
+
+
+class ReaderItem(BaseModel):
+    action: Literal["ADD", "UPDATE", "SUPERSEDE", "NOOP"]
+    text: str = Field(min_length=3, max_length=500)
+    type: Literal["fact", "preference"] = "fact"
+    target: int | None = None
+
+
+class ReaderOutput(BaseModel):
+    memories: list[ReaderItem] = Field(max_length=20)
+
+
+class ReaderReport(BaseModel):
+    ok: bool
+    attempts: int
+    error: str | None = None
+    actions: list[dict[str, Any]] = Field(default_factory=list)
+    written: list[str] = Field(default_factory=list, description="ids of memories added or updated")
+    superseded: list[str] = Field(default_factory=list)
+    invalid: int = Field(0, description="items dropped for a missing or out-of-range target")
+
+
+def parse(raw: str) -> ReaderOutput:
+    """The model's answer as a :class:`ReaderOutput`; ``ValueError`` when it is not one."""
+    text = raw.strip()
+    if text.startswith("```"):
+        text = text.strip("`").removeprefix("json").strip()
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end < start:
+        raise ValueError(f"no JSON object in the model's answer: {raw[:120]!r}")
+    try:
+        return ReaderOutput.model_validate(json.loads(text[start : end + 1]))
+    except (json.JSONDecodeError, ValidationError) as exc:
+        raise ValueError(f"the model's answer does not follow the schema: {exc}") from exc
+
+
+class Reader:
+    def __init__(
+        self,
+        mos: MemOS,
+        runtime: Runtime,
+        *,
+        max_tokens: int = 256,
+        retries: int = 1,
+        timeout_s: float | None = None,
+        candidates: int = 5,
+    ) -> None:
+        self.mos = mos
+        self.runtime = runtime
+        self.max_tokens = max_tokens
+        self.retries = retries
+        self.timeout_s = timeout_s if timeout_s is not None else mos.settings.runtime.timeout_s
+        self.candidates = candidates
+
+    def read(self, text: str, *, user_id: str, cube_id: str, source_id: str | None = None) -> ReaderReport:
+        mos = self.mos
+        known = mos.search(
+            text, user_id=user_id, cube_ids=[cube_id], top_k=self.candidates, filters={"type": ["fact", "preference"]}
+        )
+        listing = "\n".join(f"{i}. {h.memory.text}" for i, h in enumerate(known, start=1)) or "(none)"
+        messages = [
+            ChatMessage("system", INSTRUCTIONS),
+            ChatMessage("user", f"Known memories:\n{listing}\n\nMessage: {text}"),
+        ]
+        params = GenerationParams(max_tokens=self.max_tokens, json_schema=SCHEMA)
+        error: str | None = None
+        output: ReaderOutput | None = None
+        attempts = 0
+        for attempts in range(1, self.retries + 2):
+            try:
+                output = parse(self._generate(messages, params))
+                break
+            except (ValueError, TimeoutError, MemosError) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+        if output is None:
+            self._count_failure(user_id, source_id, error or "unknown")
+            return ReaderReport(ok=False, attempts=attempts, error=error)
+        return self._apply(output, known, user_id=user_id, cube_id=cube_id, source_id=source_id, attempts=attempts)
+
+    def _generate(self, messages: list[ChatMessage], params: GenerationParams) -> str:
+        deadline = time.monotonic() + self.timeout_s
+        gen = self.runtime.chat(messages, params)
+        it = iter(gen)
+        for _ in it:
+            if time.monotonic() > deadline:
+                close = getattr(it, "close", None)
+                if close is not None:
+                    close()
+                raise TimeoutError(f"the reader took longer than {self.timeout_s:.0f} s")
+        return gen.text
+
+    def _apply(
+        self, output: ReaderOutput, known: list[Any], *, user_id: str, cube_id: str, source_id: str | None, attempts: int
+    ) -> ReaderReport:
+        mos = self.mos
+        report = ReaderReport(ok=True, attempts=attempts)
+        meta = {"extractor": f"llm:{self.runtime.fingerprint.model_id}"}
+        if source_id:
+            meta["source"] = source_id
+        for item in output.memories:
+            target = None
+            if item.action != "ADD":
+                if item.target is None or not 1 <= item.target <= len(known):
+                    report.invalid += 1
+                    continue
+                target = known[item.target - 1].memory
+            entry: dict[str, Any] = {"action": item.action, "text": item.text, "type": item.type}
+            if item.action == "NOOP":
+                assert target is not None
+                entry["target"] = target.id
+            elif item.action == "UPDATE":
+                assert target is not None
+                if target.text.strip() == item.text.strip():
+                    entry["action"] = "NOOP"
+                else:
+                    mos.update(target.id, user_id=user_id, text=item.text, reason="llm reader: refined")
+                    report.written.append(target.id)
+                entry["target"] = target.id
+            else:
+                added = mos.add(
+                    text=item.text, type=item.type, user_id=user_id, cube_id=cube_id, metadata=meta, extract=False
+                )
+                new_id = added.memories[0].id
+                report.written.append(new_id)
+                entry["id"] = new_id
+                if item.action == "SUPERSEDE":
+                    assert target is not None
+                    self._supersede(target.id, new_id, user_id)
+                    report.superseded.append(target.id)
+                    entry["target"] = target.id
+            report.actions.append(entry)
+        return report
+
+    def _supersede(self, old_id: str, new_id: str, user_id: str) -> None:
+        mos = self.mos
+        now = mos.clock()
+        with mos._write_lock:
+            with mos.store.session() as s:
+                row = s.get(MemoryRow, old_id)
+                if row is None or row.state != "active":
+                    return
+                row.state = "superseded"
+                row.superseded_by = new_id
+                row.valid_to = now
+                row.retired_at = now
+                row.updated_at = now
+                row.index_state = "pending"
+                s.add(memory_event(row, "supersede", now=now, actor=user_id, reason="llm reader", details={"by": new_id}))
+            mos.indexer.sync([old_id])
+            mos.graphs.invalidate(row.cube_id)
+
+    def _count_failure(self, user_id: str, source_id: str | None, error: str) -> None:
+        mos = self.mos
+        now = mos.clock()
+        with mos._write_lock, mos.store.session() as s:
+            counter = s.get(MetaRow, "reader_failures")
+            count = int(counter.value.get("count", 0)) + 1 if counter else 1
+            s.merge(MetaRow(key="reader_failures", value={"count": count, "last_error": error[:500]}))
+            row = s.get(MemoryRow, source_id) if source_id else None
+            if row is not None:
+                s.add(
+                    memory_event(
+                        row, "extract_failed", now=now, actor=user_id,
+                        details={"extractor": f"llm:{self.runtime.fingerprint.model_id}", "error": error[:500]},
+                    )
+                )  # fmt: skip
