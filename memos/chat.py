@@ -70,6 +70,7 @@ class ChatResult(BaseModel):
     written: list[str] = Field(default_factory=list, description="episode ids of the two turns")
     extracted: list[str] = Field(default_factory=list, description="facts the extractors wrote")
     reader: dict[str, Any] | None = Field(None, description="the LLM reader's report, when one ran")
+    prompt: str | None = Field(None, description="the exact prompt text (chat(..., explain=True))")
 
     @property
     def memory_ids(self) -> list[str]:
@@ -208,6 +209,7 @@ class ChatOps:
         store: Any
         clock: Any
         _write_lock: Any
+        _require = _Ops._require
 
     # ------------------------------------------------------------------ runtimes
     def runtime(self, name: str | None = None, **overrides: Any) -> Runtime:
@@ -241,12 +243,14 @@ class ChatOps:
         max_tokens: int | None = None,
         memories: int | None = None,
         write_back: bool | None = None,
+        explain: bool = False,
     ) -> ChatResult | ChatStream:
         """Answer ``message`` with the memories of ``cube_ids`` (all readable cubes by default).
 
         The exchange is written to the first of ``cube_ids`` (default: the user's oldest own
         cube) under ``session_id`` (a new session when omitted; the result names it). With
         ``stream=True`` a :class:`ChatStream` is returned instead of a :class:`ChatResult`.
+        ``explain=True`` puts the exact prompt text in ``ChatResult.prompt``.
         """
         started = time.perf_counter()
         cfg = self.settings.chat
@@ -259,7 +263,8 @@ class ChatOps:
             raise InvalidInput("memories must be an integer >= 0")
         ids = [cube_ids] if isinstance(cube_ids, str) else cube_ids
         readable = self.readable_cubes(user_id, ids)
-        cube_id = self._write_cube(user_id, ids)
+        do_write = cfg.write_back if write_back is None else write_back
+        cube_id = self._write_cube(user_id, ids, do_write)
         session = session_id or f"chat-{uuid.uuid4().hex[:12]}"
         rt = runtime if runtime is not None and not isinstance(runtime, str) else self.runtime(runtime)
         n_tokens = max_tokens or self.settings.runtime.max_new_tokens
@@ -294,7 +299,8 @@ class ChatOps:
         )
         turn = _Turn(user_id, cube_id, session, message, rt, assembled, timings, started)
         gen = rt.chat(assembled.messages, params)
-        do_write = cfg.write_back if write_back is None else write_back
+        if explain:
+            turn.extra["prompt"] = rt.render(assembled.messages)
         if stream:
             chat_stream = ChatStream(iter(()))
             chat_stream._pieces = self._stream(gen, turn, do_write, chat_stream)
@@ -327,6 +333,7 @@ class ChatOps:
             context_budget=turn.assembled.budget,
             finish_reason=st.finish_reason,
             runtime=turn.runtime.fingerprint.as_dict(),
+            prompt=turn.extra.get("prompt"),
         )
         if write:
             t0 = time.perf_counter()
@@ -365,22 +372,37 @@ class ChatOps:
                 cube_id=turn.cube_id,
                 source_id=added.memories[0].id,
                 runtime=turn.runtime,
+                max_tokens=self.settings.chat.reader_max_tokens,
             )
             result.reader = report.model_dump()
             result.extracted += report.written
 
     def read_memories(
-        self, text: str, *, user_id: str, cube_id: str, source_id: str | None = None, runtime: Runtime | None = None
+        self,
+        text: str,
+        *,
+        user_id: str,
+        cube_id: str,
+        source_id: str | None = None,
+        runtime: Runtime | None = None,
+        max_tokens: int = 256,
+        timeout_s: float | None = None,
     ) -> ReaderReport:
         """Run the LLM reader on ``text`` and apply its decisions (see :mod:`memos.reader`)."""
         from memos.reader import Reader
 
         rt = runtime or self.runtime()
-        return Reader(self, rt).read(text, user_id=user_id, cube_id=cube_id, source_id=source_id)  # type: ignore[arg-type]
+        reader = Reader(self, rt, max_tokens=max_tokens, timeout_s=timeout_s)  # type: ignore[arg-type]
+        return reader.read(text, user_id=user_id, cube_id=cube_id, source_id=source_id)
 
     # ------------------------------------------------------------------ helpers
-    def _write_cube(self, user_id: str, cube_ids: Sequence[str] | None) -> str:
+    def _write_cube(self, user_id: str, cube_ids: Sequence[str] | None, write: bool) -> str:
+        """The cube the exchange goes to; checked for write access before any generation."""
+        from memos.operations import _READ, _WRITE
+
         if cube_ids:
+            with self.store.session() as s:
+                self._require(s, cube_ids[0], user_id, _WRITE if write else _READ)
             return cube_ids[0]
         with self.store.session() as s:
             own = s.scalars(

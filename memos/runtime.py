@@ -180,16 +180,16 @@ class Generation:
                     break
                 safe = len(buffer) - _held_back(buffer, self._stop)
                 if safe > emitted:
-                    yield buffer[emitted:safe]
-                    emitted = safe
+                    start_at, emitted = emitted, safe
+                    yield buffer[start_at:safe]
                 if self._max_tokens is not None and tokens >= self._max_tokens:
                     finish = "length"
                     break
             else:
                 finish = "stop" if self._max_tokens is None or tokens < self._max_tokens else "length"
             if len(buffer) > emitted:
-                yield buffer[emitted:]
-                emitted = len(buffer)
+                start_at, emitted = emitted, len(buffer)
+                yield buffer[start_at:]
         except GeneratorExit:
             finish = "interrupted"
             raise

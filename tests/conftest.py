@@ -104,3 +104,116 @@ def alice(mos: Any) -> tuple[Any, str]:
     mos.add_user("alice")
     cube = mos.create_cube("alice", "personal")
     return mos, cube.id
+
+
+# --------------------------------------------------------------------------- model runtimes
+# One loaded model per runtime and test session. The first run converts the bundled GGUFs
+# for transformers into ~/.cache/memos/models (a minute or two each); later runs load the
+# cached checkpoints in seconds.
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def hf_runtime() -> Iterator[Any]:
+    from memos.adapters.runtimes.hf import TransformersRuntime
+
+    rt = TransformersRuntime("smollm2-135m-instruct", context_tokens=2048)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture(scope="session")
+def llama_runtime() -> Iterator[Any]:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'memcube-os[llama]')")
+    from memos.adapters.runtimes.llamacpp import LlamaCppRuntime
+
+    rt = LlamaCppRuntime("smollm2-135m-instruct", context_tokens=2048, threads=2)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture(scope="session")
+def gemma_hf() -> Iterator[Any]:
+    from memos.adapters.runtimes.hf import TransformersRuntime
+
+    rt = TransformersRuntime("gemma3-270m", context_tokens=1024)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture(scope="session")
+def gemma_llama() -> Iterator[Any]:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'memcube-os[llama]')")
+    from memos.adapters.runtimes.llamacpp import LlamaCppRuntime
+
+    rt = LlamaCppRuntime("gemma3-270m", context_tokens=1024, threads=2)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture(scope="session")
+def openai_server() -> Iterator[str]:
+    """A real OpenAI-compatible server: llama.cpp's, on the bundled GGUF, on a free loopback port."""
+    pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed")
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from memos.models import gguf_path
+
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path("smollm2")),
+         "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port),
+         "--n_ctx", "2048", "--n_threads", "2", "--verbose", "False"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}: {err[-2000:]}")
+            try:
+                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("llama_cpp.server did not come up within 120 s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def openai_runtime(openai_server: str) -> Iterator[Any]:
+    from memos.adapters.runtimes.openai_http import OpenAIRuntime
+
+    rt = OpenAIRuntime("smollm2", base_url=openai_server, context_tokens=2048)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture(params=["transformers", "llama_cpp", "openai"])
+def any_runtime(request: pytest.FixtureRequest) -> Any:
+    """Each of the three runtimes on the default model, for the shared contract."""
+    name = {"transformers": "hf_runtime", "llama_cpp": "llama_runtime", "openai": "openai_runtime"}
+    return request.getfixturevalue(name[str(request.param)])
