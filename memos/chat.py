@@ -28,7 +28,7 @@ from sqlalchemy import select
 from memos.errors import ContextOverflow, InvalidInput
 from memos.ingest import check_text
 from memos.runtime import ChatMessage, Generation, GenerationParams, Runtime
-from memos.storage.relational.models import CubeRow, MemoryRow, MessageRow
+from memos.storage.relational.models import CubeRow, MemoryRow, MessageRow, MetaRow
 from memos.types import SearchHit
 
 if TYPE_CHECKING:
@@ -385,7 +385,7 @@ class ChatOps:
         cube_id: str,
         source_id: str | None = None,
         runtime: Runtime | None = None,
-        max_tokens: int = 256,
+        max_tokens: int = 400,
         timeout_s: float | None = None,
     ) -> ReaderReport:
         """Run the LLM reader on ``text`` and apply its decisions (see :mod:`memos.reader`)."""
@@ -394,6 +394,16 @@ class ChatOps:
         rt = runtime or self.runtime()
         reader = Reader(self, rt, max_tokens=max_tokens, timeout_s=timeout_s)  # type: ignore[arg-type]
         return reader.read(text, user_id=user_id, cube_id=cube_id, source_id=source_id)
+
+    def stats(self, *, user_id: str | None = None) -> dict[str, Any]:
+        """The store's statistics plus the LLM reader's failure count (``reader_failures``)."""
+        out: dict[str, Any] = super().stats(user_id=user_id)  # type: ignore[misc]
+        with self.store.session() as s:
+            row = s.get(MetaRow, "reader_failures")
+        out["reader_failures"] = int(row.value.get("count", 0)) if row else 0
+        if row and row.value.get("last_error"):
+            out["reader_last_error"] = row.value["last_error"]
+        return out
 
     # ------------------------------------------------------------------ helpers
     def _write_cube(self, user_id: str, cube_ids: Sequence[str] | None, write: bool) -> str:

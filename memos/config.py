@@ -106,7 +106,7 @@ class ChatSettings(BaseModel):
         "are relevant; do not invent facts.",
     )
     write_back: bool = True
-    reader_max_tokens: int = Field(256, ge=1, description="token budget of the LLM reader's JSON answer")
+    reader_max_tokens: int = Field(400, ge=1, description="token budget of the LLM reader's JSON answer")
 
 
 class Settings(BaseSettings):

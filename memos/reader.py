@@ -33,18 +33,24 @@ from memos.storage.relational.models import MemoryRow, MetaRow
 if TYPE_CHECKING:
     from memos.core import MemOS
 
+#: at most this many statements per turn, each at most this long: bounds the answer, so a
+#: small model that repeats itself under the grammar still closes its JSON in budget
+MAX_ITEMS = 5
+MAX_TEXT = 200
+
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "memories": {
             "type": "array",
+            "maxItems": MAX_ITEMS,
             "items": {
                 "type": "object",
                 "properties": {
                     "action": {"type": "string", "enum": ["ADD", "UPDATE", "SUPERSEDE", "NOOP"]},
-                    "text": {"type": "string"},
+                    "text": {"type": "string", "maxLength": MAX_TEXT},
                     "type": {"type": "string", "enum": ["fact", "preference"]},
-                    "target": {"type": "integer"},
+                    "target": {"type": "integer", "minimum": 1},
                 },
                 "required": ["action", "text", "type"],
             },
@@ -66,13 +72,13 @@ INSTRUCTIONS = (
 
 class ReaderItem(BaseModel):
     action: Literal["ADD", "UPDATE", "SUPERSEDE", "NOOP"]
-    text: str = Field(min_length=3, max_length=500)
+    text: str = Field(min_length=3, max_length=MAX_TEXT)
     type: Literal["fact", "preference"] = "fact"
     target: int | None = None
 
 
 class ReaderOutput(BaseModel):
-    memories: list[ReaderItem] = Field(max_length=20)
+    memories: list[ReaderItem] = Field(max_length=MAX_ITEMS)
 
 
 class ReaderReport(BaseModel):
@@ -105,7 +111,7 @@ class Reader:
         mos: MemOS,
         runtime: Runtime,
         *,
-        max_tokens: int = 256,
+        max_tokens: int = 400,
         retries: int = 1,
         timeout_s: float | None = None,
         candidates: int = 5,
