@@ -28,6 +28,8 @@ from memos.types import SEARCHABLE_STATES
 log = logging.getLogger(__name__)
 
 BATCH = 256
+#: rows per embedding call and index update on the bulk path (larger batches embed faster)
+BULK_BATCH = 1024
 
 
 def index_text(row: MemoryRow) -> str:
@@ -84,11 +86,27 @@ class Indexer:
                 if done == 0:  # rows changed under us on every try; the next sync picks them up
                     return applied
 
+    def index_rows(self, rows: Sequence[MemoryRow]) -> int:
+        """Apply rows that were just committed as ``pending``, as they are in hand.
+
+        The bulk path of ``add``: the same as :meth:`sync` for their ids without reading
+        the rows back. Marking them done is still conditional on ``updated_at``, so a row
+        changed in the meantime stays pending for the next sync."""
+        applied = 0
+        with self._lock:
+            self._apply_tasks()
+            for start in range(0, len(rows), BULK_BATCH):
+                applied += self._index(list(rows[start : start + BULK_BATCH]))
+        return applied
+
     def _apply(self, ids: list[str]) -> int:
         with self.store.session() as s:
             rows = list(
                 s.scalars(select(MemoryRow).where(MemoryRow.id.in_(ids), MemoryRow.index_state == "pending"))
             )
+        return self._index(rows)
+
+    def _index(self, rows: list[MemoryRow]) -> int:
         if not rows:
             return 0
         live = [r for r in rows if r.state in SEARCHABLE_STATES]

@@ -20,14 +20,20 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import insert, or_, select
 from sqlalchemy.orm import Session
 
-from memos.convert import memory_event, snapshot
 from memos.extract import Extraction, Relation
-from memos.storage.relational.models import AuditRow, EdgeRow, EntityRow, MemoryEntityRow, MemoryRow
+from memos.storage.relational.models import (
+    AuditRow,
+    EdgeRow,
+    EntityRow,
+    MemoryEntityRow,
+    MemoryRow,
+    MemoryVersionRow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +70,7 @@ class KnowledgeWriter:
         self._entities: dict[str, EntityRow] = {}
         #: current (valid_to is None) edges by subject entity id, with the object's name
         self._edges: dict[int, list[tuple[EdgeRow, str]]] = {}
+        self._edge_ids: set[int] = set()  # edges loaded from the store
         self._facts: dict[str, MemoryRow] = {}  # memory rows behind current edges, by id
         self._facts_by_text: dict[str, MemoryRow] = {}
         self._links: set[tuple[str, int]] = set()
@@ -71,6 +78,10 @@ class KnowledgeWriter:
         # Rows that reference memories created here: added after those memories are
         # flushed, since the unit of work does not order inserts by foreign keys alone.
         self._after: list[object] = []
+        # Write-once rows (versions and audit events of new facts, supersession events),
+        # inserted with one statement per table once the memories exist.
+        self._versions: list[dict[str, Any]] = []
+        self._events: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ public
     def apply(self, items: Sequence[tuple[MemoryRow, Extraction]]) -> Applied:
@@ -83,6 +94,13 @@ class KnowledgeWriter:
         self.s.flush()
         self.s.add_all(self._after)
         self._after = []
+        conn = self.s.connection()
+        if self._versions:
+            conn.execute(insert(MemoryVersionRow.__table__), self._versions)  # type: ignore[arg-type]
+            self._versions = []
+        if self._events:
+            conn.execute(insert(AuditRow.__table__), self._events)  # type: ignore[arg-type]
+            self._events = []
         self._write_links(pending_links)
         return out
 
@@ -120,28 +138,36 @@ class KnowledgeWriter:
                 created = True
         if created:
             self.s.flush()  # entity ids are needed for edges and links
-        subjects = sorted(
-            {
-                self._entities[entity_key(rel.subject)].id
-                for _, ex in items
-                for rel in ex.relations
-                if rel.subject.strip() and rel.object.strip()
-            }
-            - set(self._edges)
-        )
+        # Only the current edges the batch can touch: those of its subjects with one of
+        # its functional predicates (a new value supersedes them) or one of its objects
+        # (the same relation again, or an opposing one). A speaker's whole history of
+        # facts is never loaded, so an add costs the same in a small cube as in a large one.
+        subjects: set[int] = set()
+        functional: set[str] = set()
+        objects: set[int] = set()
+        for _, ex in items:
+            for rel in ex.relations:
+                if rel.subject.strip() and rel.object.strip():
+                    subjects.add(self._entities[entity_key(rel.subject)].id)
+                    objects.add(self._entities[entity_key(rel.object)].id)
+                    if rel.functional:
+                        functional.add(rel.predicate)
         memory_ids: set[str] = set()
-        for src_chunk in _chunks(subjects):
-            for edge, dst_name in self.s.execute(
-                select(EdgeRow, EntityRow.name)
-                .join(EntityRow, EntityRow.id == EdgeRow.dst_id)
-                .where(
-                    EdgeRow.cube_id == self.cube_id, EdgeRow.src_id.in_(src_chunk), EdgeRow.valid_to.is_(None)
-                )
-            ):
-                self._edges.setdefault(edge.src_id, []).append((edge, dst_name))
-                memory_ids.add(edge.memory_id)
-        for sid in subjects:
-            self._edges.setdefault(int(sid), [])
+        for src_chunk in _chunks(sorted(subjects)):
+            for obj_chunk in _chunks(sorted(objects)):
+                related = EdgeRow.dst_id.in_(obj_chunk)
+                if functional:
+                    related = or_(related, EdgeRow.predicate.in_(sorted(functional)))
+                for edge, dst_name in self.s.execute(
+                    select(EdgeRow, EntityRow.name)
+                    .join(EntityRow, EntityRow.id == EdgeRow.dst_id)
+                    .where(EdgeRow.src_id.in_(src_chunk), EdgeRow.valid_to.is_(None), related)
+                ):
+                    if edge.id in self._edge_ids:
+                        continue
+                    self._edge_ids.add(edge.id)
+                    self._edges.setdefault(edge.src_id, []).append((edge, dst_name))
+                    memory_ids.add(edge.memory_id)
         for chunk in _chunks(sorted(memory_ids - set(self._facts))):
             for mem in self.s.scalars(select(MemoryRow).where(MemoryRow.id.in_(chunk))):
                 self._facts[mem.id] = mem
@@ -236,8 +262,22 @@ class KnowledgeWriter:
             index_state="pending",
         )
         self.s.add(fact)
-        self._after.append(snapshot(fact, self.actor, f"extracted from {episode.id}"))
-        self._after.append(self._event(fact, "extract", {"source": episode.id, "extractor": self.extractor}))
+        self._versions.append(
+            {
+                "memory_id": fact.id,
+                "version": fact.version,
+                "text": fact.text,
+                "metadata": dict(fact.meta),
+                "tags": [],
+                "importance": fact.importance,
+                "valid_from": fact.valid_from,
+                "valid_to": None,
+                "recorded_at": fact.updated_at,
+                "actor": self.actor,
+                "reason": f"extracted from {episode.id}",
+            }
+        )
+        self._event(fact, "extract", {"source": episode.id, "extractor": self.extractor})
         self._new.add(fact.id)
         self._facts[fact.id] = fact
         self._facts_by_text[text] = fact
@@ -271,7 +311,7 @@ class KnowledgeWriter:
             old.retired_at = self.now
             old.updated_at = self.now
             old.index_state = "pending"
-            self.s.add(self._event(old, "supersede", {"by": new_fact.id, "predicate": rel.predicate}))
+            self._event(old, "supersede", {"by": new_fact.id, "predicate": rel.predicate})
             retired.append(old.id)
         return retired
 
@@ -285,11 +325,25 @@ class KnowledgeWriter:
                 )
             )
             wanted -= {(m, e) for m, e in existing}
-        self.s.add_all(MemoryEntityRow(memory_id=m, entity_id=e) for m, e in sorted(wanted))
+        if wanted:
+            self.s.connection().execute(
+                insert(MemoryEntityRow.__table__),  # type: ignore[arg-type]
+                [{"memory_id": m, "entity_id": e} for m, e in sorted(wanted)],
+            )
         self._links |= wanted
 
-    def _event(self, row: MemoryRow, action: str, details: dict[str, object]) -> AuditRow:
-        return memory_event(row, action, now=self.now, actor=self.actor, details=details)
+    def _event(self, row: MemoryRow, action: str, details: dict[str, Any]) -> None:
+        self._events.append(
+            {
+                "ts": self.now,
+                "actor": self.actor,
+                "cube_id": row.cube_id,
+                "memory_id": row.id,
+                "action": action,
+                "reason": None,
+                "details": details,
+            }
+        )
 
 
 def _fact_text(ex: Extraction, i: int) -> str:

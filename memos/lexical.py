@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
+from functools import lru_cache
 
 from memos.protocols import SparseVector
 
@@ -110,16 +111,24 @@ def tokenize(text: str) -> list[str]:
     conservative stemmer. Numbers are kept (leading zeros dropped, so "05" matches "5").
     """
     terms: list[str] = []
-    for match in _WORD.finditer(text.lower().translate(_APOSTROPHES)):
-        token = _strip_clitic(match.group())
-        if not token or token in _STOP_WORDS:
-            continue
-        term = _normalise(token)
-        if term and term not in _STOP_WORDS:
+    for word in _WORD.findall(text.lower().translate(_APOSTROPHES)):
+        term = _index_term(word)
+        if term is not None:
             terms.append(term)
     return terms
 
 
+@lru_cache(maxsize=1 << 16)
+def _index_term(word: str) -> str | None:
+    """The index term of one word, or ``None`` for a stop word (cached: words repeat)."""
+    token = _strip_clitic(word)
+    if not token or token in _STOP_WORDS:
+        return None
+    term = _normalise(token)
+    return term if term and term not in _STOP_WORDS else None
+
+
+@lru_cache(maxsize=1 << 16)
 def term_id(token: str) -> int:
     """Stable 31-bit id of a term: the same in every process, platform and Python version.
 

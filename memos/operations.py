@@ -12,10 +12,11 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from memos.config import Settings
@@ -32,6 +33,7 @@ from memos.storage.relational.models import (
     CubeRow,
     EdgeRow,
     EntityRow,
+    ExtractTaskRow,
     IndexTaskRow,
     MemoryEntityRow,
     MemoryRow,
@@ -136,7 +138,7 @@ class MemoryOps:
         type: str | MemoryType | None = None,
         importance: float = 0.5,
         timestamp: datetime | str | None = None,
-        extract: bool = True,
+        extract: bool | Literal["defer"] = True,
     ) -> AddResult:
         """Remember chat ``messages`` (each becomes an ``episode``) or one ``text``.
 
@@ -144,6 +146,11 @@ class MemoryOps:
         speaker), ``id`` (your message id; re-adding the same id to a cube is a no-op),
         ``timestamp`` and ``metadata``. The configured extractor then adds entities,
         relations and derived facts. Everything is validated before anything is written.
+
+        ``extract="defer"`` is for bulk imports: the memories are stored and searchable at
+        once, and their extraction is queued (``stats()["extraction_pending"]``) until
+        :meth:`run_deferred_extraction`, which applies it in the order the memories were
+        added. ``extract=False`` skips extraction for good.
         """
         from memos.timeparse import parse_timestamp
 
@@ -175,6 +182,8 @@ class MemoryOps:
         else:
             msgs = parse_messages(messages, self.settings.max_text_chars, self.settings.max_messages_per_add)
             mtype = _memory_type(type, MemoryType.episode)
+        if extract not in (True, False, "defer"):
+            raise InvalidInput("extract must be True, False or 'defer'")
         now = self.clock()
         result = AddResult(memories=[])
         with self._write_lock:
@@ -204,36 +213,30 @@ class MemoryOps:
                         if x is not None
                     )
                 new_rows: list[MemoryRow] = []
-                dependents: list[object] = []  # rows referencing the new memories, added once those exist
+                kept: list[Message] = []
                 for m in msgs:
                     if m.id is not None and m.id in seen:
                         continue  # idempotent re-import of the same message
                     if m.id is not None:
                         seen.add(m.id)
-                    row = self._episode_row(
-                        cube_id, m, mtype, session_id, {**meta, **m.metadata}, tag_list, importance, now
-                    )
-                    new_rows.append(row)
-                    dependents.append(snapshot(row, user_id, "added"))
-                    if text is None:
-                        dependents.append(
-                            MessageRow(
-                                cube_id=cube_id,
-                                session_id=session_id,
-                                message_id=m.id,
-                                role=m.role,
-                                name=m.name,
-                                content=m.content,
-                                timestamp=m.timestamp,
-                                memory_id=row.id,
-                            )
+                    new_rows.append(
+                        self._episode_row(
+                            cube_id, m, mtype, session_id, {**meta, **m.metadata}, tag_list, importance, now
                         )
-                    dependents.append(memory_event(row, "add", now=now, actor=user_id))
-                s.add_all(new_rows)
+                    )
+                    kept.append(m)
                 s.flush()
-                s.add_all(dependents)
+                self._insert_new(s, new_rows, kept if text is None else None, user_id, now)
                 derived: list[MemoryRow] = []
-                if extract and self.extractor is not None and new_rows:
+                if extract == "defer" and self.extractor is not None and new_rows:
+                    s.connection().execute(
+                        insert(ExtractTaskRow.__table__),  # type: ignore[arg-type]
+                        [
+                            {"memory_id": r.id, "cube_id": cube_id, "actor": user_id, "created_at": now}
+                            for r in new_rows
+                        ],
+                    )
+                elif extract and self.extractor is not None and new_rows:
                     applied = self._extract(s, cube_id, new_rows, now, user_id, new=True)
                     derived = applied.derived
                     result.superseded = applied.superseded
@@ -244,8 +247,80 @@ class MemoryOps:
                 result.memories = [memory_from_row(r) for r in new_rows]
                 result.derived = [memory_from_row(r) for r in derived]
             self.graphs.invalidate(cube_id)
-            self.indexer.sync([r.id for r in new_rows + derived] + result.superseded)
+            # the rows just committed are indexed as they are, without reading them back
+            self.indexer.index_rows(new_rows + derived)
+            if result.superseded:
+                self.indexer.sync(result.superseded)
         return result
+
+    def _insert_new(
+        self,
+        s: Session,
+        rows: builtins.list[MemoryRow],
+        messages: builtins.list[Message] | None,
+        actor: str,
+        now: datetime,
+    ) -> None:
+        """Insert new memories with their first version, messages and ``add`` events.
+
+        One multi-row statement per table (``executemany``) instead of the unit of work:
+        the rows stay ``pending`` for the indexer, in this same transaction. Messages are
+        inserted in order, so their ids keep the order of the conversation."""
+        if not rows:
+            return
+        conn = s.connection()
+        conn.execute(insert(MemoryRow.__table__), [_row_values(r) for r in rows])  # type: ignore[arg-type]
+        conn.execute(
+            insert(MemoryVersionRow.__table__),  # type: ignore[arg-type]
+            [
+                {
+                    "memory_id": r.id,
+                    "version": r.version,
+                    "text": r.text,
+                    "metadata": dict(r.meta or {}),
+                    "tags": list(r.tags or []),
+                    "importance": r.importance,
+                    "valid_from": r.valid_from,
+                    "valid_to": r.valid_to,
+                    "recorded_at": r.updated_at,
+                    "actor": actor,
+                    "reason": "added",
+                }
+                for r in rows
+            ],
+        )
+        if messages is not None:
+            conn.execute(
+                insert(MessageRow.__table__),  # type: ignore[arg-type]
+                [
+                    {
+                        "cube_id": r.cube_id,
+                        "session_id": r.session_id,
+                        "message_id": m.id,
+                        "role": m.role,
+                        "name": m.name,
+                        "content": m.content,
+                        "timestamp": m.timestamp,
+                        "memory_id": r.id,
+                    }
+                    for r, m in zip(rows, messages, strict=True)
+                ],
+            )
+        conn.execute(
+            insert(AuditRow.__table__),  # type: ignore[arg-type]
+            [
+                {
+                    "ts": now,
+                    "actor": actor,
+                    "cube_id": r.cube_id,
+                    "memory_id": r.id,
+                    "action": "add",
+                    "reason": None,
+                    "details": {},
+                }
+                for r in rows
+            ],
+        )
 
     def _episode_row(
         self,
@@ -258,7 +333,7 @@ class MemoryOps:
         importance: float,
         now: datetime,
     ) -> MemoryRow:
-        return MemoryRow(
+        row = _NewMemory(
             id=str(uuid.uuid4()),
             cube_id=cube_id,
             kind="plaintext",
@@ -276,13 +351,20 @@ class MemoryOps:
             confidence=None,
             occurred_at=m.timestamp,
             valid_from=m.timestamp or now,
+            valid_to=None,
             recorded_at=now,
+            retired_at=None,
             version=1,
             state="active",
+            superseded_by=None,
             hits=0,
+            last_accessed=None,
             updated_at=now,
             index_state="pending",
         )
+        # Read like a row by the extractor, the indexer and memory_from_row; written with
+        # one Core insert (see _insert_new). A mapped instance would cost as much as the insert.
+        return cast(MemoryRow, row)
 
     def _extract(
         self,
@@ -512,6 +594,7 @@ class MemoryOps:
                     # re-derive the graph from the new text; old derived facts stay (they have their own history)
                     s.execute(delete(MemoryEntityRow).where(MemoryEntityRow.memory_id == row.id))
                     s.execute(delete(EdgeRow).where(EdgeRow.memory_id == row.id))
+                    s.execute(delete(ExtractTaskRow).where(ExtractTaskRow.memory_id == row.id))
                     self._extract(s, row.cube_id, [row], now, user_id, new=False)
                 item = memory_from_row(row)
                 cube_id = row.cube_id
@@ -578,6 +661,7 @@ class MemoryOps:
                 s.execute(delete(MemoryEntityRow).where(MemoryEntityRow.memory_id.in_(ids)))
                 s.execute(delete(EdgeRow).where(EdgeRow.memory_id.in_(ids)))
                 s.execute(delete(MessageRow).where(MessageRow.memory_id.in_(ids)))
+                s.execute(delete(ExtractTaskRow).where(ExtractTaskRow.memory_id.in_(ids)))
                 s.execute(delete(MemoryVersionRow).where(MemoryVersionRow.memory_id.in_(ids)))
                 # other memories pointing at a purged one keep no trace of it
                 for other in s.scalars(select(MemoryRow).where(MemoryRow.superseded_by.in_(ids))):
@@ -653,6 +737,90 @@ class MemoryOps:
         self.optimize_index()
         return n
 
+    def run_deferred_extraction(
+        self, *, user_id: str | None = None, cube_ids: Sequence[str] | None = None, batch: int = 2000
+    ) -> int:
+        """Run the extraction queued by ``add(..., extract="defer")``; returns memories done.
+
+        Cube by cube, in the order the memories were added, ``batch`` memories per
+        transaction, each with the actor that added it. Memories deleted or purged in the
+        meantime are skipped. Without ``user_id`` (the operator of the home) every cube
+        is processed; with it, the cubes that user may write."""
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise InvalidInput("batch must be a positive integer")
+        with self.store.session() as s:
+            if user_id is None:
+                cubes = (
+                    builtins.list(cube_ids)
+                    if cube_ids is not None
+                    else builtins.list(s.scalars(select(ExtractTaskRow.cube_id).distinct()))
+                )
+            else:
+                if cube_ids is None:
+                    cube_ids = builtins.list(
+                        s.scalars(
+                            select(AclRow.cube_id).where(
+                                AclRow.user_id == user_id, AclRow.role.in_([str(r) for r in _WRITE])
+                            )
+                        )
+                    )
+                for c in cube_ids:
+                    self._require(s, c, user_id, _WRITE)
+                cubes = builtins.list(cube_ids)
+        if self.extractor is None:
+            return 0  # extractor "none": the queue waits for a home configured with one
+        done = 0
+        for cube_id in cubes:
+            while True:
+                n = self._run_deferred_batch(cube_id, batch)
+                if n == 0:
+                    break
+                done += n
+        return done
+
+    def _run_deferred_batch(self, cube_id: str, batch: int) -> int:
+        with self._write_lock:
+            now = self.clock()
+            with self.store.session() as s:
+                tasks = s.execute(
+                    select(ExtractTaskRow.id, ExtractTaskRow.memory_id, ExtractTaskRow.actor)
+                    .where(ExtractTaskRow.cube_id == cube_id)
+                    .order_by(ExtractTaskRow.id)
+                    .limit(batch)
+                ).all()
+                if not tasks:
+                    return 0
+                actor = tasks[0].actor
+                run = []  # one actor per transaction: the audit events name who added the memory
+                for t in tasks:
+                    if t.actor != actor:
+                        break
+                    run.append(t)
+                found: dict[str, MemoryRow] = {}
+                mids = [t.memory_id for t in run]
+                for start in range(0, len(mids), 500):
+                    for row in s.scalars(
+                        select(MemoryRow).where(MemoryRow.id.in_(mids[start : start + 500]))
+                    ):
+                        found[row.id] = row
+                rows = [found[m] for m in mids if m in found and found[m].state in ("active", "archived")]
+                derived: builtins.list[MemoryRow] = []
+                superseded: builtins.list[str] = []
+                if rows:
+                    # new=False: links are checked, so a memory extracted meanwhile is not linked twice
+                    applied = self._extract(s, cube_id, rows, now, actor or "system", new=False)
+                    derived, superseded = applied.derived, applied.superseded
+                task_ids = [t.id for t in run]
+                for start in range(0, len(task_ids), 500):
+                    s.execute(
+                        delete(ExtractTaskRow).where(ExtractTaskRow.id.in_(task_ids[start : start + 500]))
+                    )
+            self.graphs.invalidate(cube_id)
+            self.indexer.index_rows(derived)
+            if superseded:
+                self.indexer.sync(superseded)
+        return len(run)
+
     def optimize_index(self) -> bool:
         """Build the index's search structures now (HNSW graphs, merged segments).
 
@@ -695,6 +863,9 @@ class MemoryOps:
                 select(func.count()).select_from(EntityRow).where(EntityRow.cube_id.in_(cubes))
             )
             edges = s.scalar(select(func.count()).select_from(EdgeRow).where(EdgeRow.cube_id.in_(cubes)))
+            deferred = s.scalar(
+                select(func.count()).select_from(ExtractTaskRow).where(ExtractTaskRow.cube_id.in_(cubes))
+            )
             failures = s.get(MetaRow, "extraction_failures")
             users = s.scalar(select(func.count()).select_from(UserRow))
         return {
@@ -708,6 +879,7 @@ class MemoryOps:
             "index_points": sum(self.index.count(c) for c in cubes),
             "index_pending": pending,
             "extraction_failures": int(failures.value.get("count", 0)) if failures else 0,
+            "extraction_pending": deferred,
             "relational": self.store.dialect,
             "vector_index": self.index.name,
             "embedder": self.embedder.id,
@@ -715,6 +887,47 @@ class MemoryOps:
 
     # ``list`` last: inside the class body it would shadow the builtin for later annotations
     list = list_memories
+
+
+@dataclass(slots=True)
+class _NewMemory:
+    """The values of a memory row about to be inserted, with :class:`MemoryRow`'s attribute names."""
+
+    id: str
+    cube_id: str
+    kind: str
+    type: str
+    text: str
+    meta: dict[str, Any]
+    tags: builtins.list[Any]
+    importance: float
+    message_id: str | None
+    session_id: str | None
+    speaker: str | None
+    role: str | None
+    source_ids: builtins.list[Any]
+    extractor: str | None
+    confidence: float | None
+    occurred_at: datetime | None
+    valid_from: datetime | None
+    valid_to: datetime | None
+    recorded_at: datetime
+    retired_at: datetime | None
+    version: int
+    state: str
+    superseded_by: str | None
+    hits: int
+    last_accessed: datetime | None
+    updated_at: datetime
+    index_state: str
+
+
+_MEMORY_COLUMNS = [(attr.key, attr.columns[0].name) for attr in MemoryRow.__mapper__.column_attrs]
+
+
+def _row_values(row: MemoryRow) -> dict[str, Any]:
+    """A memory row as ``{column name: value}`` for a Core insert."""
+    return {column: getattr(row, key) for key, column in _MEMORY_COLUMNS}
 
 
 def _memory_type(value: str | MemoryType | None, default: MemoryType) -> MemoryType:

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, select, type_coerce
 from sqlalchemy.orm import Session
@@ -44,6 +44,7 @@ from memos.timeparse import query_time_range
 from memos.types import SEARCHABLE_STATES, MemoryType, SearchHit
 
 FILTER_KEYS = ("type", "speaker", "role", "session_id", "tags")
+_SEARCHABLE = frozenset(str(x) for x in SEARCHABLE_STATES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +129,7 @@ class Retriever:
         self.embedder = embedder
         self.graphs = graphs
         self.cfg = settings
+        self._fixed: dict[str, _Fixed] = {}
 
     def search(self, q: Query, now: datetime) -> list[SearchHit]:
         cfg = self.cfg
@@ -261,45 +263,71 @@ class Retriever:
         flt: IndexFilter | None,
         unfiltered: set[str],
     ) -> dict[str, _Candidate]:
-        """What ranking needs of each candidate, in one light query (no text, no JSON).
+        """What ranking needs of each candidate: one light query by primary key per search.
 
         Rows are the truth: a candidate whose row is missing or no longer searchable is
-        dropped. A turn's place in its session comes from the message log in the same query.
+        dropped, so state (and importance, which ``update`` may change) is read for every
+        candidate on every search. What never changes once a memory exists — its cube,
+        speaker, time and place in its session — is read once, with the message log, and
+        kept in a bounded in-process cache.
         """
-        stmt = (
-            select(
-                MemoryRow.id,
-                MemoryRow.cube_id,
-                MemoryRow.speaker,
-                type_coerce(
-                    func.coalesce(MemoryRow.occurred_at, MemoryRow.valid_from, MemoryRow.recorded_at),
-                    UTCDateTime(),
-                ),
-                MemoryRow.importance,
-                MessageRow.session_id,
-                MessageRow.id,
+        fixed = self._fixed
+        missing = [mid for mid in ids if mid not in fixed]
+        live: dict[str, tuple[str, float]] = {}
+        if missing:
+            # Only the primary key in WHERE: with cube_id/state there too, SQLite's planner
+            # prefers the (cube_id, state) index and scans every memory of the cubes.
+            stmt = (
+                select(
+                    MemoryRow.id,
+                    MemoryRow.cube_id,
+                    MemoryRow.state,
+                    MemoryRow.speaker,
+                    type_coerce(
+                        func.coalesce(MemoryRow.occurred_at, MemoryRow.valid_from, MemoryRow.recorded_at),
+                        UTCDateTime(),
+                    ),
+                    MemoryRow.importance,
+                    MessageRow.session_id,
+                    MessageRow.id,
+                )
+                .outerjoin(MessageRow, MessageRow.memory_id == MemoryRow.id)
+                .where(MemoryRow.id.in_(missing))
             )
-            .outerjoin(MessageRow, MessageRow.memory_id == MemoryRow.id)
-            .where(
-                MemoryRow.id.in_(ids),
-                MemoryRow.cube_id.in_(cube_ids),
-                MemoryRow.state.in_([str(x) for x in SEARCHABLE_STATES]),
+            if len(fixed) + len(missing) > _FIXED_CACHE:
+                self._fixed = fixed = {}  # a new dict: a concurrent search keeps reading the old one
+            for mid, cube_id, state, speaker, when, importance, session_id, seq in s.execute(stmt):
+                live[mid] = (state, importance)
+                known = fixed.get(mid)
+                if known is not None:  # a memory holding several messages sits at its first
+                    if seq is not None and known.seq is not None and seq < known.seq:
+                        fixed[mid] = known._replace(seq=seq)
+                    continue
+                # a turn outside any session has no neighbours to speak of: not a positioned turn
+                positioned = session_id is not None and seq is not None
+                fixed[mid] = _Fixed(
+                    cube_id,
+                    speaker,
+                    when,
+                    (cube_id, session_id) if positioned else None,
+                    seq if positioned else None,
+                )
+        cached = [mid for mid in ids if mid not in live and mid in fixed]
+        if cached:
+            light = select(MemoryRow.id, MemoryRow.state, MemoryRow.importance).where(
+                MemoryRow.id.in_(cached)
             )
-        )
+            for mid, state, importance in s.execute(light):
+                live[mid] = (state, importance)
+        cubes = set(cube_ids)
         out: dict[str, _Candidate] = {}
-        for mid, cube_id, speaker, when, importance, session_id, seq in s.execute(stmt):
-            known = out.get(mid)
-            if known is not None:  # a memory holding several messages sits at its first
-                if seq is not None and known.seq is not None and seq < known.seq:
-                    known.seq = seq
+        for mid in ids:
+            row = live.get(mid)
+            info = fixed.get(mid)
+            if row is None or info is None or row[0] not in _SEARCHABLE or info.cube_id not in cubes:
                 continue
             out[mid] = _Candidate(
-                speaker=speaker,
-                when=when,
-                importance=importance,
-                # a turn outside any session has no neighbours to speak of: not a positioned turn
-                place=(cube_id, session_id) if session_id is not None and seq is not None else None,
-                seq=seq if session_id is not None else None,
+                speaker=info.speaker, when=info.when, importance=row[1], place=info.place, seq=info.seq
             )
         if flt is not None and unfiltered:
             check = [mid for mid in unfiltered if mid in out]
@@ -365,6 +393,20 @@ class Retriever:
         top = math.log(1 + total)
         best = sorted(((m, v / top) for m, v in score.items()), key=lambda kv: -kv[1])[:depth]
         return best, why
+
+
+class _Fixed(NamedTuple):
+    """What never changes about a memory once it exists (cached by the retriever)."""
+
+    cube_id: str
+    speaker: str | None
+    when: datetime
+    place: tuple[str, str] | None
+    seq: int | None
+
+
+#: memories whose fixed facts the retriever keeps (about 200 bytes each)
+_FIXED_CACHE = 200_000
 
 
 @dataclass(slots=True)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from memos.cli.app import app, emit, get_state, note
+from memos.cli.app import app, emit, get_state, note, settings_for
 from memos.errors import InvalidInput
 
 bench_app = typer.Typer(help="Reproducible benchmarks (results: BENCHMARKS.md).", no_args_is_help=True)
@@ -46,13 +46,15 @@ def scale(
         str | None, typer.Option(help="Measure a Qdrant server, e.g. qdrant://host:6333.")
     ] = None,
 ) -> None:
-    """Add throughput, index build, search latency, RSS and disk per memory at each size."""
-    from memos.adapters.embedders.sentence_transformers import SentenceTransformerEmbedder
+    """Add throughput, index build, search latency, RSS and disk per memory at each size.
+
+    The embedding model is the configured one (``MEMOS_EMBEDDER``/``MEMOS_EMBEDDER_BACKEND``)."""
+    from memos.backends import make_embedder
     from memos.bench.common import machine
     from memos.bench.scale import bench_size
 
     state = get_state(ctx)
-    embedder = SentenceTransformerEmbedder()
+    embedder = make_embedder(settings_for(state))
     results: dict[str, Any] = {}
     for size in _sizes(n):
         note(f"scale: n={size:,}")
@@ -65,7 +67,14 @@ def scale(
             embed_sample=embed_sample,
             log=note,
         )
-    meta = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "command": "memos bench scale --n " + n}
+    meta = {
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d"),
+        "command": "memos bench scale --n " + n,
+        "embedder": embedder.id,
+        "relational": "sqlite" if relational_url is None else relational_url.split(":", 1)[0],
+        "vector": "qdrant_edge" if vector_url is None else vector_url.split(":", 1)[0],
+    }
     _write(json_out, {**results, "_meta": meta})
     emit(state, results, lambda console: _table(console, results))
 

@@ -18,6 +18,8 @@ Tables and why they exist:
   tombstone here: the memory id, no content.
 - ``index_tasks``: removals the vector index still owes for rows that no longer exist
   (purge, cube deletion); cleared once applied.
+- ``extract_tasks``: episodes added with ``extract="defer"`` whose extraction has not
+  run yet (``MemOS.run_deferred_extraction``), in insertion order.
 - ``blobs``: manifests of content-addressed files (KV caches, LoRA adapters).
 - ``meta``: facts about the home (schema, embedder id and dimension of the index).
 
@@ -190,6 +192,8 @@ class MemoryEntityRow(Base):
 
 class EdgeRow(Base):
     __tablename__ = "edges"
+    # the knowledge writer looks up a subject's current edges by predicate or object
+    __table_args__ = (Index("ix_edges_src_predicate", "src_id", "predicate"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     cube_id: Mapped[str] = mapped_column(ForeignKey("cubes.id", ondelete="CASCADE"), index=True)
@@ -245,6 +249,23 @@ class IndexTaskRow(Base):
 
     memory_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     op: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ExtractTaskRow(Base):
+    """An episode whose extraction was deferred (``add(..., extract="defer")``).
+
+    Kept in insertion order (``id``), so running the queue later applies facts and their
+    supersessions in the order the episodes were added. Removed with its memory."""
+
+    __tablename__ = "extract_tasks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    memory_id: Mapped[str] = mapped_column(
+        ForeignKey("memories.id", ondelete="CASCADE"), unique=True, index=True
+    )
+    cube_id: Mapped[str] = mapped_column(String(128), index=True)
+    actor: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

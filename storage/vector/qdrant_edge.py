@@ -9,7 +9,9 @@ every cube; each point is one memory, keyed by its UUID, with
   ``IDF`` modifier so inverse document frequencies are computed by the engine at search
   time over the points present;
 - a payload with at least ``cube_id``; keyword indexes on ``cube_id`` (tenant),
-  ``type``, ``speaker``, ``session_id``, ``tags`` and a float index on ``ts``.
+  ``type``, ``speaker``, ``role``, ``session_id``, ``tags``, a float index on ``ts``, and
+  keyword/integer indexes on ``metadata.<key>`` fields, created when a key is first
+  upserted (see :func:`~memos.storage.vector._common.metadata_index_fields`).
 
 Facts about qdrant-edge-py 0.9.0 this module depends on (checked, not assumed):
 
@@ -53,6 +55,7 @@ from memos.storage.vector._common import (
     SCROLL_PAGE,
     check_key,
     check_sparse,
+    metadata_index_fields,
     point_id,
 )
 
@@ -74,6 +77,7 @@ class QdrantEdgeIndex:
         self.path = Path(path)
         self.dim = dim
         self._lock = threading.RLock()
+        self._indexed: set[str] = set()  # payload fields with an index
         self._shard: qe.EdgeShard | None = self._open()
 
     # ------------------------------------------------------------------ lifecycle
@@ -124,8 +128,10 @@ class QdrantEdgeIndex:
             for key, schema in wanted.items():
                 if key not in present:
                     shard.update(qe.UpdateOperation.create_field_index(key, schema))
+                    present.add(key)
         except Exception as exc:
             raise StorageError(f"cannot create payload indexes in {self.path}: {exc}") from exc
+        self._indexed = present
 
     @contextmanager
     def _engine(self, action: str) -> Iterator[qe.EdgeShard]:
@@ -173,6 +179,12 @@ class QdrantEdgeIndex:
             return
         converted = [self._point(p) for p in points]
         with self._engine("upsert") as shard:
+            # metadata fields get a payload index when first seen, so filters on them
+            # select points through the index instead of reading every payload
+            for key, kind in metadata_index_fields((p.payload for p in points), self._indexed).items():
+                schema = qe.PayloadSchemaType.Keyword if kind == "keyword" else qe.PayloadSchemaType.Integer
+                shard.update(qe.UpdateOperation.create_field_index(key, schema))
+                self._indexed.add(key)
             shard.update(qe.UpdateOperation.upsert_points(converted))
 
     def delete(self, ids: Sequence[str]) -> None:
@@ -196,8 +208,10 @@ class QdrantEdgeIndex:
         if not isinstance(point.payload.get("cube_id"), str):
             raise InvalidInput(f"memory {point.id}: payload needs a string 'cube_id'")
         check_sparse(point.sparse, f"memory {point.id}")
+        dense = point.dense
         vectors: dict[str, qe.NamedVector] = {
-            DENSE: [float(x) for x in point.dense],
+            # embedders hand out lists of floats; anything else (numpy, ints) is converted
+            DENSE: dense if type(dense) is list else [float(x) for x in dense],
             LEXICAL: qe.SparseVector(list(point.sparse.indices), list(point.sparse.values)),
         }
         try:

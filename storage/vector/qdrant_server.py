@@ -43,6 +43,7 @@ from memos.storage.vector._common import (
     SCROLL_PAGE,
     check_key,
     check_sparse,
+    metadata_index_fields,
     point_id,
 )
 
@@ -82,6 +83,7 @@ class QdrantServerIndex:
             threading.RLock() if self._local else contextlib.nullcontext()
         )
         self._closed = False
+        self._indexed: set[str] = set()  # payload fields with an index (server mode)
         try:
             self._client = QdrantClient(
                 url=url,
@@ -150,6 +152,8 @@ class QdrantServerIndex:
         for key, schema in wanted.items():
             if key not in present:
                 self._client.create_payload_index(self.collection, key, field_schema=schema, wait=True)
+                present.add(key)
+        self._indexed = present
 
     @contextlib.contextmanager
     def _engine(self, action: str) -> Iterator[QdrantClient]:
@@ -186,6 +190,16 @@ class QdrantServerIndex:
             return
         structs = [self._point(p) for p in points]
         with self._engine("upsert") as client:
+            if not self._local:  # the in-process mode has no payload indexes
+                fields = metadata_index_fields((p.payload for p in points), self._indexed)
+                for key, kind in fields.items():
+                    schema = (
+                        models.PayloadSchemaType.KEYWORD
+                        if kind == "keyword"
+                        else models.PayloadSchemaType.INTEGER
+                    )
+                    client.create_payload_index(self.collection, key, field_schema=schema, wait=True)
+                    self._indexed.add(key)
             client.upsert(self.collection, points=structs, wait=True)
 
     def delete(self, ids: Sequence[str]) -> None:
