@@ -86,6 +86,11 @@ class Assembled:
     budget: int
 
 
+def _assistant_turn(hit: SearchHit) -> bool:
+    m = hit.memory
+    return m.type == "episode" and m.provenance.role == "assistant"
+
+
 def memory_line(hit: SearchHit) -> str:
     m = hit.memory
     when = m.valid_from or m.recorded_at
@@ -276,9 +281,15 @@ class ChatOps:
         history = self._session_history(cube_id, session, cfg.history_turns)
         hits: builtins.list[SearchHit] = []
         if k > 0 and readable:
-            found = self.search(message, user_id=user_id, cube_ids=readable, top_k=k + len(history))
+            found = self.search(message, user_id=user_id, cube_ids=readable, top_k=2 * k + len(history))
             in_history = {h[1] for h in history}
-            hits = [h for h in found if h.memory.id not in in_history and h.score >= cfg.min_score][:k]
+            hits = [
+                h
+                for h in found
+                if h.memory.id not in in_history
+                and h.score >= cfg.min_score
+                and (cfg.recall_assistant_turns or not _assistant_turn(h))
+            ][:k]
         timings.retrieval_ms = (time.perf_counter() - t0) * 1000
 
         t0 = time.perf_counter()

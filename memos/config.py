@@ -101,6 +101,11 @@ class ChatSettings(BaseModel):
     memories: int = Field(8, ge=0, le=100, description="retrieved memories offered to the prompt")
     min_score: float = Field(0.0, ge=0, description="drop retrieved memories scoring below this")
     history_turns: int = Field(8, ge=0, le=200, description="recent turns of the session offered")
+    recall_assistant_turns: bool = Field(
+        False,
+        description="offer the model's own earlier answers as memories (they stay in the session "
+        "history either way); off: a small model's mistakes should not become its memories",
+    )
     system_prompt: str = Field(
         "You are a helpful assistant with a long-term memory. Use the memories when they "
         "are relevant; do not invent facts.",

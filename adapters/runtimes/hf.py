@@ -47,8 +47,10 @@ class TransformersRuntime(LocalRuntimeMixin):
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers.utils import logging as hf_logging
         except ImportError as exc:  # pragma: no cover - torch is a core dependency
             raise DependencyMissing("the transformers runtime needs torch and transformers") from exc
+        hf_logging.disable_progress_bar()  # a library draws no progress bars on its users' terminals
         if dtype == "auto":
             dtype = "float32"
         if dtype not in _DTYPES:

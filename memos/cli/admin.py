@@ -42,7 +42,7 @@ CubeArg = Annotated[str, typer.Argument(help="Cube id or name.", show_default=Fa
 # ---------------------------------------------------------------------------- init / config
 def config_template() -> str:
     """A ``config.toml`` listing every setting at its default, all commented out."""
-    from memos.config import SearchSettings, Settings
+    from memos.config import ChatSettings, RuntimeSettings, SearchSettings, Settings
 
     lines = [
         "# memos configuration. Every line is commented out, so the defaults apply.",
@@ -50,12 +50,14 @@ def config_template() -> str:
         "# [search] rrf_k) > this file > defaults. `memos config show` prints the result.",
         "",
     ]
+    tables = {"search": SearchSettings, "runtime": RuntimeSettings, "chat": ChatSettings}
     for name, field in Settings.model_fields.items():
-        if name not in ("home", "search"):
+        if name != "home" and name not in tables:
             lines += _setting_lines(name, field)
-    lines.append("# [search]")
-    for name, field in SearchSettings.model_fields.items():
-        lines += _setting_lines(name, field)
+    for table, model in tables.items():
+        lines.append(f"# [{table}]")
+        for name, field in model.model_fields.items():
+            lines += _setting_lines(name, field)
     return "\n".join(lines)
 
 
