@@ -36,6 +36,7 @@ import random
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -257,17 +258,18 @@ class ConceptEmbedder:
         return self.embed([text])[0]
 
 
-def _timed_searches(mos: MemOS, queries: list[str], **kw: Any) -> list[float]:
+def _timed_searches(mos: MemOS, user: str, queries: list[str], **kw: Any) -> list[float]:
     out = []
     for q in queries:
         t0 = time.perf_counter()
-        mos.search(q, user_id="bench", top_k=10, **kw)
+        mos.search(q, user_id=user, top_k=10, **kw)
         out.append((time.perf_counter() - t0) * 1000)
     return out
 
 
 def _add_stream(
     mos: MemOS,
+    user: str,
     items: Iterator[tuple[int, dict[str, Any]]],
     cube_ids: list[str],
     batch: int,
@@ -284,7 +286,7 @@ def _add_stream(
         for c, m in chunk:
             by_cube.setdefault(c, []).append(m)
         for c, msgs in by_cube.items():
-            mos.add(messages=msgs, user_id="bench", cube_id=cube_ids[c], extract=extract)
+            mos.add(messages=msgs, user_id=user, cube_id=cube_ids[c], extract=extract)
         done += len(chunk)
         if progress is not None:
             progress(done)
@@ -302,8 +304,14 @@ def bench_size(
     inline_sample: int = 2000,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run one size in a fresh temporary home; returns the metrics for that size."""
+    """Run one size in a fresh temporary home; returns the metrics for that size.
+
+    With ``relational_url``/``vector_url`` (a deployment's PostgreSQL and Qdrant) the
+    run works as its own user ``bench-<random>`` and deletes its cubes at the end;
+    ``disk_bytes_per_memory`` is then ``None`` (the stores are not in the home)."""
     home = Path(tempfile.mkdtemp(prefix=f"memos-bench-{n}-"))
+    external = relational_url is not None or vector_url is not None
+    user = f"bench-{uuid.uuid4().hex[:8]}" if external else "bench"
     concepts = ConceptEmbedder(embedder)
     queries = synth_queries(n_queries)
     try:
@@ -314,8 +322,8 @@ def bench_size(
             vector_url=vector_url,
             extractor="rules",
         )
-        mos.add_user("bench")
-        cube_ids = [mos.create_cube("bench", f"cube-{c}").id for c in range(8)]
+        mos.add_user(user)
+        cube_ids = [mos.create_cube(user, f"cube-{c}").id for c in range(8)]
         step = max(batch, n // 10)
 
         def progress(done: int) -> None:
@@ -325,7 +333,7 @@ def bench_size(
         # bulk import: stored and searchable at once, extraction queued
         concepts.seconds = 0.0
         t0 = time.perf_counter()
-        _add_stream(mos, iter_memories(n), cube_ids, batch, "defer", progress)
+        _add_stream(mos, user, iter_memories(n), cube_ids, batch, "defer", progress)
         add_s = time.perf_counter() - t0 - concepts.seconds
         t0 = time.perf_counter()
         mos.index.flush()
@@ -336,36 +344,38 @@ def bench_size(
         # spending an hour on it at a million
         concepts.seconds = 0.0
         t0 = time.perf_counter()
-        extracted = mos.run_deferred_extraction(cube_ids=cube_ids[:1])
+        extracted = mos.run_deferred_extraction(user_id=user, cube_ids=cube_ids[:1])
         extract_s = time.perf_counter() - t0 - concepts.seconds
-        mos.optimize_index()  # the derived facts join the HNSW graph
-        stats = mos.stats()
+        stats = mos.stats(user_id=user)
         log(f"  n={n:,}: extraction {extract_s:.1f} s; {stats['memories']:,} memories; searching")
 
         # the query vectors are computed up front: search timings exclude the model
         pre = PrecomputedEmbedder(concepts)
         pre.preload(queries)
         mos.retriever.embedder = pre
-        _timed_searches(mos, queries[:10])  # warm caches
-        plain = _timed_searches(mos, queries)
-        filtered = _timed_searches(mos, queries, filters={"metadata.topic": "travel"})
+        _timed_searches(mos, user, queries[:10])  # warm caches
+        plain = _timed_searches(mos, user, queries)
+        filtered = _timed_searches(mos, user, queries, filters={"metadata.topic": "travel"})
         # query embedding in the loop: the real model, unseen query strings
         mos.retriever.embedder = embedder
-        with_embed = _timed_searches(mos, [q + " please" for q in queries[: max(20, n_queries // 4)]])
+        with_embed = _timed_searches(mos, user, [q + " please" for q in queries[: max(20, n_queries // 4)]])
 
         # the default add (extraction inline) on a sample, embedding excluded
         concepts.seconds = 0.0
         t0 = time.perf_counter()
-        _add_stream(mos, _renamed(iter_memories(inline_sample, seed=98), "i"), cube_ids, 500, True)
+        _add_stream(mos, user, _renamed(iter_memories(inline_sample, seed=98), "i"), cube_ids, 500, True)
         inline_s = time.perf_counter() - t0 - concepts.seconds
         # the bulk path with the embedding model in the loop, on a sample
         mos.indexer.embedder = embedder
         t0 = time.perf_counter()
-        _add_stream(mos, _renamed(iter_memories(embed_sample, seed=99), "e"), cube_ids, batch, "defer")
+        _add_stream(mos, user, _renamed(iter_memories(embed_sample, seed=99), "e"), cube_ids, batch, "defer")
         add_embed_s = time.perf_counter() - t0
-        total = mos.stats()["memories"]
+        total = mos.stats(user_id=user)["memories"]
+        if external:
+            for cube_id in cube_ids:
+                mos.delete_cube(cube_id, user)
         mos.close()
-        disk = disk_bytes(home)
+        disk = None if external else disk_bytes(home) / max(total, 1)
         return {
             "memories_with_derived": total,
             "add_per_s": round(n / add_s, 1),
@@ -380,7 +390,7 @@ def bench_size(
             "filtered_p50_ms": round(percentile(filtered, 50), 2),
             "filtered_p95_ms": round(percentile(filtered, 95), 2),
             "rss_mb": round(rss_mb(), 1),
-            "disk_bytes_per_memory": round(disk / max(total, 1), 1),
+            "disk_bytes_per_memory": round(disk, 1) if disk is not None else None,
         }
     finally:
         shutil.rmtree(home, ignore_errors=True)
