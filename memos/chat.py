@@ -211,6 +211,7 @@ class ChatOps:
         search = _Ops.search
         add = _Ops.add
         readable_cubes = _Ops.readable_cubes
+        get_user: Any
         store: Any
         clock: Any
         _write_lock: Any
@@ -293,9 +294,10 @@ class ChatOps:
         timings.retrieval_ms = (time.perf_counter() - t0) * 1000
 
         t0 = time.perf_counter()
+        user_name = self.get_user(user_id).name
         assembled = assemble(
             rt,
-            system_prompt=cfg.system_prompt,
+            system_prompt=cfg.system_prompt.replace("{user}", user_name),
             message=message,
             hits=hits,
             history=[h[0] for h in history],
@@ -309,6 +311,7 @@ class ChatOps:
             seed=self.settings.runtime.seed,
         )
         turn = _Turn(user_id, cube_id, session, message, rt, assembled, timings, started)
+        turn.extra["user_name"] = user_name
         gen = rt.chat(assembled.messages, params)
         if explain:
             turn.extra["prompt"] = rt.render(assembled.messages)
@@ -358,7 +361,7 @@ class ChatOps:
         now = self.clock()
         meta = {"chat": True}
         added = self.add(
-            [{"role": "user", "content": turn.message, "timestamp": now}],
+            [{"role": "user", "content": turn.message, "name": turn.extra["user_name"], "timestamp": now}],
             user_id=turn.user_id,
             cube_id=turn.cube_id,
             session_id=turn.session_id,

@@ -107,8 +107,9 @@ class ChatSettings(BaseModel):
         "history either way); off: a small model's mistakes should not become its memories",
     )
     system_prompt: str = Field(
-        "You are a helpful assistant with a long-term memory. Use the memories when they "
-        "are relevant; do not invent facts.",
+        "You are a helpful assistant with a long-term memory, talking with {user}. Use the "
+        "memories when they are relevant; do not invent facts.",
+        description="{user} becomes the user's name",
     )
     write_back: bool = True
     reader_max_tokens: int = Field(400, ge=1, description="token budget of the LLM reader's JSON answer")

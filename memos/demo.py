@@ -108,6 +108,8 @@ def run_demo(
                 f"  [strike]{m.text}[/] superseded (valid until {m.valid_to.date() if m.valid_to else '?'})"
             )
 
+        chat_step(mos, cube.id, console, timings)
+
         console.rule("update → history")
         note = mos.add(
             text="Alice's favourite coffee is a flat white",
@@ -168,6 +170,38 @@ def run_demo(
     for name, secs in timings.items():
         console.print(f"  {name:<24} {secs:8.3f}" + ("" if "ms" in name else " s"))
     return {"timings": timings, "stats": stats}
+
+
+def chat_step(mos: MemOS, cube_id: str, console: Console, timings: dict[str, float]) -> None:
+    """Chat with memory on the default runtime: a fact told in one session is used in the next."""
+    rt_name = f"{mos.settings.runtime.model} on {mos.settings.runtime.name}"
+    console.rule(f"chat with memory ({rt_name})")
+    t0 = time.perf_counter()
+    mos.runtime()  # the first run converts the bundled GGUF once (about a minute), then caches it
+    timings["load chat model"] = time.perf_counter() - t0
+    told = mos.chat(
+        "Please remember: my new dentist is Dr. Okafor on Oranienstrasse.",
+        user_id="alice", cube_ids=[cube_id], max_tokens=32,
+    )  # fmt: skip
+    console.print(f"  [dim]session {told.session_id}[/] alice: Please remember: my new dentist is Dr. Okafor on Oranienstrasse.")
+    console.print(f"  [dim]session {told.session_id}[/] model: {told.answer}")
+    question = "Who is my dentist?"
+    for label, k in (("without memory", 0), ("with memory", None)):
+        res = mos.chat(question, user_id="alice", cube_ids=[cube_id], memories=k, max_tokens=32, write_back=k is None)
+        console.print(f"  [bold]{label}[/] [dim](new session {res.session_id})[/] alice: {question}")
+        console.print(f"    model: {res.answer}")
+        earlier = [m for m in res.memories if m.id in told.written]
+        console.print(
+            f"    [dim]{len(res.memories)} memories in the prompt"
+            + (f", incl. the turn from session {told.session_id}" if earlier else "")
+            + f"; retrieval {res.timings.retrieval_ms:.0f} ms, first token {res.timings.ttft_ms:.0f} ms, "
+            f"{res.timings.tokens_per_s:.1f} tok/s[/]"
+        )
+        timings[f"chat {label} TTFT (ms)"] = res.timings.ttft_ms
+    res = mos.chat("Where does my sister Mira live?", user_id="alice", cube_ids=[cube_id], max_tokens=32)
+    console.print(f"  alice: Where does my sister Mira live?\n    model: {res.answer}")
+    for m in res.memories[:3]:
+        console.print(f"    [dim]memory {m.id[:8]} ({m.score:.2f}): {m.text[:90]}[/]")
 
 
 def main() -> None:  # pragma: no cover - exercised through the CLI

@@ -8,6 +8,7 @@ the same prompt text. JSON-schema outputs are constrained with a llama.cpp gramm
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -53,6 +54,11 @@ class LlamaCppRuntime(LocalRuntimeMixin):
             ) from exc
         self.model_name = models.canonical(model)
         self.path = models.gguf_path(model, cache_dir)
+        if threads is None:
+            # llama.cpp's own default is half the CPUs (it assumes hyper-threads), which is
+            # one thread on a 2-vCPU machine; use them all on small machines
+            cpus = os.cpu_count() or 1
+            threads = cpus if cpus <= 4 else cpus // 2
         try:
             self.llm = Llama(
                 model_path=str(self.path),
