@@ -133,3 +133,20 @@ def test_interactive_under_a_pseudo_terminal(home: Path) -> None:
         if proc.poll() is None:
             proc.kill()
         os.close(master)
+
+
+def test_example_chatbot_remembers_across_runs(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "chatbot.py"
+    env = {**_env(tmp_path / "unused"), "MEMOS_HOME": str(tmp_path / "unused")}
+
+    def talk(text: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(example)], cwd=tmp_path, env=env, input=text,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+
+    first = talk("Robin\nMy cat is called Tom.\n")
+    assert first.returncode == 0, first.stderr
+    assert "memories, first token" in first.stdout
+    second = talk("What is my cat called?\n")  # a new run, a new session
+    assert second.returncode == 0, second.stderr
+    assert "[0 memories" not in second.stdout  # the first run's turn was retrieved
+    assert (tmp_path / "chatbot-home" / "memos.db").is_file()
