@@ -8,10 +8,13 @@ thread-safe, so concurrent awaits are fine.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from memos.chat import ChatResult
 from memos.core import MemOS
+from memos.errors import InvalidInput
 from memos.types import AddResult, Cube, History, MemoryItem, Page, SearchHit, Share, User
 
 
@@ -86,3 +89,37 @@ class AsyncMemOS:
 
     async def stats(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         return await asyncio.to_thread(self.sync.stats, *args, **kwargs)
+
+    async def chat(self, message: str, **kwargs: Any) -> ChatResult:
+        """``MemOS.chat`` without streaming; see :meth:`chat_stream` for pieces as they come."""
+        if kwargs.get("stream"):
+            raise InvalidInput("AsyncMemOS.chat does not stream; use `async for piece in mos.chat_stream(…)`")
+        result = await asyncio.to_thread(self.sync.chat, message, **kwargs)
+        assert isinstance(result, ChatResult)
+        return result
+
+    async def chat_stream(self, message: str, **kwargs: Any) -> AsyncIterator[str]:
+        """Stream the answer's pieces; the generation runs in a worker thread."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+        def produce() -> None:
+            try:
+                stream = self.sync.chat(message, stream=True, **kwargs)
+                for piece in stream:
+                    loop.call_soon_threadsafe(queue.put_nowait, ("piece", piece))
+                loop.call_soon_threadsafe(queue.put_nowait, ("done", stream.result))  # type: ignore[union-attr]
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting side
+                loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+
+        worker = loop.run_in_executor(None, produce)
+        while True:
+            kind, value = await queue.get()
+            if kind == "piece":
+                yield value
+            elif kind == "error":
+                await worker
+                raise value
+            else:
+                await worker
+                return

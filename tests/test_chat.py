@@ -229,3 +229,23 @@ def test_three_runtimes_through_the_same_call(
         assert res.runtime["runtime"] == rt.name
         assert any("Kyoto" in m.text for m in res.memories)
         assert res.prompt_tokens <= res.context_budget
+
+
+def test_async_chat(tmp_path: Path, embedder: Any, llama_runtime: Any) -> None:
+    import asyncio
+
+    from memos.aio import AsyncMemOS
+
+    async def go() -> tuple[str, str]:
+        async with AsyncMemOS(home=tmp_path / "home", embedder=embedder) as amos:
+            await amos.add_user("alice")
+            await amos.create_cube("alice", "personal")
+            res = await amos.chat("Say hello.", user_id="alice", runtime=llama_runtime, max_tokens=8, write_back=False)
+            pieces = [p async for p in amos.chat_stream("Say hello.", user_id="alice", runtime=llama_runtime,
+                                                        max_tokens=8, write_back=False)]  # fmt: skip
+            with pytest.raises(InvalidInput):
+                await amos.chat("x", user_id="alice", stream=True)
+            return res.answer, "".join(pieces).strip()
+
+    answer, streamed = asyncio.run(go())
+    assert answer and answer == streamed  # greedy: the same answer both ways
