@@ -94,9 +94,12 @@ class AsyncMemOS:
         """``MemOS.chat`` without streaming; see :meth:`chat_stream` for pieces as they come."""
         if kwargs.get("stream"):
             raise InvalidInput("AsyncMemOS.chat does not stream; use `async for piece in mos.chat_stream(…)`")
-        result = await asyncio.to_thread(self.sync.chat, message, **kwargs)
-        assert isinstance(result, ChatResult)
-        return result
+        def run() -> ChatResult:
+            result = self.sync.chat(message, **kwargs)
+            assert isinstance(result, ChatResult)
+            return result
+
+        return await asyncio.to_thread(run)
 
     async def chat_stream(self, message: str, **kwargs: Any) -> AsyncIterator[str]:
         """Stream the answer's pieces; the generation runs in a worker thread."""

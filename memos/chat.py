@@ -19,8 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -206,16 +205,15 @@ class ChatOps:
 
     # the MemoryOps methods used here (declared for type checkers)
     if TYPE_CHECKING:
-        from memos.operations import MemoryOps as _Ops
-
-        search = _Ops.search
-        add = _Ops.add
-        readable_cubes = _Ops.readable_cubes
+        search: Any
+        add: Any
+        readable_cubes: Any
         get_user: Any
         store: Any
         clock: Any
         _write_lock: Any
-        _require = _Ops._require
+        _require: Any
+        _runtime_lock: Any
 
     # ------------------------------------------------------------------ runtimes
     def runtime(self, name: str | None = None, **overrides: Any) -> Runtime:
@@ -225,10 +223,11 @@ class ChatOps:
         key = name or self.settings.runtime.name
         if overrides:
             key += repr(sorted(overrides.items()))
-        rt = self._runtimes.get(key)
-        if rt is None:
-            rt = backends.make_runtime(self.settings, name, **overrides)
-            self._runtimes[key] = rt
+        with self._runtime_lock:  # two threads asking at once load the model once
+            rt = self._runtimes.get(key)
+            if rt is None:
+                rt = backends.make_runtime(self.settings, name, **overrides)
+                self._runtimes[key] = rt
         return rt
 
     def close_runtimes(self) -> None:
@@ -237,6 +236,38 @@ class ChatOps:
         self._runtimes.clear()
 
     # ------------------------------------------------------------------ chat
+    @overload
+    def chat(
+        self,
+        message: str,
+        *,
+        user_id: str,
+        cube_ids: Sequence[str] | str | None = None,
+        session_id: str | None = None,
+        runtime: str | Runtime | None = None,
+        stream: Literal[False] = False,
+        max_tokens: int | None = None,
+        memories: int | None = None,
+        write_back: bool | None = None,
+        explain: bool = False,
+    ) -> ChatResult: ...
+
+    @overload
+    def chat(
+        self,
+        message: str,
+        *,
+        user_id: str,
+        cube_ids: Sequence[str] | str | None = None,
+        session_id: str | None = None,
+        runtime: str | Runtime | None = None,
+        stream: Literal[True],
+        max_tokens: int | None = None,
+        memories: int | None = None,
+        write_back: bool | None = None,
+        explain: bool = False,
+    ) -> ChatStream: ...
+
     def chat(
         self,
         message: str,
@@ -456,6 +487,6 @@ class ChatOps:
             ).all()
         out: builtins.list[tuple[ChatMessage, str]] = []
         for role, content, memory_id in reversed(rows):
-            r = role if role in ("user", "assistant") else "user"
+            r: Literal["user", "assistant"] = "assistant" if role == "assistant" else "user"
             out.append((ChatMessage(r, content), memory_id))
         return out

@@ -19,11 +19,11 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from memos.chat import ChatOps
 from memos.config import Settings, load_settings
 from memos.errors import AlreadyExists, InvalidInput, NotFound
 from memos.graph import GraphCache
 from memos.ingest import MAX_KEY_CHARS, check_id
-from memos.chat import ChatOps
 from memos.operations import MemoryOps
 from memos.protocols import Embedder, VectorIndex
 from memos.runtime import Runtime
@@ -82,6 +82,7 @@ class MemOS(ChatOps, MemoryOps):
         self._write_lock = threading.RLock()
         self._closed = False
         self._runtimes: dict[str, Runtime] = {}
+        self._runtime_lock = threading.Lock()
         from memos import backends
 
         self._lock = backends.lock_home(self.settings)

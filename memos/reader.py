@@ -137,10 +137,10 @@ class Reader:
         error: str | None = None
         output: ReaderOutput | None = None
         attempts = 0
-        for attempts in range(1, self.retries + 2):
+        while output is None and attempts <= self.retries:
+            attempts += 1
             try:
                 output = parse(self._generate(messages, params))
-                break
             except (ValueError, TimeoutError, MemosError) as exc:
                 error = f"{type(exc).__name__}: {exc}"
         if output is None:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import Clock
+
 from memos.errors import ContextOverflow, InvalidInput, PermissionDenied
 from memos.reader import ReaderItem, ReaderOutput, parse
 

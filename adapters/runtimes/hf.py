@@ -66,7 +66,7 @@ class TransformersRuntime(LocalRuntimeMixin):
             self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
             self.model = AutoModelForCausalLM.from_pretrained(
                 str(self.path), dtype=getattr(torch, dtype)
-            ).to(device)
+            ).to(device)  # type: ignore[arg-type]
         except Exception as exc:  # noqa: BLE001 - any loader failure becomes one typed error
             raise ModelError(f"could not load {model!r} from {self.path}: {exc}") from exc
         self.model.eval()
@@ -172,7 +172,7 @@ class TransformersRuntime(LocalRuntimeMixin):
                 produced.append(next_id)
                 # decode the whole answer and emit what is new: correct for tokenizers
                 # that merge spaces or bytes across token boundaries
-                full = self.tokenizer.decode(produced, skip_special_tokens=True)
+                full = str(self.tokenizer.decode(produced, skip_special_tokens=True))
                 if full.endswith("\ufffd"):
                     piece = ""  # an incomplete UTF-8 sequence; wait for the next token
                 else:

@@ -42,6 +42,8 @@ CubeArg = Annotated[str, typer.Argument(help="Cube id or name.", show_default=Fa
 # ---------------------------------------------------------------------------- init / config
 def config_template() -> str:
     """A ``config.toml`` listing every setting at its default, all commented out."""
+    from pydantic import BaseModel
+
     from memos.config import ChatSettings, RuntimeSettings, SearchSettings, Settings
 
     lines = [
@@ -50,7 +52,7 @@ def config_template() -> str:
         "# [search] rrf_k) > this file > defaults. `memos config show` prints the result.",
         "",
     ]
-    tables = {"search": SearchSettings, "runtime": RuntimeSettings, "chat": ChatSettings}
+    tables: dict[str, type[BaseModel]] = {"search": SearchSettings, "runtime": RuntimeSettings, "chat": ChatSettings}
     for name, field in Settings.model_fields.items():
         if name != "home" and name not in tables:
             lines += _setting_lines(name, field)
