@@ -131,6 +131,10 @@ class Retriever:
         self.cfg = settings
         self._fixed: dict[str, _Fixed] = {}
 
+    def clear_cache(self) -> None:
+        """Forget the cached fixed facts of memories (benchmarks measure cold searches with it)."""
+        self._fixed = {}
+
     def search(self, q: Query, now: datetime) -> list[SearchHit]:
         cfg = self.cfg
         flt = build_filter(q.cube_ids, q.filters, q.time_range)

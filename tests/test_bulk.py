@@ -247,3 +247,21 @@ def test_filtered_search_through_memos(alice: tuple[Any, str]) -> None:
     assert len(hits) == sum(1 for i in range(len(TURNS)) if i % 2)
     hits = mos.search("Alice", user_id="alice", filters={"metadata.n": [0, 1]}, top_k=20)
     assert sorted(h.memory.metadata["n"] for h in hits) == [0, 1]
+
+
+def test_cached_candidates_still_follow_the_rows(alice: tuple[Any, str]) -> None:
+    """The retriever caches what never changes about a candidate; state and importance
+    are read on every search."""
+    mos, cube = alice
+    res = mos.add(messages=_messages(), user_id="alice", cube_id=cube, extract=False)
+    dog = next(m for m in res.memories if "dog" in m.text)
+    first = mos.search("dog named Bruno", user_id="alice", top_k=3)
+    assert first[0].memory.id == dog.id  # now cached
+    mos.delete(dog.id, user_id="alice")
+    assert dog.id not in {h.memory.id for h in mos.search("dog named Bruno", user_id="alice", top_k=8)}
+    mos.restore(dog.id, user_id="alice")
+    mos.update(dog.id, user_id="alice", importance=0.9)
+    hit = mos.search("dog named Bruno", user_id="alice", top_k=3)[0]
+    assert hit.memory.id == dog.id and hit.scores["importance"] == 0.9
+    mos.retriever.clear_cache()
+    assert mos.search("dog named Bruno", user_id="alice", top_k=3)[0].scores == hit.scores
