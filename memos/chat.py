@@ -18,12 +18,13 @@ import builtins
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from memos.activation import ActivationMemory, memories_block, memory_text
 from memos.errors import ContextOverflow, InvalidInput
 from memos.ingest import check_text
 from memos.runtime import ChatMessage, Generation, GenerationParams, Runtime
@@ -70,6 +71,9 @@ class ChatResult(BaseModel):
     extracted: list[str] = Field(default_factory=list, description="facts the extractors wrote")
     reader: dict[str, Any] | None = Field(None, description="the LLM reader's report, when one ran")
     prompt: str | None = Field(None, description="the exact prompt text (chat(..., explain=True))")
+    activation: dict[str, Any] | None = Field(
+        None, description="the compiled KV prefix offered: id, n_tokens, memory_ids, used, and why not"
+    )
 
     @property
     def memory_ids(self) -> list[str]:
@@ -91,19 +95,12 @@ def _assistant_turn(hit: SearchHit) -> bool:
 
 
 def memory_line(hit: SearchHit) -> str:
-    m = hit.memory
-    when = m.valid_from or m.recorded_at
-    date = f"({when.date().isoformat()}) " if when else ""
-    speaker = m.provenance.speaker or m.provenance.role
-    who = f"{speaker}: " if speaker else ""
-    return f"- {date}{who}{m.text.strip()}"
+    return memory_text(hit.memory)
 
 
-def system_text(prompt: str, hits: Sequence[SearchHit]) -> str:
-    if not hits:
-        return prompt
-    lines = "\n".join(memory_line(h) for h in hits)
-    return f"{prompt}\n\nMemories:\n{lines}"
+def system_text(prompt: str, hits: Sequence[SearchHit], fixed: Sequence[str] = ()) -> str:
+    """The system message: the prompt, the compiled (prefix) memory lines, then the retrieved."""
+    return memories_block(prompt, [*fixed, *(memory_line(h) for h in hits)])
 
 
 def assemble(
@@ -114,6 +111,8 @@ def assemble(
     hits: Sequence[SearchHit],
     history: Sequence[ChatMessage],
     max_tokens: int,
+    fixed_lines: Sequence[str] = (),
+    slack: int = 0,
 ) -> Assembled:
     """Fit system prompt, memories, history and the message into the context budget.
 
@@ -122,11 +121,11 @@ def assemble(
     first, then the remaining memories — each kept only if the whole rendered prompt
     still fits (counted by the runtime's own tokenizer), so the budget always holds.
     """
-    budget = runtime.context_length - max_tokens
+    budget = runtime.context_length - max_tokens - slack
     user = ChatMessage("user", message)
 
     def count(mem: Sequence[SearchHit], hist: Sequence[ChatMessage]) -> int:
-        msgs = [ChatMessage("system", system_text(system_prompt, mem)), *hist, user]
+        msgs = [ChatMessage("system", system_text(system_prompt, mem, fixed_lines)), *hist, user]
         return runtime.count_tokens(runtime.render(msgs))
 
     base = count([], [])
@@ -150,7 +149,7 @@ def assemble(
     # a template may start the history with a user turn only; drop a dangling assistant turn
     while hist and hist[0].role == "assistant":
         hist.pop(0)
-    messages = [ChatMessage("system", system_text(system_prompt, kept)), *hist, user]
+    messages = [ChatMessage("system", system_text(system_prompt, kept, fixed_lines)), *hist, user]
     total = runtime.count_tokens(runtime.render(messages))
     assert total <= budget, (total, budget)
     return Assembled(messages, kept, hist, total, budget)
@@ -215,6 +214,16 @@ class ChatOps:
         _require: Any
         _runtime_lock: Any
 
+    # ------------------------------------------------------------------ memories of other kinds
+    @property
+    def activation(self) -> ActivationMemory:
+        """Activation memory: compiled KV prefixes (:mod:`memos.activation`)."""
+        am: ActivationMemory | None = getattr(self, "_activation", None)
+        if am is None:
+            am = ActivationMemory(self)  # type: ignore[arg-type]
+            self._activation = am
+        return am
+
     # ------------------------------------------------------------------ runtimes
     def runtime(self, name: str | None = None, **overrides: Any) -> Runtime:
         """The loaded runtime ``name`` (default: the configured one), loaded on first use."""
@@ -250,6 +259,7 @@ class ChatOps:
         memories: int | None = None,
         write_back: bool | None = None,
         explain: bool = False,
+        activation: bool = True,
     ) -> ChatResult: ...
 
     @overload
@@ -266,6 +276,7 @@ class ChatOps:
         memories: int | None = None,
         write_back: bool | None = None,
         explain: bool = False,
+        activation: bool = True,
     ) -> ChatStream: ...
 
     def chat(
@@ -281,6 +292,7 @@ class ChatOps:
         memories: int | None = None,
         write_back: bool | None = None,
         explain: bool = False,
+        activation: bool = True,
     ) -> ChatResult | ChatStream:
         """Answer ``message`` with the memories of ``cube_ids`` (all readable cubes by default).
 
@@ -311,14 +323,20 @@ class ChatOps:
         t0 = time.perf_counter()
         k = cfg.memories if memories is None else memories
         history = self._session_history(cube_id, session, cfg.history_turns)
+        # activation memory: the cube's compiled KV prefix for this model, if one is ready
+        kv = self.activation.for_chat(cube_id, rt) if activation and cfg.activation else None
+        in_prefix = set(kv[0].memory_ids) if kv else set()
         hits: builtins.list[SearchHit] = []
         if k > 0 and readable:
-            found = self.search(message, user_id=user_id, cube_ids=readable, top_k=2 * k + len(history))
+            found = self.search(
+                message, user_id=user_id, cube_ids=readable, top_k=2 * k + len(history) + len(in_prefix)
+            )
             in_history = {h[1] for h in history}
             hits = [
                 h
                 for h in found
                 if h.memory.id not in in_history
+                and h.memory.id not in in_prefix  # already in the KV prefix: not repeated
                 and h.score >= cfg.min_score
                 and (cfg.recall_assistant_turns or not _assistant_turn(h))
             ][:k]
@@ -326,14 +344,33 @@ class ChatOps:
 
         t0 = time.perf_counter()
         user_name = self.get_user(user_id).name
-        assembled = assemble(
-            rt,
-            system_prompt=cfg.system_prompt.replace("{user}", user_name),
-            message=message,
-            hits=hits,
-            history=[h[0] for h in history],
-            max_tokens=n_tokens,
-        )
+        system_prompt = cfg.system_prompt.replace("{user}", user_name)
+        args = {"system_prompt": system_prompt, "message": message, "hits": hits,
+                "history": [h[0] for h in history], "max_tokens": n_tokens}  # fmt: skip
+        activation_report: dict[str, Any] | None = None
+        assembled: Assembled | None = None
+        prompt_ids: builtins.list[int] | None = None
+        if kv is not None:
+            info, prefix, text, lines = kv
+            activation_report = {"id": info.id, "n_tokens": info.n_tokens, "memory_ids": info.memory_ids, "used": False}
+            if info.system_prompt != system_prompt:
+                activation_report["reason"] = "compiled for another user's system prompt"
+            else:
+                try:
+                    assembled = assemble(rt, fixed_lines=lines, slack=4, **args)  # type: ignore[arg-type]
+                except ContextOverflow:
+                    activation_report["reason"] = "the prefix and the message do not fit the context together"
+                if assembled is not None:
+                    rendered = rt.render(assembled.messages)
+                    if rendered.startswith(text):
+                        prompt_ids = [*prefix.token_ids, *rt.tokenize(rendered[len(text) :])]
+                        activation_report["used"] = True
+                        assembled.prompt_tokens = len(prompt_ids)
+                    else:
+                        activation_report["reason"] = "the prompt does not begin with the compiled text"
+                        assembled = None
+        if assembled is None:
+            assembled = assemble(rt, **args)  # type: ignore[arg-type]
         timings.assemble_ms = (time.perf_counter() - t0) * 1000
         params = GenerationParams(
             max_tokens=n_tokens,
@@ -343,7 +380,12 @@ class ChatOps:
         )
         turn = _Turn(user_id, cube_id, session, message, rt, assembled, timings, started)
         turn.extra["user_name"] = user_name
-        gen = rt.chat(assembled.messages, params)
+        turn.extra["activation"] = activation_report
+        if prompt_ids is not None and kv is not None:
+            stops = tuple(dict.fromkeys((*params.stop, *rt.default_stops())))
+            gen = rt.complete(prompt_ids, replace(params, stop=stops), prefix=kv[1])
+        else:
+            gen = rt.chat(assembled.messages, params)
         if explain:
             turn.extra["prompt"] = rt.render(assembled.messages)
         if stream:
@@ -379,6 +421,7 @@ class ChatOps:
             finish_reason=st.finish_reason,
             runtime=turn.runtime.fingerprint.as_dict(),
             prompt=turn.extra.get("prompt"),
+            activation=turn.extra.get("activation"),
         )
         if write:
             t0 = time.perf_counter()

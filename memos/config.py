@@ -112,6 +112,7 @@ class ChatSettings(BaseModel):
         description="{user} becomes the user's name",
     )
     write_back: bool = True
+    activation: bool = Field(True, description="use the cube's compiled KV prefix (activation memory) when one is ready")
     reader_max_tokens: int = Field(400, ge=1, description="token budget of the LLM reader's JSON answer")
 
 

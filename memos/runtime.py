@@ -285,8 +285,21 @@ class Runtime(Protocol):
         """Stop sequences the prompt format needs (the plain format's ``User:``)."""
         ...
 
-    def complete(self, prompt: str | Sequence[int], params: GenerationParams) -> Generation:
-        """Generate a continuation of a rendered prompt (text or token ids)."""
+    def complete(
+        self, prompt: str | Sequence[int], params: GenerationParams, prefix: Any | None = None
+    ) -> Generation:
+        """Generate a continuation of a rendered prompt (text or token ids).
+
+        With ``prefix`` (from :meth:`load_prefix`; runtimes with ``"kv_prefix"``) the
+        prompt's first tokens are not computed but taken from the prefix's KV cache."""
+        ...
+
+    def build_prefix(self, token_ids: Sequence[int]) -> bytes:
+        """Prefill ``token_ids`` and return the KV cache as a safetensors file (bytes)."""
+        ...
+
+    def load_prefix(self, data: bytes, token_ids: Sequence[int]) -> KVPrefix:
+        """A prefix from :meth:`build_prefix`'s bytes, for ``complete(prefix=…)``."""
         ...
 
     def chat(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Generation:
@@ -346,3 +359,40 @@ def render_template(
         bos_token=bos,
         eos_token=eos,
     )
+
+
+# --------------------------------------------------------------------------- KV prefixes
+
+
+class KVPrefix(Protocol):
+    """A loaded KV prefix, ready for :meth:`Runtime.complete`'s ``prefix=``.
+
+    ``token_ids`` are the exact tokens it was computed from; a prompt used with it must
+    start with them. Using it never changes it (each use works on a copy)."""
+
+    token_ids: tuple[int, ...]
+
+
+def safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file held in memory."""
+    if len(data) < 8:
+        raise InvalidInput("not a safetensors file: too short")
+    n = int.from_bytes(data[:8], "little")
+    if n <= 0 or 8 + n > len(data):
+        raise InvalidInput("not a safetensors file: bad header length")
+    try:
+        header = json.loads(data[8 : 8 + n])
+    except ValueError as exc:
+        raise InvalidInput("not a safetensors file: bad header") from exc
+    meta = header.get("__metadata__") or {}
+    return {str(k): str(v) for k, v in meta.items()}
+
+
+def check_prefix(ids: Sequence[int], prefix: KVPrefix) -> int:
+    """The prefix length, after checking ``ids`` start with the prefix's tokens and go beyond."""
+    n = len(prefix.token_ids)
+    if tuple(ids[:n]) != prefix.token_ids:
+        raise InvalidInput("the prompt does not start with the KV prefix's tokens")
+    if len(ids) <= n:
+        raise InvalidInput("the prompt must go on after the KV prefix (at least one token)")
+    return n

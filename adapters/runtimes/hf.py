@@ -8,13 +8,15 @@ measured exactly and a KV prefix can be handed in and out.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from memos import models
-from memos.errors import DependencyMissing, InvalidInput, ModelError
+from memos.errors import DependencyMissing, FingerprintMismatch, InvalidInput, ModelError
 from memos.runtime import (
     PLAIN_STOPS,
     ChatMessage,
@@ -23,11 +25,23 @@ from memos.runtime import (
     GenerationParams,
     LocalRuntimeMixin,
     RuntimeInfo,
+    check_prefix,
     plain_prompt,
     render_template,
+    safetensors_metadata,
 )
 
 _DTYPES = {"float32", "bfloat16", "float16"}
+KV_FORMAT = "memos-kv/transformers/1"
+
+
+@dataclass(frozen=True)
+class HFPrefix:
+    """A KV prefix loaded for the transformers runtime (tensors on the model's device)."""
+
+    token_ids: tuple[int, ...]
+    kv: list[tuple[Any, Any]]
+    seq: list[int]
 
 
 class TransformersRuntime(LocalRuntimeMixin):
@@ -135,7 +149,9 @@ class TransformersRuntime(LocalRuntimeMixin):
         return () if self._template is not None else PLAIN_STOPS
 
     # ------------------------------------------------------------------ generation
-    def complete(self, prompt: str | Sequence[int], params: GenerationParams) -> Generation:
+    def complete(
+        self, prompt: str | Sequence[int], params: GenerationParams, prefix: Any | None = None
+    ) -> Generation:
         ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(x) for x in prompt]
         if not ids:
             raise InvalidInput("the prompt is empty")
@@ -144,21 +160,111 @@ class TransformersRuntime(LocalRuntimeMixin):
                 f"prompt of {len(ids)} tokens + {params.max_tokens} new tokens exceeds the "
                 f"context of {self._context} tokens"
             )
+        if prefix is not None and not isinstance(prefix, HFPrefix):
+            raise InvalidInput("this prefix was not loaded by the transformers runtime")
+        if prefix is not None:
+            check_prefix(ids, prefix)
         return Generation(
-            lambda: self._decode(ids, params),
+            lambda: self._decode(ids, params, prefix),
             stop=params.stop,
             prompt_tokens=len(ids),
             max_tokens=params.max_tokens,
         )
 
-    def _decode(self, ids: list[int], params: GenerationParams) -> Iterator[tuple[str, int]]:
+    # ------------------------------------------------------------------ KV prefixes
+    def build_prefix(self, token_ids: Sequence[int]) -> bytes:
+        from safetensors.torch import save
+
+        ids = [int(x) for x in token_ids]
+        if not ids or len(ids) >= self._context:
+            raise InvalidInput(f"a KV prefix needs 1 to {self._context - 1} tokens, got {len(ids)}")
+        torch = self._torch
+        with self._lock, torch.inference_mode():
+            out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
+            cache = out.past_key_values
+            tensors: dict[str, Any] = {}
+            layers = []
+            for i, layer in enumerate(cache.layers):
+                tensors[f"k.{i}"] = layer.keys.detach().to("cpu").contiguous()
+                tensors[f"v.{i}"] = layer.values.detach().to("cpu").contiguous()
+                layers.append({"class": type(layer).__name__, "seq": int(layer.get_seq_length())})
+        meta = {
+            "format": KV_FORMAT,
+            "fingerprint": self._fingerprint.key,
+            "n_tokens": str(len(ids)),
+            "layers": json.dumps(layers),
+        }
+        return bytes(save(tensors, metadata=meta))
+
+    def load_prefix(self, data: bytes, token_ids: Sequence[int]) -> HFPrefix:
+        from safetensors.torch import load
+
+        meta = safetensors_metadata(data)
+        if meta.get("format") != KV_FORMAT:
+            raise InvalidInput(f"not a transformers KV prefix (format {meta.get('format')!r})")
+        if meta.get("fingerprint") != self._fingerprint.key:
+            raise FingerprintMismatch(
+                "this KV prefix was built for another model, runtime or dtype "
+                f"(fingerprint {meta.get('fingerprint')}, this runtime {self._fingerprint.key})"
+            )
+        ids = tuple(int(x) for x in token_ids)
+        if int(meta["n_tokens"]) != len(ids):
+            raise InvalidInput("the KV prefix and its token ids disagree in length")
+        layers = json.loads(meta["layers"])
+        from transformers import DynamicCache
+
+        fresh = DynamicCache(config=self.model.config)
+        expected = [type(layer).__name__ for layer in fresh.layers]
+        if expected and expected != [layer["class"] for layer in layers]:
+            raise FingerprintMismatch("the KV prefix's cache layers do not match this model's")
+        tensors = load(data)
+        kv = [(tensors[f"k.{i}"].to(self.device), tensors[f"v.{i}"].to(self.device)) for i in range(len(layers))]
+        return HFPrefix(ids, kv, [int(layer["seq"]) for layer in layers])
+
+    def next_logits(self, token_ids: Sequence[int], prefix: HFPrefix | None = None) -> Any:
+        """The next-token logits after ``token_ids`` (float32, on the CPU), with or without a prefix."""
+        torch = self._torch
+        ids = [int(x) for x in token_ids]
+        with self._lock, torch.inference_mode():
+            if prefix is None:
+                out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
+            else:
+                check_prefix(ids, prefix)
+                out = self.model(
+                    input_ids=torch.tensor([ids[len(prefix.token_ids) :]], device=self.device),
+                    past_key_values=self._cache_from(prefix),
+                    use_cache=True,
+                )
+            return out.logits[0, -1].float().cpu()
+
+    def _cache_from(self, prefix: HFPrefix) -> Any:
+        """A fresh cache holding copies of the prefix's tensors (copy-on-use)."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        for layer_idx, ((k, v), seq) in enumerate(zip(prefix.kv, prefix.seq, strict=True)):
+            cache.update(k.clone(), v.clone(), layer_idx)
+            layer = cache.layers[layer_idx]
+            if hasattr(layer, "cumulative_length"):  # sliding-window layers keep only the window
+                layer.cumulative_length = seq
+        return cache
+
+    def _decode(self, ids: list[int], params: GenerationParams, prefix: HFPrefix | None = None) -> Iterator[tuple[str, int]]:
         torch = self._torch
         with self._lock, torch.inference_mode():
             gen = None
             if params.temperature > 0:
                 gen = torch.Generator(device=self.device).manual_seed(params.seed)
             try:
-                out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
+                if prefix is None:
+                    out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
+                else:
+                    rest = ids[len(prefix.token_ids) :]
+                    out = self.model(
+                        input_ids=torch.tensor([rest], device=self.device),
+                        past_key_values=self._cache_from(prefix),
+                        use_cache=True,
+                    )
             except Exception as exc:  # noqa: BLE001
                 raise ModelError(f"the model failed on the prompt: {exc}") from exc
             cache = out.past_key_values

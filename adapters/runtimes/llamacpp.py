@@ -7,15 +7,17 @@ the same prompt text. JSON-schema outputs are constrained with a llama.cpp gramm
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from memos import models
-from memos.errors import DependencyMissing, InvalidInput, ModelError
+from memos.errors import DependencyMissing, FingerprintMismatch, InvalidInput, ModelError
 from memos.runtime import (
     PLAIN_STOPS,
     ChatMessage,
@@ -24,9 +26,22 @@ from memos.runtime import (
     GenerationParams,
     LocalRuntimeMixin,
     RuntimeInfo,
+    check_prefix,
     plain_prompt,
     render_template,
+    safetensors_metadata,
 )
+
+KV_FORMAT = "memos-kv/llama_cpp/1"
+
+
+@dataclass(frozen=True)
+class LlamaPrefix:
+    """A KV prefix for the llama_cpp runtime: llama.cpp's saved context state."""
+
+    token_ids: tuple[int, ...]
+    state: bytes
+
 
 _FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1",
                10: "Q2_K", 12: "Q3_K_M", 15: "Q4_K_M", 17: "Q5_K_M", 18: "Q6_K", 32: "BF16"}  # fmt: skip
@@ -140,7 +155,9 @@ class LlamaCppRuntime(LocalRuntimeMixin):
         return () if self._template is not None else PLAIN_STOPS
 
     # ------------------------------------------------------------------ generation
-    def complete(self, prompt: str | Sequence[int], params: GenerationParams) -> Generation:
+    def complete(
+        self, prompt: str | Sequence[int], params: GenerationParams, prefix: Any | None = None
+    ) -> Generation:
         ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(x) for x in prompt]
         if not ids:
             raise InvalidInput("the prompt is empty")
@@ -149,20 +166,87 @@ class LlamaCppRuntime(LocalRuntimeMixin):
                 f"prompt of {len(ids)} tokens + {params.max_tokens} new tokens exceeds the "
                 f"context of {self._context} tokens"
             )
+        if prefix is not None and not isinstance(prefix, LlamaPrefix):
+            raise InvalidInput("this prefix was not loaded by the llama_cpp runtime")
+        if prefix is not None:
+            check_prefix(ids, prefix)
         return Generation(
-            lambda: self._decode(ids, params),
+            lambda: self._decode(ids, params, prefix),
             stop=params.stop,
             prompt_tokens=len(ids),
             max_tokens=params.max_tokens,
         )
 
-    def _decode(self, ids: list[int], params: GenerationParams) -> Iterator[tuple[str, int]]:
+    def reset(self) -> None:
+        """Forget the context's cached tokens, so the next prompt is computed from scratch."""
+        with self._lock:
+            self.llm.reset()
+            self.llm._ctx.kv_cache_clear()
+
+    # ------------------------------------------------------------------ KV prefixes
+    def build_prefix(self, token_ids: Sequence[int]) -> bytes:
+        import llama_cpp
+        import numpy as np
+        from safetensors.numpy import save
+
+        ids = [int(x) for x in token_ids]
+        if not ids or len(ids) >= self._context:
+            raise InvalidInput(f"a KV prefix needs 1 to {self._context - 1} tokens, got {len(ids)}")
+        with self._lock:
+            self.llm.reset()
+            self.llm._ctx.kv_cache_clear()
+            self.llm.eval(ids)
+            ctx = self.llm._ctx.ctx
+            size = llama_cpp.llama_state_get_size(ctx)
+            buf = (ctypes.c_uint8 * int(size))()
+            n = int(llama_cpp.llama_state_get_data(ctx, buf, size))
+            state = np.frombuffer(bytes(buf)[:n], dtype=np.uint8)
+        meta = {"format": KV_FORMAT, "fingerprint": self._fingerprint.key, "n_tokens": str(len(ids))}
+        return bytes(save({"state": state, "token_ids": np.asarray(ids, dtype=np.int32)}, metadata=meta))
+
+    def load_prefix(self, data: bytes, token_ids: Sequence[int]) -> LlamaPrefix:
+        from safetensors.numpy import load
+
+        meta = safetensors_metadata(data)
+        if meta.get("format") != KV_FORMAT:
+            raise InvalidInput(f"not a llama_cpp KV prefix (format {meta.get('format')!r})")
+        if meta.get("fingerprint") != self._fingerprint.key:
+            raise FingerprintMismatch(
+                "this KV prefix was built for another model, runtime or dtype "
+                f"(fingerprint {meta.get('fingerprint')}, this runtime {self._fingerprint.key})"
+            )
+        tensors = load(data)
+        ids = tuple(int(x) for x in token_ids)
+        if tuple(int(x) for x in tensors["token_ids"]) != ids:
+            raise InvalidInput("the KV prefix and its token ids disagree")
+        return LlamaPrefix(ids, tensors["state"].tobytes())
+
+    def _restore(self, prefix: LlamaPrefix) -> None:
+        """Load the prefix's state into the context (a copy: the prefix itself never changes)."""
+        import llama_cpp
+
+        size = len(prefix.state)
+        buf = (ctypes.c_uint8 * size).from_buffer_copy(prefix.state)
+        self.llm.reset()
+        if int(llama_cpp.llama_state_set_data(self.llm._ctx.ctx, buf, size)) != size:
+            raise ModelError("llama.cpp refused the saved KV state")
+        n = len(prefix.token_ids)
+        self.llm.input_ids[:n] = prefix.token_ids
+        self.llm.n_tokens = n
+        self.llm._requires_eval = True
+
+    def _decode(
+        self, ids: list[int], params: GenerationParams, prefix: LlamaPrefix | None = None
+    ) -> Iterator[tuple[str, int]]:
         grammar = None
         if params.json_schema is not None:
             from llama_cpp import LlamaGrammar
 
             grammar = LlamaGrammar.from_json_schema(json.dumps(params.json_schema), verbose=False)
         with self._lock:
+            if prefix is not None:
+                # generate() sees the restored tokens as a cached prefix and computes the rest
+                self._restore(prefix)
             self.llm.set_seed(params.seed)
             produced: list[int] = []
             text = ""

@@ -106,7 +106,11 @@ class OpenAIRuntime:
         body: dict[str, Any] = {"messages": [m.as_dict() for m in messages]}
         return self._stream("/chat/completions", body, params, lambda c: c.get("delta", {}).get("content"))
 
-    def complete(self, prompt: str | Sequence[int], params: GenerationParams) -> Generation:
+    def complete(
+        self, prompt: str | Sequence[int], params: GenerationParams, prefix: Any | None = None
+    ) -> Generation:
+        if prefix is not None:
+            raise InvalidState("the openai runtime carries plaintext memory only: no KV prefix")
         body: dict[str, Any] = {"prompt": prompt if isinstance(prompt, str) else list(prompt)}
         return self._stream("/completions", body, params, lambda c: c.get("text"))
 
@@ -147,6 +151,12 @@ class OpenAIRuntime:
                 raise ModelError(f"the model server at {self.base_url} failed: {exc}") from exc
 
         return Generation(source, stop=params.stop, max_tokens=params.max_tokens)
+
+    def build_prefix(self, token_ids: Sequence[int]) -> bytes:
+        raise InvalidState("the openai runtime carries plaintext memory only: no KV prefix")
+
+    def load_prefix(self, data: bytes, token_ids: Sequence[int]) -> Any:
+        raise InvalidState("the openai runtime carries plaintext memory only: no KV prefix")
 
     def _request(self, method: str, path: str) -> dict[str, Any]:
         import httpx
