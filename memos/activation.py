@@ -329,7 +329,11 @@ class ActivationMemory:
             if cached is not None:
                 self._loaded.move_to_end(key)
                 return info, cached
-        data = self.blob_path(info.id).read_bytes()
+        path = self.blob_path(info.id)
+        if not path.is_file():
+            self.invalidate(info.memory_ids, "the blob file is missing")
+            raise InvalidState(f"the blob file of activation memory {kv_id[:12]} is missing; recompile it")
+        data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != info.id:
             raise InvalidState(f"the blob of activation memory {kv_id[:12]} is corrupt (sha256 mismatch)")
         prefix = runtime.load_prefix(data, token_ids)
@@ -359,7 +363,10 @@ class ActivationMemory:
         self._refresh([i for i, _, _ in infos])
         for info, text, lines in infos:
             if info.state == "ready":
-                info, prefix = self.load(info.id, runtime)
+                try:
+                    info, prefix = self.load(info.id, runtime)
+                except InvalidState:  # its file went missing: now stale; plaintext memory serves
+                    continue
                 return info, prefix, str(text), lines
         return None
 
@@ -438,6 +445,11 @@ class ActivationMemory:
         with self._lock:
             for key in [k for k in self._loaded if k[0] == row.sha256]:
                 del self._loaded[key]
+
+    def delete_cube_blobs(self, s: Any, cube_id: str) -> None:
+        """Remove the cube's prefixes (rows and files), inside the caller's transaction."""
+        for row in self._rows(s, cube_id):
+            self._delete_row(s, row)
 
     def _unlink(self, sha: str) -> None:
         path = self.blob_path(sha)

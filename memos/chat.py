@@ -483,6 +483,13 @@ class ChatOps:
         reader = Reader(self, rt, max_tokens=max_tokens, timeout_s=timeout_s)  # type: ignore[arg-type]
         return reader.read(text, user_id=user_id, cube_id=cube_id, source_id=source_id)
 
+    def purge(self, memory_id: str, *, user_id: str, reason: str | None = None) -> builtins.list[str]:
+        """``MemoryOps.purge``, then erasure from derived artifacts: every compiled KV prefix
+        holding a purged memory loses its blob file and the token ids in its manifest."""
+        ids: builtins.list[str] = super().purge(memory_id, user_id=user_id, reason=reason)  # type: ignore[misc]
+        self.activation.invalidate(ids, "a memory inside was purged", purge=True)
+        return ids
+
     def stats(self, *, user_id: str | None = None) -> dict[str, Any]:
         """The store's statistics plus the LLM reader's failure count (``reader_failures``)."""
         out: dict[str, Any] = super().stats(user_id=user_id)  # type: ignore[misc]

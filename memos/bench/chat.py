@@ -65,7 +65,14 @@ def bench_chat(
                 progress(f"{name}: loaded in {load_s:.1f} s")
                 rows = []
                 for i, q in enumerate(asks):
-                    res = mos.chat(q, user_id="bench", cube_ids=[cube], runtime=rt, max_tokens=max_tokens, write_back=False)
+                    res = mos.chat(
+                        q,
+                        user_id="bench",
+                        cube_ids=[cube],
+                        runtime=rt,
+                        max_tokens=max_tokens,
+                        write_back=False,
+                    )
                     if i == 0:
                         continue  # warm-up
                     t = res.timings

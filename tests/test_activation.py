@@ -1,0 +1,213 @@
+"""Activation memory: KV prefixes that are exact, fingerprinted, copy-on-use and invalidated.
+
+The proofs the issue asks for: next-token logits with the injected cache equal plain
+prefill of the same tokens (≤ 1e-4, fp32, CPU) for single- and multi-segment prefixes on
+both bundled models (Gemma 3's prefix is longer than its 512-token sliding window);
+identical greedy continuations of 32 tokens on transformers and llama.cpp; five chats in
+a row identical with the blob's hash unchanged; another fingerprint refused; update,
+delete and purge invalidate, and purge removes the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Clock
+from memos.errors import FingerprintMismatch, InvalidInput, InvalidState
+from memos.runtime import GenerationParams
+
+pytestmark = pytest.mark.slow
+
+FACTS = [
+    ("Alice is vegetarian", "profile", 0.9),
+    ("Alice prefers tea over coffee", "preference", 0.9),
+    ("Alice's sister Mira lives in Tromso", "fact", 0.8),
+    ("Alice works as a UX designer at Nordlicht Studio in Berlin", "fact", 0.7),
+    ("Alice has a beagle named Pretzel", "fact", 0.6),
+]
+
+
+def _text(n_facts: int) -> str:
+    return " ".join(f"Fact {i}: the user's friend number {i} lives in city {i * 7} and likes jazz." for i in range(n_facts))
+
+
+@pytest.mark.parametrize(("which", "n_prefix"), [("hf_runtime", 64), ("hf_runtime", 700), ("gemma_hf", 64), ("gemma_hf", 700)])
+def test_transformers_prefix_logits_equal_plain_prefill(which: str, n_prefix: int, request: pytest.FixtureRequest) -> None:
+    rt = request.getfixturevalue(which)
+    ids = rt.tokenize(_text(80))
+    full = ids[: n_prefix + 24]
+    prefix = rt.load_prefix(rt.build_prefix(ids[:n_prefix]), ids[:n_prefix])
+    plain = rt.next_logits(full)
+    injected = rt.next_logits(full, prefix)
+    assert float((plain - injected).abs().max()) <= 1e-4
+    # and the prefix is unchanged by use: a second use gives the same logits
+    assert float((rt.next_logits(full, prefix) - injected).abs().max()) == 0.0
+    a = rt.complete(full, GenerationParams(max_tokens=32)).read()
+    b = rt.complete(full, GenerationParams(max_tokens=32), prefix=prefix).read()
+    assert a == b and a
+
+
+@pytest.mark.parametrize("which", ["llama_runtime", "gemma_llama"])
+def test_llama_cpp_restored_state_continues_identically(which: str, request: pytest.FixtureRequest) -> None:
+    rt = request.getfixturevalue(which)
+    ids = rt.tokenize(_text(80))
+    pre, full = ids[:600], ids[:640]
+    prefix = rt.load_prefix(rt.build_prefix(pre), pre)
+    rt.reset()
+    plain = rt.complete(full, GenerationParams(max_tokens=32))
+    a = plain.read()
+    rt.reset()
+    b = rt.complete(full, GenerationParams(max_tokens=32), prefix=prefix).read()
+    c = rt.complete(full, GenerationParams(max_tokens=32), prefix=prefix).read()  # right after another use
+    assert a == b == c and a
+    assert plain.stats.completion_tokens == 32 or plain.stats.finish_reason == "stop"
+
+
+def test_prompt_must_start_with_the_prefix(hf_runtime: Any) -> None:
+    ids = hf_runtime.tokenize(_text(5))
+    prefix = hf_runtime.load_prefix(hf_runtime.build_prefix(ids[:10]), ids[:10])
+    with pytest.raises(InvalidInput, match="start with"):
+        hf_runtime.complete(ids[1:], GenerationParams(max_tokens=4), prefix=prefix)
+    with pytest.raises(InvalidInput, match="go on"):
+        hf_runtime.complete(ids[:10], GenerationParams(max_tokens=4), prefix=prefix)
+
+
+def test_another_fingerprint_is_refused(hf_runtime: Any, gemma_hf: Any, llama_runtime: Any) -> None:
+    ids = hf_runtime.tokenize("Alice is vegetarian.")
+    data = hf_runtime.build_prefix(ids)
+    with pytest.raises(FingerprintMismatch):
+        gemma_hf.load_prefix(data, ids)  # another model
+    with pytest.raises((FingerprintMismatch, InvalidInput)):
+        llama_runtime.load_prefix(data, ids)  # another runtime (and format)
+    ldata = llama_runtime.build_prefix(ids)
+    with pytest.raises((FingerprintMismatch, InvalidInput)):
+        hf_runtime.load_prefix(ldata, ids)
+
+
+# --------------------------------------------------------------------------- through MemOS
+
+
+@pytest.fixture
+def kv_mos(tmp_path: Path, embedder: Any) -> Iterator[tuple[Any, str]]:
+    from memos.core import MemOS
+
+    mos = MemOS(home=tmp_path / "home", embedder=embedder, clock=Clock())
+    mos.add_user("alice", "Alice")
+    cube = mos.create_cube("alice", "personal").id
+    for text, kind, importance in FACTS:
+        mos.add(text=text, type=kind, importance=importance, user_id="alice", cube_id=cube, extract=False)
+    yield mos, cube
+    mos.close()
+
+
+@pytest.mark.parametrize("which", ["hf_runtime", "llama_runtime"])
+def test_compile_and_chat_with_activation_memory(kv_mos: tuple[Any, str], which: str, request: pytest.FixtureRequest) -> None:
+    mos, cube = kv_mos
+    rt = request.getfixturevalue(which)
+    info = mos.activation.compile(cube, user_id="alice", runtime=rt)
+    assert info.state == "ready" and [s.name for s in info.segments] == ["profile", "hot"]
+    assert info.segments[0].end == info.segments[1].start and info.segments[1].end == info.n_tokens
+    assert len(info.memories) == len(FACTS) and all(m["version"] == 1 for m in info.memories)
+    blob = mos.activation.blob_path(info.id)
+    assert blob.is_file() and hashlib.sha256(blob.read_bytes()).hexdigest() == info.id
+    answers = []
+    for _ in range(5):
+        res = mos.chat("Where does my sister live?", user_id="alice", runtime=rt, max_tokens=24,
+                       write_back=False, explain=True)  # fmt: skip
+        assert res.activation is not None and res.activation["used"] is True
+        answers.append(res.answer)
+        # the prompt begins with exactly the compiled text; its memories are not repeated
+        assert res.prompt is not None and res.prompt.count("Alice's sister Mira lives in Tromso") == 1
+        assert not set(res.memory_ids) & set(info.memory_ids)
+        assert res.prompt_tokens <= res.context_budget
+    assert len(set(answers)) == 1 and answers[0]
+    assert hashlib.sha256(blob.read_bytes()).hexdigest() == info.id  # copy-on-use
+    without = mos.chat("Where does my sister live?", user_id="alice", runtime=rt, max_tokens=24,
+                       write_back=False, activation=False)  # fmt: skip
+    assert without.activation is None
+
+
+def test_prefix_tokens_are_the_prompt_start(kv_mos: tuple[Any, str], hf_runtime: Any) -> None:
+    mos, cube = kv_mos
+    info = mos.activation.compile(cube, user_id="alice", runtime=hf_runtime, top_n=2)
+    _, prefix = mos.activation.load(info.id, hf_runtime)
+    res = mos.chat("What pet do I have?", user_id="alice", runtime=hf_runtime, max_tokens=8,
+                   write_back=False, explain=True)  # fmt: skip
+    assert res.activation["used"]
+    ids = hf_runtime.tokenize(res.prompt)
+    assert tuple(ids[: len(prefix.token_ids)]) == prefix.token_ids
+
+
+def test_invalidation_update_delete_purge(kv_mos: tuple[Any, str], hf_runtime: Any) -> None:
+    mos, cube = kv_mos
+    items = {m.text: m for m in mos.list_memories(user_id="alice", cube_id=cube).items}
+    info = mos.activation.compile(cube, user_id="alice", runtime=hf_runtime)
+    mos.update(items["Alice prefers tea over coffee"].id, user_id="alice", text="Alice prefers green tea")
+    assert mos.activation.show(info.id[:12], user_id="alice").state == "stale"
+    res = mos.chat("What do I drink?", user_id="alice", runtime=hf_runtime, max_tokens=8, write_back=False)
+    assert res.activation is None  # never a stale prefix: plaintext memory instead
+    with pytest.raises(InvalidState, match="stale"):
+        mos.activation.load(info.id, hf_runtime)
+    # recompile when asked: a new prefix with the new version
+    fresh = mos.activation.compile(cube, user_id="alice", runtime=hf_runtime)
+    assert fresh.id != info.id and not mos.activation.blob_path(info.id).exists()  # replaced (same name)
+    mos.delete(items["Alice has a beagle named Pretzel"].id, user_id="alice")
+    assert mos.activation.show(fresh.id, user_id="alice").state == "stale"
+    mos.restore(items["Alice has a beagle named Pretzel"].id, user_id="alice")
+    third = mos.activation.compile(cube, user_id="alice", runtime=hf_runtime, name="second")
+    path = mos.activation.blob_path(third.id)
+    assert path.is_file()
+    mos.purge(items["Alice is vegetarian"].id, user_id="alice", reason="erase")
+    assert not path.exists()  # the file that held the memory is gone from disk
+    gone = mos.activation.show(third.id, user_id="alice")
+    assert gone.state == "purged" and items["Alice is vegetarian"].id not in gone.memory_ids
+    from sqlalchemy import select
+
+    from memos.storage.relational.models import BlobRow
+
+    with mos.store.session() as s:
+        manifest = s.scalars(select(BlobRow.manifest).where(BlobRow.sha256 == third.id)).one()
+    assert manifest["token_ids"] == [] and "vegetarian" not in str(manifest)
+
+
+def test_compiled_prefix_survives_reopen_and_refuses_other_models(tmp_path: Path, embedder: Any, hf_runtime: Any,
+                                                                  gemma_hf: Any) -> None:  # fmt: skip
+    from memos.core import MemOS
+
+    home = tmp_path / "home"
+    with MemOS(home=home, embedder=embedder) as mos:
+        mos.add_user("alice", "Alice")
+        cube = mos.create_cube("alice", "personal").id
+        mos.add(text="Alice is vegetarian", type="profile", user_id="alice", cube_id=cube)
+        info = mos.activation.compile(cube, user_id="alice", runtime=hf_runtime)
+    with MemOS(home=home, embedder=embedder) as mos:
+        assert [i.id for i in mos.activation.list(cube, user_id="alice")] == [info.id]
+        res = mos.chat("What do I eat?", user_id="alice", runtime=hf_runtime, max_tokens=8, write_back=False)
+        assert res.activation is not None and res.activation["used"]
+        with pytest.raises(FingerprintMismatch):
+            mos.activation.load(info.id, gemma_hf)
+        other = mos.chat("What do I eat?", user_id="alice", runtime=gemma_hf, max_tokens=8, write_back=False)
+        assert other.activation is None  # no prefix for that model: plaintext only
+        mos.delete_cube(cube, "alice")
+        assert not mos.activation.blob_path(info.id).exists()
+
+
+def test_bad_compile_requests(kv_mos: tuple[Any, str], hf_runtime: Any, openai_runtime: Any) -> None:
+    mos, cube = kv_mos
+    with pytest.raises(InvalidInput):
+        mos.activation.compile(cube, user_id="alice", runtime=hf_runtime, token_budget=4)
+    with pytest.raises(InvalidInput):
+        mos.activation.compile(cube, user_id="alice", runtime=hf_runtime, memory_ids=["x"], segments={"a": ["y"]})
+    with pytest.raises(KeyError):
+        mos.activation.compile(cube, user_id="alice", runtime=hf_runtime, memory_ids=["no-such-memory"])
+    with pytest.raises(InvalidState, match="cannot hold activation memory"):
+        mos.activation.compile(cube, user_id="alice", runtime=openai_runtime)
+    mos.add_user("bob")
+    with pytest.raises(PermissionError):
+        mos.activation.compile(cube, user_id="bob", runtime=hf_runtime)
+    assert mos.activation.list(cube, user_id="alice") == []  # nothing half-written
