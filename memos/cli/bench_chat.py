@@ -64,3 +64,56 @@ def chat(
         console.print(table)
 
     emit(state, data, render)
+
+
+@bench_app.command("activation")
+def activation(
+    ctx: typer.Context,
+    runtime: Annotated[
+        list[str] | None, typer.Option("--runtime", "-r", help="transformers and/or llama_cpp (repeatable).")
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="Bundled model or path (repeatable). Default: smollm2-135m-instruct."),
+    ] = None,
+    sizes: Annotated[str, typer.Option(help="Comma-separated prefix lengths in tokens.")] = "512,1024,2048,4096",
+    repeats: Annotated[int, typer.Option(min=1, help="Runs per measurement (median).")] = 3,
+    threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results to this file.")] = None,
+) -> None:
+    """Time to first token with a compiled KV prefix (loaded from disk) vs plain prefill."""
+    from memos.bench.activation import bench_activation
+    from memos.bench.common import machine
+
+    state = get_state(ctx)
+    names = runtime or ["transformers", "llama_cpp"]
+    if any(r not in ("transformers", "llama_cpp") for r in names):
+        raise InvalidInput("activation memory runs on transformers and llama_cpp")
+    try:
+        lengths = [int(x) for x in sizes.split(",") if x.strip()]
+    except ValueError as exc:
+        raise InvalidInput(f"--sizes takes comma-separated integers, got {sizes!r}") from exc
+    if not lengths or any(n < 8 for n in lengths):
+        raise InvalidInput("--sizes must be at least 8 tokens each")
+    results = bench_activation(
+        runtimes=names, models=model or ["smollm2-135m-instruct"], sizes=lengths, repeats=repeats,
+        threads=threads, progress=note,
+    )  # fmt: skip
+    if json_out is not None:
+        json_out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        note(f"wrote {json_out}")
+
+    def render(console: Any) -> None:
+        from rich.table import Table
+
+        table = Table(title="memos bench activation — TTFT with a compiled KV prefix vs plain prefill")
+        for col in ("runtime", "prefix tokens", "prefill ms", "KV ms (incl. load)", "speedup", "load ms", "bytes/token"):
+            table.add_column(col, justify="left" if col == "runtime" else "right")
+        for key, per in results.items():
+            for size, r in per.items():
+                if isinstance(r, dict):
+                    table.add_row(f"{key} ({per['dtype']})", size, f"{r['ttft_prefill_ms']:.0f}", f"{r['ttft_kv_ms']:.0f}",
+                                  f"{r['speedup']:.1f}×", f"{r['load_ms']:.0f}", f"{r['bytes_per_token']:.0f}")  # fmt: skip
+        console.print(table)
+
+    emit(state, {"results": results, "machine": machine(), "date": datetime.now(UTC).isoformat()}, render)
