@@ -238,12 +238,13 @@ class TransformersRuntime(LocalRuntimeMixin):
             return out.logits[0, -1].float().cpu()
 
     def _cache_from(self, prefix: HFPrefix) -> Any:
-        """A fresh cache holding copies of the prefix's tensors (copy-on-use)."""
+        """A fresh cache holding copies of the prefix's tensors (copy-on-use: a layer's
+        ``update`` concatenates onto an empty tensor, which copies)."""
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.model.config)
         for layer_idx, ((k, v), seq) in enumerate(zip(prefix.kv, prefix.seq, strict=True)):
-            cache.update(k.clone(), v.clone(), layer_idx)
+            cache.update(k, v, layer_idx)
             layer = cache.layers[layer_idx]
             if hasattr(layer, "cumulative_length"):  # sliding-window layers keep only the window
                 layer.cumulative_length = seq
