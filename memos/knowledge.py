@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import insert, or_, select
+from sqlalchemy import ColumnElement, insert, or_, select
 from sqlalchemy.orm import Session
 
 from memos.extract import Extraction, Relation
@@ -155,7 +155,7 @@ class KnowledgeWriter:
         memory_ids: set[str] = set()
         for src_chunk in _chunks(sorted(subjects)):
             for obj_chunk in _chunks(sorted(objects)):
-                related = EdgeRow.dst_id.in_(obj_chunk)
+                related: ColumnElement[bool] = EdgeRow.dst_id.in_(obj_chunk)
                 if functional:
                     related = or_(related, EdgeRow.predicate.in_(sorted(functional)))
                 for edge, dst_name in self.s.execute(

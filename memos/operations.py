@@ -115,6 +115,11 @@ class MemoryOps:
 
     def readable_cubes(self, user_id: str, cube_ids: Sequence[str] | None) -> list[str]:
         with self.store.session() as s:
+            if cube_ids is None and isinstance(user_id, str) and user_id:
+                # one query in the common case; the user is looked up only when it has no cube
+                found = list(s.scalars(select(AclRow.cube_id).where(AclRow.user_id == user_id)))
+                if found:
+                    return found
             self._user(s, user_id)
             if cube_ids is None:
                 return list(s.scalars(select(AclRow.cube_id).where(AclRow.user_id == user_id)))

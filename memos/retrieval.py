@@ -313,7 +313,7 @@ class Retriever:
                     cube_id,
                     speaker,
                     when,
-                    (cube_id, session_id) if positioned else None,
+                    (cube_id, str(session_id)) if positioned else None,
                     seq if positioned else None,
                 )
         cached = [mid for mid in ids if mid not in live and mid in fixed]
@@ -326,12 +326,12 @@ class Retriever:
         cubes = set(cube_ids)
         out: dict[str, _Candidate] = {}
         for mid in ids:
-            row = live.get(mid)
+            current = live.get(mid)
             info = fixed.get(mid)
-            if row is None or info is None or row[0] not in _SEARCHABLE or info.cube_id not in cubes:
+            if current is None or info is None or current[0] not in _SEARCHABLE or info.cube_id not in cubes:
                 continue
             out[mid] = _Candidate(
-                speaker=info.speaker, when=info.when, importance=row[1], place=info.place, seq=info.seq
+                speaker=info.speaker, when=info.when, importance=current[1], place=info.place, seq=info.seq
             )
         if flt is not None and unfiltered:
             check = [mid for mid in unfiltered if mid in out]
