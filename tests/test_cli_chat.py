@@ -150,3 +150,23 @@ def test_example_chatbot_remembers_across_runs(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stderr
     assert "[0 memories" not in second.stdout  # the first run's turn was retrieved
     assert (tmp_path / "chatbot-home" / "memos.db").is_file()
+
+
+def test_activation_commands(home: Path) -> None:
+    run(home, "add", "--type", "preference", "I prefer window seats on trains.")
+    proc = run(home, "--json", "activation", "compile", "--tokens", "512")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["state"] == "ready" and info["fingerprint"]["runtime"] == "llama_cpp" and info["n_tokens"] > 0
+    listed = json.loads(run(home, "--json", "activation", "list").stdout)
+    assert [i["id"] for i in listed] == [info["id"]]
+    shown = run(home, "activation", "show", info["id"][:10])
+    assert shown.returncode == 0 and "segment" in shown.stdout and info["fingerprint"]["weights_sha256"] in shown.stdout
+    answer = json.loads(run(home, "--json", "chat", "-m", "Which seat do I like?", "--no-write").stdout)
+    assert answer["activation"]["id"] == info["id"] and answer["activation"]["used"] is True
+    other = run(home, "activation", "compile", "--runtime", "openai")
+    assert other.returncode == 1 and other.stderr.startswith("error:")
+    assert run(home, "activation", "drop", info["id"][:10]).returncode == 0
+    missing = run(home, "activation", "show", info["id"][:10])
+    assert missing.returncode == 1 and "no activation memory" in missing.stderr
+    assert not list((home / "blobs").rglob("*.safetensors"))
