@@ -137,9 +137,9 @@ class Settings(BaseSettings):
     embedder: str = Field(DEFAULT_EMBEDDER, description="bundled model name or sentence-transformers path")
     embedder_device: str = "cpu"
     embedder_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
-        "onnx-int8",
-        description="onnx-int8 (fastest on CPU; on LoCoMo within 0.4 point of torch, BENCHMARKS.md); "
-        "onnx (the torch vectors, faster on CPU); torch (any model, GPU)",
+        "torch",
+        description="torch (any model, GPU); onnx (the same vectors, faster on CPU); onnx-int8 (fastest "
+        "on CPU; on LoCoMo within 0.4 point of torch, BENCHMARKS.md; needs the onnx extra)",
     )
     embedder_threads: int | None = Field(None, ge=1, description="CPU threads for the embedder")
     embedder_cache_dir: Path | None = Field(None, description="where ONNX exports are cached")

@@ -28,8 +28,8 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal, Protocol, cast, runtime_checkable
 
 from memos.errors import InvalidInput
 
@@ -309,26 +309,106 @@ class Runtime(Protocol):
     def close(self) -> None: ...
 
 
-class LocalRuntimeMixin:
-    """``chat`` and ``count_tokens`` for runtimes that render and tokenize locally."""
+class RuntimeIdentity:
+    """``fingerprint`` and ``context_length`` from ``_fingerprint`` and ``_context``."""
+
+    _fingerprint: Fingerprint
+    _context: int
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return self._fingerprint
+
+    @property
+    def context_length(self) -> int:
+        return self._context
+
+
+class LocalRuntime(RuntimeIdentity):
+    """What the local runtimes share: the prompt format (the model's chat template, or the
+    plain format with ``_bos``), prompt checks, and incremental detokenization.
+
+    A subclass sets ``_template``, ``_bos``, ``_eos_text``, ``_eos`` (end-of-turn token
+    ids) and ``_prefix_type``, and implements ``tokenize``, ``detokenize`` and
+    ``_tokens`` — the stream of generated token ids (sampling as ``params`` say, taking
+    ``prefix``'s KV instead of computing those tokens)."""
+
+    _template: str | None
+    _bos: str
+    _eos_text: str
+    _eos: set[int]
+    _prefix_type: type
+
+    def tokenize(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        raise NotImplementedError
+
+    def _tokens(self, ids: list[int], params: GenerationParams, prefix: Any | None) -> Iterator[int]:
+        raise NotImplementedError
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenize(text))  # type: ignore[attr-defined]
+        return len(self.tokenize(text))
+
+    def render(self, messages: Sequence[ChatMessage]) -> str:
+        if self._template is not None:
+            return render_template(self._template, messages, bos=self._bos, eos=self._eos_text)
+        return plain_prompt(messages, bos=self._bos)
+
+    def default_stops(self) -> tuple[str, ...]:
+        return () if self._template is not None else PLAIN_STOPS
 
     def chat(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Generation:
-        prompt = self.render(messages)  # type: ignore[attr-defined]
-        stops = tuple(dict.fromkeys((*params.stop, *self.default_stops())))  # type: ignore[attr-defined]
-        return self.complete(  # type: ignore[attr-defined, no-any-return]
-            prompt,
-            GenerationParams(
-                max_tokens=params.max_tokens,
-                stop=stops,
-                temperature=params.temperature,
-                top_p=params.top_p,
-                seed=params.seed,
-                json_schema=params.json_schema,
-            ),
+        stops = tuple(dict.fromkeys((*params.stop, *self.default_stops())))
+        return self.complete(self.render(messages), replace(params, stop=stops))
+
+    def complete(
+        self, prompt: str | Sequence[int], params: GenerationParams, prefix: Any | None = None
+    ) -> Generation:
+        ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(x) for x in prompt]
+        if not ids:
+            raise InvalidInput("the prompt is empty")
+        if len(ids) + params.max_tokens > self._context:
+            raise InvalidInput(
+                f"prompt of {len(ids)} tokens + {params.max_tokens} new tokens exceeds the "
+                f"context of {self._context} tokens"
+            )
+        if prefix is not None:
+            if not isinstance(prefix, self._prefix_type):
+                raise InvalidInput(f"this prefix was not loaded by the {getattr(self, 'name', '?')} runtime")
+            check_prefix(ids, cast(KVPrefix, prefix))
+        return Generation(
+            lambda: self._pieces(self._tokens(ids, params, prefix), params.max_tokens),
+            stop=params.stop,
+            prompt_tokens=len(ids),
+            max_tokens=params.max_tokens,
         )
+
+    def _pieces(self, tokens: Iterator[int], max_tokens: int) -> Iterator[tuple[str, int]]:
+        """Text pieces of a token stream, ending at an end-of-turn token or ``max_tokens``.
+
+        The whole answer is decoded each step and the new part emitted: right for
+        tokenizers that merge spaces or bytes across tokens; an incomplete UTF-8 sequence
+        waits for the next token. The stream is not advanced past the last token used."""
+        produced: list[int] = []
+        text = ""
+        try:
+            for token in tokens:
+                if token in self._eos:
+                    return
+                produced.append(int(token))
+                full = self.detokenize(produced)
+                piece = ""
+                if not full.endswith("\ufffd"):
+                    piece, text = full[len(text) :], full
+                yield piece, 1
+                if len(produced) >= max_tokens:
+                    return
+        finally:
+            close = getattr(tokens, "close", None)
+            if close is not None:
+                close()
 
 
 def sha256_file(path: str | Any, chunk: int = 1 << 20) -> str:
@@ -370,7 +450,8 @@ class KVPrefix(Protocol):
     ``token_ids`` are the exact tokens it was computed from; a prompt used with it must
     start with them. Using it never changes it (each use works on a copy)."""
 
-    token_ids: tuple[int, ...]
+    @property
+    def token_ids(self) -> tuple[int, ...]: ...
 
 
 def safetensors_metadata(data: bytes) -> dict[str, str]:

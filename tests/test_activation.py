@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import Clock
+
 from memos.errors import FingerprintMismatch, InvalidInput, InvalidState
 from memos.runtime import GenerationParams
 

@@ -18,16 +18,11 @@ from typing import Any
 from memos import models
 from memos.errors import DependencyMissing, FingerprintMismatch, InvalidInput, ModelError
 from memos.runtime import (
-    PLAIN_STOPS,
-    ChatMessage,
     Fingerprint,
-    Generation,
     GenerationParams,
-    LocalRuntimeMixin,
+    LocalRuntime,
     RuntimeInfo,
     check_prefix,
-    plain_prompt,
-    render_template,
     safetensors_metadata,
 )
 
@@ -44,7 +39,7 @@ class HFPrefix:
     seq: list[int]
 
 
-class TransformersRuntime(LocalRuntimeMixin):
+class TransformersRuntime(LocalRuntime):
     name = "transformers"
 
     def __init__(
@@ -90,19 +85,14 @@ class TransformersRuntime(LocalRuntimeMixin):
         self._context = min(context_tokens, max_pos)
         weights, tok = models.checkpoint_hashes(self.path, cache_dir)
         self._fingerprint = Fingerprint(self.name, self.model_name, weights, dtype, tok)
-        self._template: str | None = self.tokenizer.chat_template
+        self._template = self.tokenizer.chat_template
+        self._bos = self.tokenizer.bos_token or ""
+        self._eos_text = self.tokenizer.eos_token or ""
         self._eos = self._eos_ids()
+        self._prefix_type = HFPrefix
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ identity
-    @property
-    def fingerprint(self) -> Fingerprint:
-        return self._fingerprint
-
-    @property
-    def context_length(self) -> int:
-        return self._context
-
     def info(self) -> RuntimeInfo:
         return RuntimeInfo(
             fingerprint=self._fingerprint,
@@ -135,42 +125,7 @@ class TransformersRuntime(LocalRuntimeMixin):
     def detokenize(self, ids: Sequence[int]) -> str:
         return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
 
-    def render(self, messages: Sequence[ChatMessage]) -> str:
-        if self._template is not None:
-            return render_template(
-                self._template,
-                messages,
-                bos=self.tokenizer.bos_token or "",
-                eos=self.tokenizer.eos_token or "",
-            )
-        return plain_prompt(messages, bos=self.tokenizer.bos_token or "")
-
-    def default_stops(self) -> tuple[str, ...]:
-        return () if self._template is not None else PLAIN_STOPS
-
     # ------------------------------------------------------------------ generation
-    def complete(
-        self, prompt: str | Sequence[int], params: GenerationParams, prefix: Any | None = None
-    ) -> Generation:
-        ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(x) for x in prompt]
-        if not ids:
-            raise InvalidInput("the prompt is empty")
-        if len(ids) + params.max_tokens > self._context:
-            raise InvalidInput(
-                f"prompt of {len(ids)} tokens + {params.max_tokens} new tokens exceeds the "
-                f"context of {self._context} tokens"
-            )
-        if prefix is not None and not isinstance(prefix, HFPrefix):
-            raise InvalidInput("this prefix was not loaded by the transformers runtime")
-        if prefix is not None:
-            check_prefix(ids, prefix)
-        return Generation(
-            lambda: self._decode(ids, params, prefix),
-            stop=params.stop,
-            prompt_tokens=len(ids),
-            max_tokens=params.max_tokens,
-        )
-
     # ------------------------------------------------------------------ KV prefixes
     def build_prefix(self, token_ids: Sequence[int]) -> bytes:
         from safetensors.torch import save
@@ -250,7 +205,7 @@ class TransformersRuntime(LocalRuntimeMixin):
                 layer.cumulative_length = seq
         return cache
 
-    def _decode(self, ids: list[int], params: GenerationParams, prefix: HFPrefix | None = None) -> Iterator[tuple[str, int]]:
+    def _tokens(self, ids: list[int], params: GenerationParams, prefix: HFPrefix | None) -> Iterator[int]:
         torch = self._torch
         with self._lock, torch.inference_mode():
             gen = None
@@ -260,40 +215,21 @@ class TransformersRuntime(LocalRuntimeMixin):
                 if prefix is None:
                     out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
                 else:
-                    rest = ids[len(prefix.token_ids) :]
                     out = self.model(
-                        input_ids=torch.tensor([rest], device=self.device),
+                        input_ids=torch.tensor([ids[len(prefix.token_ids) :]], device=self.device),
                         past_key_values=self._cache_from(prefix),
                         use_cache=True,
                     )
             except Exception as exc:  # noqa: BLE001
                 raise ModelError(f"the model failed on the prompt: {exc}") from exc
-            cache = out.past_key_values
-            logits = out.logits[0, -1]
-            produced: list[int] = []
-            text = ""
-            for step in range(params.max_tokens):
-                next_id = self._pick(logits, params, gen)
-                if next_id in self._eos:
-                    return
-                produced.append(next_id)
-                # decode the whole answer and emit what is new: correct for tokenizers
-                # that merge spaces or bytes across token boundaries
-                full = str(self.tokenizer.decode(produced, skip_special_tokens=True))
-                if full.endswith("\ufffd"):
-                    piece = ""  # an incomplete UTF-8 sequence; wait for the next token
-                else:
-                    piece, text = full[len(text) :], full
-                yield piece, 1
-                if step + 1 == params.max_tokens:
-                    return
+            while True:
+                next_id = self._pick(out.logits[0, -1], params, gen)
+                yield next_id  # the next forward runs only if the caller wants another token
                 out = self.model(
                     input_ids=torch.tensor([[next_id]], device=self.device),
-                    past_key_values=cache,
+                    past_key_values=out.past_key_values,
                     use_cache=True,
                 )
-                cache = out.past_key_values
-                logits = out.logits[0, -1]
 
     def _pick(self, logits: Any, params: GenerationParams, gen: Any) -> int:
         torch = self._torch

@@ -19,16 +19,10 @@ from typing import Any
 from memos import models
 from memos.errors import DependencyMissing, FingerprintMismatch, InvalidInput, ModelError
 from memos.runtime import (
-    PLAIN_STOPS,
-    ChatMessage,
     Fingerprint,
-    Generation,
     GenerationParams,
-    LocalRuntimeMixin,
+    LocalRuntime,
     RuntimeInfo,
-    check_prefix,
-    plain_prompt,
-    render_template,
     safetensors_metadata,
 )
 
@@ -47,7 +41,7 @@ _FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9
                10: "Q2_K", 12: "Q3_K_M", 15: "Q4_K_M", 17: "Q5_K_M", 18: "Q6_K", 32: "BF16"}  # fmt: skip
 
 
-class LlamaCppRuntime(LocalRuntimeMixin):
+class LlamaCppRuntime(LocalRuntime):
     name = "llama_cpp"
 
     def __init__(
@@ -89,13 +83,14 @@ class LlamaCppRuntime(LocalRuntimeMixin):
         arch = meta.get("general.architecture", "")
         trained = int(meta.get(f"{arch}.context_length", context_tokens) or context_tokens)
         self._context = min(context_tokens, trained, self.llm.n_ctx())
-        self._template: str | None = meta.get("tokenizer.chat_template")
+        self._template = meta.get("tokenizer.chat_template")
         file_type = _FILE_TYPES.get(int(meta.get("general.file_type", -1)), "gguf")
         weights = models._cached_sha256(self.path, cache_dir or models.default_cache_dir())
         self._fingerprint = Fingerprint(self.name, self.model_name, weights, file_type, self._vocab_hash())
         self._bos = self._piece(self.llm.token_bos())
         self._eos_text = self._piece(self.llm.token_eos())
         self._eos = self._eos_ids()
+        self._prefix_type = LlamaPrefix
         self._lock = threading.Lock()
 
     def _piece(self, token: int) -> str:
@@ -122,14 +117,6 @@ class LlamaCppRuntime(LocalRuntimeMixin):
         return {i for i in ids if i >= 0}
 
     # ------------------------------------------------------------------ identity
-    @property
-    def fingerprint(self) -> Fingerprint:
-        return self._fingerprint
-
-    @property
-    def context_length(self) -> int:
-        return self._context
-
     def info(self) -> RuntimeInfo:
         return RuntimeInfo(
             fingerprint=self._fingerprint,
@@ -146,37 +133,7 @@ class LlamaCppRuntime(LocalRuntimeMixin):
     def detokenize(self, ids: Sequence[int]) -> str:
         return bytes(self.llm.detokenize(list(ids))).decode("utf-8", "replace")
 
-    def render(self, messages: Sequence[ChatMessage]) -> str:
-        if self._template is not None:
-            return render_template(self._template, messages, bos=self._bos, eos=self._eos_text)
-        return plain_prompt(messages, bos=self._bos)
-
-    def default_stops(self) -> tuple[str, ...]:
-        return () if self._template is not None else PLAIN_STOPS
-
     # ------------------------------------------------------------------ generation
-    def complete(
-        self, prompt: str | Sequence[int], params: GenerationParams, prefix: Any | None = None
-    ) -> Generation:
-        ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(x) for x in prompt]
-        if not ids:
-            raise InvalidInput("the prompt is empty")
-        if len(ids) + params.max_tokens > self._context:
-            raise InvalidInput(
-                f"prompt of {len(ids)} tokens + {params.max_tokens} new tokens exceeds the "
-                f"context of {self._context} tokens"
-            )
-        if prefix is not None and not isinstance(prefix, LlamaPrefix):
-            raise InvalidInput("this prefix was not loaded by the llama_cpp runtime")
-        if prefix is not None:
-            check_prefix(ids, prefix)
-        return Generation(
-            lambda: self._decode(ids, params, prefix),
-            stop=params.stop,
-            prompt_tokens=len(ids),
-            max_tokens=params.max_tokens,
-        )
-
     def reset(self) -> None:
         """Forget the context's cached tokens, so the next prompt is computed from scratch."""
         with self._lock:
@@ -235,9 +192,7 @@ class LlamaCppRuntime(LocalRuntimeMixin):
         self.llm.n_tokens = n
         self.llm._requires_eval = True
 
-    def _decode(
-        self, ids: list[int], params: GenerationParams, prefix: LlamaPrefix | None = None
-    ) -> Iterator[tuple[str, int]]:
+    def _tokens(self, ids: list[int], params: GenerationParams, prefix: LlamaPrefix | None) -> Iterator[int]:
         grammar = None
         if params.json_schema is not None:
             from llama_cpp import LlamaGrammar
@@ -248,30 +203,11 @@ class LlamaCppRuntime(LocalRuntimeMixin):
                 # generate() sees the restored tokens as a cached prefix and computes the rest
                 self._restore(prefix)
             self.llm.set_seed(params.seed)
-            produced: list[int] = []
-            text = ""
             try:
-                stream = self.llm.generate(
-                    ids,
-                    temp=params.temperature,
-                    top_p=params.top_p,
-                    top_k=0,
-                    min_p=0.0,
-                    repeat_penalty=1.0,
-                    grammar=grammar,
-                )
-                for token in stream:
-                    if token in self._eos:
-                        return
-                    produced.append(int(token))
-                    full = self.detokenize(produced)
-                    if full.endswith("\ufffd"):
-                        piece = ""
-                    else:
-                        piece, text = full[len(text) :], full
-                    yield piece, 1
-                    if len(produced) >= params.max_tokens:
-                        return
+                yield from self.llm.generate(
+                    ids, temp=params.temperature, top_p=params.top_p, top_k=0, min_p=0.0,
+                    repeat_penalty=1.0, grammar=grammar,
+                )  # fmt: skip
             except (RuntimeError, ValueError) as exc:
                 raise ModelError(f"llama.cpp failed to generate: {exc}") from exc
 

@@ -21,6 +21,7 @@ from memos.runtime import (
     Fingerprint,
     Generation,
     GenerationParams,
+    RuntimeIdentity,
     RuntimeInfo,
     plain_prompt,
 )
@@ -32,7 +33,7 @@ def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text.encode("utf-8")) / 3)) if text else 0
 
 
-class OpenAIRuntime:
+class OpenAIRuntime(RuntimeIdentity):
     name = "openai"
 
     def __init__(
@@ -61,14 +62,6 @@ class OpenAIRuntime:
         self.model = model
         self._context = context_tokens
         self._fingerprint = Fingerprint(self.name, f"{self.base_url}#{model}", "unknown", "unknown", "unknown")
-
-    @property
-    def fingerprint(self) -> Fingerprint:
-        return self._fingerprint
-
-    @property
-    def context_length(self) -> int:
-        return self._context
 
     def info(self) -> RuntimeInfo:
         return RuntimeInfo(
