@@ -135,7 +135,7 @@ class TransformersRuntime(LocalRuntime):
             raise InvalidInput(f"a KV prefix needs 1 to {self._context - 1} tokens, got {len(ids)}")
         torch = self._torch
         with self._lock, torch.inference_mode():
-            out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
+            out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True, logits_to_keep=1)
             cache = out.past_key_values
             tensors: dict[str, Any] = {}
             layers = []
@@ -182,25 +182,28 @@ class TransformersRuntime(LocalRuntime):
         ids = [int(x) for x in token_ids]
         with self._lock, torch.inference_mode():
             if prefix is None:
-                out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
+                out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True, logits_to_keep=1)
             else:
                 check_prefix(ids, prefix)
                 out = self.model(
                     input_ids=torch.tensor([ids[len(prefix.token_ids) :]], device=self.device),
                     past_key_values=self._cache_from(prefix),
                     use_cache=True,
+                    logits_to_keep=1,
                 )
             return out.logits[0, -1].float().cpu()
 
     def _cache_from(self, prefix: HFPrefix) -> Any:
-        """A fresh cache holding copies of the prefix's tensors (copy-on-use: a layer's
-        ``update`` concatenates onto an empty tensor, which copies)."""
+        """A fresh cache object over the prefix's tensors (copy-on-use, see below)."""
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.model.config)
-        for layer_idx, ((k, v), seq) in enumerate(zip(prefix.kv, prefix.seq, strict=True)):
-            cache.update(k, v, layer_idx)
-            layer = cache.layers[layer_idx]
+        for layer, (k, v), seq in zip(cache.layers, prefix.kv, prefix.seq, strict=True):
+            # The layer starts from the stored tensors themselves: the cache layers only ever
+            # concatenate or slice (new tensors), never write in place, so the prefix is
+            # left unchanged by use — the tests check the logits of a second use.
+            layer.lazy_initialization(k, v)
+            layer.keys, layer.values = k, v
             if hasattr(layer, "cumulative_length"):  # sliding-window layers keep only the window
                 layer.cumulative_length = seq
         return cache
@@ -212,13 +215,18 @@ class TransformersRuntime(LocalRuntime):
             if params.temperature > 0:
                 gen = torch.Generator(device=self.device).manual_seed(params.seed)
             try:
+                # logits of the last position only: the vocabulary projection of every
+                # prompt position would cost as much as the rest of a small model's prefill
                 if prefix is None:
-                    out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
+                    out = self.model(
+                        input_ids=torch.tensor([ids], device=self.device), use_cache=True, logits_to_keep=1
+                    )
                 else:
                     out = self.model(
                         input_ids=torch.tensor([ids[len(prefix.token_ids) :]], device=self.device),
                         past_key_values=self._cache_from(prefix),
                         use_cache=True,
+                        logits_to_keep=1,
                     )
             except Exception as exc:  # noqa: BLE001
                 raise ModelError(f"the model failed on the prompt: {exc}") from exc
