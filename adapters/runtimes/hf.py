@@ -198,7 +198,8 @@ class TransformersRuntime(LocalRuntime):
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.model.config)
-        for layer, (k, v), seq in zip(cache.layers, prefix.kv, prefix.seq, strict=True):
+        layers: list[Any] = list(cache.layers)
+        for layer, (k, v), seq in zip(layers, prefix.kv, prefix.seq, strict=True):
             # The layer starts from the stored tensors themselves: the cache layers only ever
             # concatenate or slice (new tensors), never write in place, so the prefix is
             # left unchanged by use — the tests check the logits of a second use.
