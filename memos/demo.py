@@ -199,7 +199,9 @@ def chat_step(mos: MemOS, cube_id: str, console: Console, timings: dict[str, flo
             f"{res.timings.tokens_per_s:.1f} tok/s[/]"
         )
         timings[f"chat {label} TTFT (ms)"] = res.timings.ttft_ms
-    res = mos.chat("Where does my sister Mira live?", user_id="alice", cube_ids=[cube_id], max_tokens=32)
+    res = mos.chat(
+        "Where does my sister Mira live?", user_id="alice", cube_ids=[cube_id], max_tokens=32, write_back=False
+    )
     console.print(f"  alice: Where does my sister Mira live?\n    model: {res.answer}")
     for m in res.memories[:3]:
         console.print(f"    [dim]memory {m.id[:8]} ({m.score:.2f}): {m.text[:90]}[/]")
