@@ -162,8 +162,8 @@ class ChatStream:
     in which case the partial answer is kept with ``metadata.interrupted = true``.
     """
 
-    def __init__(self, pieces: Iterator[str]) -> None:
-        self._pieces = pieces
+    def __init__(self) -> None:
+        self._pieces: Iterator[str] = iter(())
         self.result: ChatResult | None = None
 
     def __iter__(self) -> Iterator[str]:
@@ -389,7 +389,7 @@ class ChatOps:
         if explain:
             turn.extra["prompt"] = rt.render(assembled.messages)
         if stream:
-            chat_stream = ChatStream(iter(()))
+            chat_stream = ChatStream()
             chat_stream._pieces = self._stream(gen, turn, do_write, chat_stream)
             return chat_stream
         gen.read()

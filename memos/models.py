@@ -117,7 +117,7 @@ def hf_checkpoint(model: str, cache_dir: Path | None = None) -> Path:
         return path
     src = gguf_path(model, cache_dir)
     cache = cache_dir or default_cache_dir()
-    digest = _cached_sha256(src, cache)
+    digest = cached_sha256(src, cache)
     target = cache / "hf" / digest[:32]
     if (target / "memos-source.json").is_file():
         return target
@@ -128,7 +128,7 @@ def hf_checkpoint(model: str, cache_dir: Path | None = None) -> Path:
     return target
 
 
-def _cached_sha256(path: Path, cache: Path) -> str:
+def cached_sha256(path: Path, cache: Path) -> str:
     """sha256 of a large file, remembered by path, size and mtime."""
     st = path.stat()
     key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
@@ -182,11 +182,11 @@ def checkpoint_hashes(path: Path, cache: Path | None = None) -> tuple[str, str]:
     cache = cache or default_cache_dir()
     src = path / "memos-source.json"
     tok_files = [p for p in sorted(path.glob("tokenizer*.json")) if p.is_file()]
-    tok_hash = _combine([_cached_sha256(p, cache) for p in tok_files]) if tok_files else "none"
+    tok_hash = _combine([cached_sha256(p, cache) for p in tok_files]) if tok_files else "none"
     if src.is_file():
         return json.loads(src.read_text())["gguf_sha256"], tok_hash
     weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
-    return _combine([_cached_sha256(p, cache) for p in weights]), tok_hash
+    return _combine([cached_sha256(p, cache) for p in weights]), tok_hash
 
 
 def _combine(hashes: list[str]) -> str:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Protocol, cast, runtime_checkable
 
-from memos.errors import InvalidInput
+from memos.errors import FingerprintMismatch, InvalidInput
 
 Role = Literal["system", "user", "assistant"]
 
@@ -384,6 +384,19 @@ class LocalRuntime(RuntimeIdentity):
             prompt_tokens=len(ids),
             max_tokens=params.max_tokens,
         )
+
+    def _kv_metadata(self, data: bytes, fmt: str) -> dict[str, str]:
+        """The metadata of a KV prefix blob, after checking it is this runtime's format and
+        was built under this runtime's fingerprint."""
+        meta = safetensors_metadata(data)
+        if meta.get("format") != fmt:
+            raise InvalidInput(f"not a {getattr(self, 'name', '?')} KV prefix (format {meta.get('format')!r})")
+        if meta.get("fingerprint") != self._fingerprint.key:
+            raise FingerprintMismatch(
+                "this KV prefix was built for another model, runtime or dtype "
+                f"(fingerprint {meta.get('fingerprint')}, this runtime {self._fingerprint.key})"
+            )
+        return meta
 
     def _pieces(self, tokens: Iterator[int], max_tokens: int) -> Iterator[tuple[str, int]]:
         """Text pieces of a token stream, ending at an end-of-turn token or ``max_tokens``.

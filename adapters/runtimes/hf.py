@@ -23,7 +23,6 @@ from memos.runtime import (
     LocalRuntime,
     RuntimeInfo,
     check_prefix,
-    safetensors_metadata,
 )
 
 _DTYPES = {"float32", "bfloat16", "float16"}
@@ -154,14 +153,7 @@ class TransformersRuntime(LocalRuntime):
     def load_prefix(self, data: bytes, token_ids: Sequence[int]) -> HFPrefix:
         from safetensors.torch import load
 
-        meta = safetensors_metadata(data)
-        if meta.get("format") != KV_FORMAT:
-            raise InvalidInput(f"not a transformers KV prefix (format {meta.get('format')!r})")
-        if meta.get("fingerprint") != self._fingerprint.key:
-            raise FingerprintMismatch(
-                "this KV prefix was built for another model, runtime or dtype "
-                f"(fingerprint {meta.get('fingerprint')}, this runtime {self._fingerprint.key})"
-            )
+        meta = self._kv_metadata(data, KV_FORMAT)
         ids = tuple(int(x) for x in token_ids)
         if int(meta["n_tokens"]) != len(ids):
             raise InvalidInput("the KV prefix and its token ids disagree in length")

@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from memos import models
-from memos.errors import DependencyMissing, FingerprintMismatch, InvalidInput, ModelError
+from memos.errors import DependencyMissing, InvalidInput, ModelError
 from memos.runtime import (
     Fingerprint,
     GenerationParams,
     LocalRuntime,
     RuntimeInfo,
-    safetensors_metadata,
 )
 
 KV_FORMAT = "memos-kv/llama_cpp/1"
@@ -85,7 +84,7 @@ class LlamaCppRuntime(LocalRuntime):
         self._context = min(context_tokens, trained, self.llm.n_ctx())
         self._template = meta.get("tokenizer.chat_template")
         file_type = _FILE_TYPES.get(int(meta.get("general.file_type", -1)), "gguf")
-        weights = models._cached_sha256(self.path, cache_dir or models.default_cache_dir())
+        weights = models.cached_sha256(self.path, cache_dir or models.default_cache_dir())
         self._fingerprint = Fingerprint(self.name, self.model_name, weights, file_type, self._vocab_hash())
         self._bos = self._piece(self.llm.token_bos())
         self._eos_text = self._piece(self.llm.token_eos())
@@ -164,14 +163,7 @@ class LlamaCppRuntime(LocalRuntime):
     def load_prefix(self, data: bytes, token_ids: Sequence[int]) -> LlamaPrefix:
         from safetensors.numpy import load
 
-        meta = safetensors_metadata(data)
-        if meta.get("format") != KV_FORMAT:
-            raise InvalidInput(f"not a llama_cpp KV prefix (format {meta.get('format')!r})")
-        if meta.get("fingerprint") != self._fingerprint.key:
-            raise FingerprintMismatch(
-                "this KV prefix was built for another model, runtime or dtype "
-                f"(fingerprint {meta.get('fingerprint')}, this runtime {self._fingerprint.key})"
-            )
+        self._kv_metadata(data, KV_FORMAT)  # the format and the fingerprint
         tensors = load(data)
         ids = tuple(int(x) for x in token_ids)
         if tuple(int(x) for x in tensors["token_ids"]) != ids:
