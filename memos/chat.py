@@ -27,6 +27,7 @@ from sqlalchemy import select
 from memos.activation import ActivationMemory, memories_block, memory_text
 from memos.errors import ContextOverflow, InvalidInput
 from memos.ingest import check_text
+from memos.parametric import ParametricMemory
 from memos.runtime import ChatMessage, Generation, GenerationParams, Runtime
 from memos.storage.relational.models import CubeRow, MemoryRow, MessageRow, MetaRow
 from memos.types import SearchHit
@@ -73,6 +74,9 @@ class ChatResult(BaseModel):
     prompt: str | None = Field(None, description="the exact prompt text (chat(..., explain=True))")
     activation: dict[str, Any] | None = Field(
         None, description="the compiled KV prefix offered: id, n_tokens, memory_ids, used, and why not"
+    )
+    parametric: list[dict[str, Any]] = Field(
+        default_factory=list, description="the LoRA adapters applied: [{id, cube_id, name}]"
     )
 
     @property
@@ -224,6 +228,15 @@ class ChatOps:
             self._activation = am
         return am
 
+    @property
+    def parametric(self) -> ParametricMemory:
+        """Parametric memory: LoRA adapters consolidated from memories (:mod:`memos.parametric`)."""
+        pm: ParametricMemory | None = getattr(self, "_parametric", None)
+        if pm is None:
+            pm = ParametricMemory(self)  # type: ignore[arg-type]
+            self._parametric = pm
+        return pm
+
     # ------------------------------------------------------------------ runtimes
     def runtime(self, name: str | None = None, **overrides: Any) -> Runtime:
         """The loaded runtime ``name`` (default: the configured one), loaded on first use."""
@@ -260,6 +273,7 @@ class ChatOps:
         write_back: bool | None = None,
         explain: bool = False,
         activation: bool = True,
+        parametric: bool = True,
     ) -> ChatResult: ...
 
     @overload
@@ -277,6 +291,7 @@ class ChatOps:
         write_back: bool | None = None,
         explain: bool = False,
         activation: bool = True,
+        parametric: bool = True,
     ) -> ChatStream: ...
 
     def chat(
@@ -293,6 +308,7 @@ class ChatOps:
         write_back: bool | None = None,
         explain: bool = False,
         activation: bool = True,
+        parametric: bool = True,
     ) -> ChatResult | ChatStream:
         """Answer ``message`` with the memories of ``cube_ids`` (all readable cubes by default).
 
@@ -300,6 +316,8 @@ class ChatOps:
         cube) under ``session_id`` (a new session when omitted; the result names it). With
         ``stream=True`` a :class:`ChatStream` is returned instead of a :class:`ChatResult`.
         ``explain=True`` puts the exact prompt text in ``ChatResult.prompt``.
+        ``activation=False`` / ``parametric=False`` leave the compiled KV prefix / the
+        cubes' LoRA adapters out; ``memories=0`` turns retrieval off.
         """
         started = time.perf_counter()
         cfg = self.settings.chat
@@ -323,8 +341,15 @@ class ChatOps:
         t0 = time.perf_counter()
         k = cfg.memories if memories is None else memories
         history = self._session_history(cube_id, session, cfg.history_turns)
+        # parametric memory: the active adapters of the cubes read (the written cube first)
+        adapters = []
+        if parametric and cfg.parametric:
+            order = [cube_id, *(c for c in readable if c != cube_id)] if cube_id in readable else list(readable)
+            adapters = self.parametric.for_chat(order, rt, cfg.max_adapters)
         # activation memory: the cube's compiled KV prefix for this model, if one is ready
-        kv = self.activation.for_chat(cube_id, rt) if activation and cfg.activation else None
+        # (computed without adapters, so not used with them)
+        use_kv = activation and cfg.activation and not adapters
+        kv = self.activation.for_chat(cube_id, rt) if use_kv else None
         in_prefix = set(kv[0].memory_ids) if kv else set()
         hits: builtins.list[SearchHit] = []
         if k > 0 and readable:
@@ -381,11 +406,12 @@ class ChatOps:
         turn = _Turn(user_id, cube_id, session, message, rt, assembled, timings, started)
         turn.extra["user_name"] = user_name
         turn.extra["activation"] = activation_report
+        turn.extra["parametric"] = [{"id": i.id, "cube_id": i.cube_id, "name": i.name} for i, _ in adapters]
         if prompt_ids is not None and kv is not None:
             stops = tuple(dict.fromkeys((*params.stop, *rt.default_stops())))
             gen = rt.complete(prompt_ids, replace(params, stop=stops), prefix=kv[1])
         else:
-            gen = rt.chat(assembled.messages, params)
+            gen = rt.chat(assembled.messages, params, adapters=[a for _, a in adapters])
         if explain:
             turn.extra["prompt"] = rt.render(assembled.messages)
         if stream:
@@ -422,6 +448,7 @@ class ChatOps:
             runtime=turn.runtime.fingerprint.as_dict(),
             prompt=turn.extra.get("prompt"),
             activation=turn.extra.get("activation"),
+            parametric=turn.extra.get("parametric") or [],
         )
         if write:
             t0 = time.perf_counter()
@@ -485,9 +512,11 @@ class ChatOps:
 
     def purge(self, memory_id: str, *, user_id: str, reason: str | None = None) -> builtins.list[str]:
         """``MemoryOps.purge``, then erasure from derived artifacts: every compiled KV prefix
-        holding a purged memory loses its blob file and the token ids in its manifest."""
+        holding a purged memory loses its blob file and the token ids in its manifest;
+        every adapter trained on one is retired (blob files deleted, a retrain queued)."""
         ids: builtins.list[str] = super().purge(memory_id, user_id=user_id, reason=reason)  # type: ignore[misc]
         self.activation.invalidate(ids, "a memory inside was purged", purge=True)
+        self.parametric.invalidate(ids, "a memory it was trained on was purged", purge=True)
         return ids
 
     def stats(self, *, user_id: str | None = None) -> dict[str, Any]:

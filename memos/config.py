@@ -114,6 +114,24 @@ class ChatSettings(BaseModel):
     write_back: bool = True
     activation: bool = Field(True, description="use the cube's compiled KV prefix (activation memory) when one is ready")
     reader_max_tokens: int = Field(400, ge=1, description="token budget of the LLM reader's JSON answer")
+    parametric: bool = Field(True, description="apply the cubes' active LoRA adapters (parametric memory)")
+    max_adapters: int = Field(2, ge=0, le=8, description="at most this many cubes' adapters are stacked in one chat")
+
+
+class ParametricSettings(BaseModel):
+    """Consolidation into LoRA adapters (parametric memory) and its gate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rank: int = Field(32, ge=1, le=256)
+    alpha: int = Field(64, ge=1)
+    lr: float = Field(2e-3, gt=0, lt=1)
+    epochs: int = Field(3, ge=1, le=100, description="at most; early stopping on held-out recall")
+    batch_size: int = Field(16, ge=1, le=512)
+    seed: int = 0
+    max_ppl_increase: float = Field(
+        0.05, ge=0, description="the gate: general-text perplexity may rise at most this fraction"
+    )
 
 
 class Settings(BaseSettings):
@@ -153,6 +171,7 @@ class Settings(BaseSettings):
     search: SearchSettings = Field(default_factory=lambda: SearchSettings())
     runtime: RuntimeSettings = Field(default_factory=lambda: RuntimeSettings())
     chat: ChatSettings = Field(default_factory=lambda: ChatSettings())
+    parametric: ParametricSettings = Field(default_factory=lambda: ParametricSettings())
 
     @classmethod
     def settings_customise_sources(

@@ -292,6 +292,7 @@ class MemOS(ChatOps, MemoryOps):
         s.execute(delete(SessionRow).where(SessionRow.cube_id == cube_id))
         s.execute(delete(AclRow).where(AclRow.cube_id == cube_id))
         self.activation.delete_cube_blobs(s, cube_id)
+        self.parametric.delete_cube_blobs(s, cube_id)
         s.execute(delete(CubeRow).where(CubeRow.id == cube_id))
         # the memories are gone, so are their events; the cube_delete event is the record
         s.execute(delete(AuditRow).where(AuditRow.cube_id == cube_id))

@@ -93,3 +93,9 @@ class FingerprintMismatch(MemosError, ValueError):
     """A KV cache or adapter was built for another model, runtime or tokenizer."""
 
     http_status = 409
+
+
+class Cancelled(MemosError, RuntimeError):
+    """A long operation (a consolidation) was cancelled; nothing was stored."""
+
+    http_status = 409

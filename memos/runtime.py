@@ -29,6 +29,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal, Protocol, cast, runtime_checkable
 
 from memos.errors import FingerprintMismatch, InvalidInput
@@ -286,12 +287,18 @@ class Runtime(Protocol):
         ...
 
     def complete(
-        self, prompt: str | Sequence[int], params: GenerationParams, prefix: Any | None = None
+        self,
+        prompt: str | Sequence[int],
+        params: GenerationParams,
+        prefix: Any | None = None,
+        adapters: Sequence[Any] = (),
     ) -> Generation:
         """Generate a continuation of a rendered prompt (text or token ids).
 
         With ``prefix`` (from :meth:`load_prefix`; runtimes with ``"kv_prefix"``) the
-        prompt's first tokens are not computed but taken from the prefix's KV cache."""
+        prompt's first tokens are not computed but taken from the prefix's KV cache.
+        With ``adapters`` (from :meth:`load_adapter`; runtimes with ``"lora"``) the LoRA
+        adapters apply to this generation only (their deltas add up)."""
         ...
 
     def build_prefix(self, token_ids: Sequence[int]) -> bytes:
@@ -302,7 +309,14 @@ class Runtime(Protocol):
         """A prefix from :meth:`build_prefix`'s bytes, for ``complete(prefix=…)``."""
         ...
 
-    def chat(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Generation:
+    def load_adapter(self, path: Path) -> Any:
+        """A LoRA adapter file (safetensors for transformers, GGUF for llama.cpp) loaded for
+        ``complete(adapters=…)``; loaded once per file and kept."""
+        ...
+
+    def chat(
+        self, messages: Sequence[ChatMessage], params: GenerationParams, adapters: Sequence[Any] = ()
+    ) -> Generation:
         """Generate the assistant's answer to ``messages``."""
         ...
 
@@ -338,6 +352,10 @@ class LocalRuntime(RuntimeIdentity):
     _eos_text: str
     _eos: set[int]
     _prefix_type: type
+    _adapter_type: type = type(None)
+
+    def load_adapter(self, path: Path) -> Any:
+        raise InvalidInput(f"the {getattr(self, 'name', '?')} runtime cannot apply LoRA adapters")
 
     def tokenize(self, text: str) -> list[int]:
         raise NotImplementedError
@@ -345,7 +363,9 @@ class LocalRuntime(RuntimeIdentity):
     def detokenize(self, ids: Sequence[int]) -> str:
         raise NotImplementedError
 
-    def _tokens(self, ids: list[int], params: GenerationParams, prefix: Any | None) -> Iterator[int]:
+    def _tokens(
+        self, ids: list[int], params: GenerationParams, prefix: Any | None, adapters: Sequence[Any]
+    ) -> Iterator[int]:
         raise NotImplementedError
 
     def count_tokens(self, text: str) -> int:
@@ -359,12 +379,18 @@ class LocalRuntime(RuntimeIdentity):
     def default_stops(self) -> tuple[str, ...]:
         return () if self._template is not None else PLAIN_STOPS
 
-    def chat(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Generation:
+    def chat(
+        self, messages: Sequence[ChatMessage], params: GenerationParams, adapters: Sequence[Any] = ()
+    ) -> Generation:
         stops = tuple(dict.fromkeys((*params.stop, *self.default_stops())))
-        return self.complete(self.render(messages), replace(params, stop=stops))
+        return self.complete(self.render(messages), replace(params, stop=stops), adapters=adapters)
 
     def complete(
-        self, prompt: str | Sequence[int], params: GenerationParams, prefix: Any | None = None
+        self,
+        prompt: str | Sequence[int],
+        params: GenerationParams,
+        prefix: Any | None = None,
+        adapters: Sequence[Any] = (),
     ) -> Generation:
         ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(x) for x in prompt]
         if not ids:
@@ -378,8 +404,14 @@ class LocalRuntime(RuntimeIdentity):
             if not isinstance(prefix, self._prefix_type):
                 raise InvalidInput(f"this prefix was not loaded by the {getattr(self, 'name', '?')} runtime")
             check_prefix(ids, cast(KVPrefix, prefix))
+        adapters = tuple(adapters)
+        if adapters and prefix is not None:
+            raise InvalidInput("a KV prefix is computed without adapters; use one or the other")
+        for adapter in adapters:
+            if not isinstance(adapter, self._adapter_type):
+                raise InvalidInput(f"this adapter was not loaded by the {getattr(self, 'name', '?')} runtime")
         return Generation(
-            lambda: self._pieces(self._tokens(ids, params, prefix), params.max_tokens),
+            lambda: self._pieces(self._tokens(ids, params, prefix, adapters), params.max_tokens),
             stop=params.stop,
             prompt_tokens=len(ids),
             max_tokens=params.max_tokens,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,24 @@ from memos.runtime import (
     LocalRuntime,
     RuntimeInfo,
     check_prefix,
+    safetensors_metadata,
 )
 
 _DTYPES = {"float32", "bfloat16", "float16"}
 KV_FORMAT = "memos-kv/transformers/1"
+
+
+@dataclass(frozen=True, eq=False)
+class HFAdapter:
+    """A LoRA adapter loaded for the transformers runtime: per adapted module, (A, B) on the
+    model's device, and peft's scale ``alpha / rank``."""
+
+    key: str  # sha256 of the adapter file
+    modules: dict[str, tuple[Any, Any]]
+    scale: float
+
+
+ADAPTER_FORMAT = "memos-lora/peft/1"
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,8 @@ class TransformersRuntime(LocalRuntime):
         self._eos_text = self.tokenizer.eos_token or ""
         self._eos = self._eos_ids()
         self._prefix_type = HFPrefix
+        self._adapter_type = HFAdapter
+        self._adapters: dict[str, HFAdapter] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ identity
@@ -168,22 +185,100 @@ class TransformersRuntime(LocalRuntime):
         kv = [(tensors[f"k.{i}"].to(self.device), tensors[f"v.{i}"].to(self.device)) for i in range(len(layers))]
         return HFPrefix(ids, kv, [int(layer["seq"]) for layer in layers])
 
-    def next_logits(self, token_ids: Sequence[int], prefix: HFPrefix | None = None) -> Any:
-        """The next-token logits after ``token_ids`` (float32, on the CPU), with or without a prefix."""
+    # ------------------------------------------------------------------ LoRA adapters
+    def load_adapter(self, path: Path) -> HFAdapter:
+        """A LoRA adapter saved by :mod:`memos.parametric` (peft tensor names, safetensors)."""
+        import hashlib
+
+        from safetensors import safe_open
+
+        data = Path(path).read_bytes()
+        key = hashlib.sha256(data).hexdigest()
+        if key in self._adapters:
+            return self._adapters[key]
+        meta = safetensors_metadata(data)
+        if meta.get("format") != ADAPTER_FORMAT:
+            raise InvalidInput(f"{path} is not a memos LoRA adapter (format {meta.get('format')!r})")
+        base = json.loads(meta.get("base", "{}"))
+        mine = self._fingerprint.as_dict()
+        if (base.get("model_id"), base.get("weights_sha256")) != (mine["model_id"], mine["weights_sha256"]):
+            raise FingerprintMismatch(
+                f"this adapter was trained for {base.get('model_id')} ({str(base.get('weights_sha256'))[:12]}), "
+                f"not {mine['model_id']} ({mine['weights_sha256'][:12]})"
+            )
+        pairs: dict[str, dict[str, Any]] = {}
+        with safe_open(str(path), framework="pt") as fh:
+            for name in fh.keys():  # noqa: SIM118 - safe_open has no __iter__
+                module, _, part = name.removeprefix("base_model.model.").rpartition(".lora_")
+                pairs.setdefault(module, {})[part.split(".")[0]] = fh.get_tensor(name)
+        dtype = getattr(self._torch, self.dtype)
+        modules: dict[str, tuple[Any, Any]] = {}
+        for module, ab in pairs.items():
+            try:
+                self.model.get_submodule(module)
+            except AttributeError as exc:
+                raise FingerprintMismatch(f"this model has no module {module} the adapter adapts") from exc
+            modules[module] = (ab["A"].to(self.device, dtype), ab["B"].to(self.device, dtype))
+        adapter = HFAdapter(key, modules, float(meta["alpha"]) / float(meta["rank"]))
+        self._adapters[key] = adapter
+        return adapter
+
+    def _attach(self, adapters: Sequence[HFAdapter]) -> list[Any]:
+        """Forward hooks adding each adapter's low-rank delta; the weights are never touched,
+        so removing the hooks leaves the model exactly as it was."""
+        import torch.nn.functional as F
+
+        per_module: dict[str, list[tuple[Any, Any, float]]] = {}
+        for adapter in adapters:
+            for module, (a, b) in adapter.modules.items():
+                per_module.setdefault(module, []).append((a, b, adapter.scale))
+        handles = []
+        for module, deltas in per_module.items():
+
+            def hook(_mod: Any, args: tuple[Any, ...], out: Any, deltas: list[Any] = deltas) -> Any:
+                x = args[0]
+                for a, b, scale in deltas:
+                    out = out + F.linear(F.linear(x, a), b) * scale
+                return out
+
+            handles.append(self.model.get_submodule(module).register_forward_hook(hook))
+        return handles
+
+    def generate_batch(
+        self, prompts: Sequence[str], max_new_tokens: int, adapters: Sequence[HFAdapter] = (), batch_size: int = 32
+    ) -> list[str]:
+        """Greedy answers to rendered ``prompts``, batched (left-padded): for evaluations
+        that ask a model hundreds of short questions. The same forward pass as
+        :meth:`complete`, adapters attached the same way."""
+        from memos.parametric.train import generate_ids
+
+        torch = self._torch
+        with self._lock, torch.inference_mode(), self._attached(adapters):
+            return generate_ids(self.model, self, [self.tokenize(p) for p in prompts], max_new_tokens, self.device, batch_size)
+
+    def next_logits(
+        self, token_ids: Sequence[int], prefix: HFPrefix | None = None, adapters: Sequence[HFAdapter] = ()
+    ) -> Any:
+        """The next-token logits after ``token_ids`` (float32, on the CPU), with or without a
+        prefix or adapters."""
         torch = self._torch
         ids = [int(x) for x in token_ids]
-        with self._lock, torch.inference_mode():
-            if prefix is None:
-                out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True, logits_to_keep=1)
-            else:
-                check_prefix(ids, prefix)
-                out = self.model(
-                    input_ids=torch.tensor([ids[len(prefix.token_ids) :]], device=self.device),
-                    past_key_values=self._cache_from(prefix),
-                    use_cache=True,
-                    logits_to_keep=1,
-                )
-            return out.logits[0, -1].float().cpu()
+        with self._lock, torch.inference_mode(), self._attached(adapters):
+            return self._next_logits(ids, prefix)
+
+    def _next_logits(self, ids: list[int], prefix: HFPrefix | None) -> Any:
+        torch = self._torch
+        if prefix is None:
+            out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True, logits_to_keep=1)
+        else:
+            check_prefix(ids, prefix)
+            out = self.model(
+                input_ids=torch.tensor([ids[len(prefix.token_ids) :]], device=self.device),
+                past_key_values=self._cache_from(prefix),
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        return out.logits[0, -1].float().cpu()
 
     def _cache_from(self, prefix: HFPrefix) -> Any:
         """A fresh cache object over the prefix's tensors (copy-on-use, see below)."""
@@ -201,9 +296,11 @@ class TransformersRuntime(LocalRuntime):
                 layer.cumulative_length = seq
         return cache
 
-    def _tokens(self, ids: list[int], params: GenerationParams, prefix: HFPrefix | None) -> Iterator[int]:
+    def _tokens(
+        self, ids: list[int], params: GenerationParams, prefix: HFPrefix | None, adapters: Sequence[HFAdapter]
+    ) -> Iterator[int]:
         torch = self._torch
-        with self._lock, torch.inference_mode():
+        with self._lock, torch.inference_mode(), self._attached(adapters):
             gen = None
             if params.temperature > 0:
                 gen = torch.Generator(device=self.device).manual_seed(params.seed)
@@ -231,6 +328,15 @@ class TransformersRuntime(LocalRuntime):
                     past_key_values=out.past_key_values,
                     use_cache=True,
                 )
+
+    @contextmanager
+    def _attached(self, adapters: Sequence[HFAdapter]) -> Iterator[None]:
+        handles = self._attach(adapters)
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
 
     def _pick(self, logits: Any, params: GenerationParams, gen: Any) -> int:
         torch = self._torch

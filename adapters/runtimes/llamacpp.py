@@ -36,6 +36,15 @@ class LlamaPrefix:
     state: bytes
 
 
+@dataclass(frozen=True, eq=False)
+class LlamaAdapter:
+    """A GGUF LoRA adapter initialised on the model (llama.cpp's handle)."""
+
+    key: str  # sha256 of the GGUF file
+    handle: Any
+    scale: float = 1.0
+
+
 _FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1",
                10: "Q2_K", 12: "Q3_K_M", 15: "Q4_K_M", 17: "Q5_K_M", 18: "Q6_K", 32: "BF16"}  # fmt: skip
 
@@ -62,6 +71,7 @@ class LlamaCppRuntime(LocalRuntime):
             ) from exc
         self.model_name = models.canonical(model)
         self.path = models.gguf_path(model, cache_dir)
+        self._cache = cache_dir or models.default_cache_dir()
         if threads is None:
             # llama.cpp's own default is half the CPUs (it assumes hyper-threads), which is
             # one thread on a 2-vCPU machine; use them all on small machines
@@ -90,6 +100,9 @@ class LlamaCppRuntime(LocalRuntime):
         self._eos_text = self._piece(self.llm.token_eos())
         self._eos = self._eos_ids()
         self._prefix_type = LlamaPrefix
+        self._adapter_type = LlamaAdapter
+        self._adapters: dict[str, LlamaAdapter] = {}
+        self._active: tuple[str, ...] = ()  # the adapters set on the context now
         self._lock = threading.Lock()
 
     def _piece(self, token: int) -> str:
@@ -149,6 +162,7 @@ class LlamaCppRuntime(LocalRuntime):
         if not ids or len(ids) >= self._context:
             raise InvalidInput(f"a KV prefix needs 1 to {self._context - 1} tokens, got {len(ids)}")
         with self._lock:
+            self._set_adapters(())  # a prefix is the base model's
             self.llm.reset()
             self.llm._ctx.kv_cache_clear()
             self.llm.eval(ids)
@@ -184,13 +198,65 @@ class LlamaCppRuntime(LocalRuntime):
         self.llm.n_tokens = n
         self.llm._requires_eval = True
 
-    def _tokens(self, ids: list[int], params: GenerationParams, prefix: LlamaPrefix | None) -> Iterator[int]:
+    # ------------------------------------------------------------------ LoRA adapters
+    def load_adapter(self, path: Path) -> LlamaAdapter:
+        """A GGUF LoRA (see :func:`memos.parametric.gguf_lora.export_gguf_lora`)."""
+        import llama_cpp
+
+        key = models.cached_sha256(Path(path), self._cache)
+        with self._lock:
+            if key in self._adapters:
+                return self._adapters[key]
+            handle = llama_cpp.llama_adapter_lora_init(self.llm.model, str(path).encode())
+            if not handle:
+                raise InvalidInput(f"llama.cpp refused the LoRA adapter {path} (not a GGUF LoRA for this model?)")
+            adapter = LlamaAdapter(key, handle)
+            self._adapters[key] = adapter
+        return adapter
+
+    def _set_adapters(self, adapters: Sequence[LlamaAdapter]) -> None:
+        """Set the context's adapters; a change forgets the cached tokens (their KV was
+        computed under other weights)."""
+        import llama_cpp
+
+        keys = tuple(a.key for a in adapters)
+        if keys == self._active:
+            return
+        n = len(adapters)
+        handles = (llama_cpp.llama_adapter_lora_p_ctypes * max(1, n))(*[a.handle for a in adapters])
+        scales = (ctypes.c_float * max(1, n))(*[a.scale for a in adapters])
+        if llama_cpp.llama_set_adapters_lora(self.llm._ctx.ctx, handles if n else None, n, scales if n else None):
+            raise ModelError("llama.cpp could not set the LoRA adapters")
+        self._active = keys
+        self.llm.reset()
+        self.llm._ctx.kv_cache_clear()
+
+    def next_logits(self, token_ids: Sequence[int], adapters: Sequence[LlamaAdapter] = ()) -> Any:
+        """The next-token logits after ``token_ids`` (a float32 numpy vector), computed from
+        scratch, with or without adapters."""
+        import numpy as np
+
+        ids = [int(x) for x in token_ids]
+        with self._lock:
+            self._set_adapters(adapters)
+            self.llm.reset()
+            self.llm._ctx.kv_cache_clear()
+            self.llm.eval(ids)
+            logits = np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.llm.n_vocab(),)).copy()
+            self.llm.reset()  # the context's tokens are not a prompt cache for the next request
+            self.llm._ctx.kv_cache_clear()
+        return logits.astype(np.float32)
+
+    def _tokens(
+        self, ids: list[int], params: GenerationParams, prefix: LlamaPrefix | None, adapters: Sequence[LlamaAdapter]
+    ) -> Iterator[int]:
         grammar = None
         if params.json_schema is not None:
             from llama_cpp import LlamaGrammar
 
             grammar = LlamaGrammar.from_json_schema(json.dumps(params.json_schema), verbose=False)
         with self._lock:
+            self._set_adapters(adapters)
             if prefix is not None:
                 # generate() sees the restored tokens as a cached prefix and computes the rest
                 self._restore(prefix)
@@ -204,6 +270,14 @@ class LlamaCppRuntime(LocalRuntime):
                 raise ModelError(f"llama.cpp failed to generate: {exc}") from exc
 
     def close(self) -> None:
+        import llama_cpp
+
+        if self._adapters:
+            with self._lock:
+                self._set_adapters(())
+                for adapter in self._adapters.values():
+                    llama_cpp.llama_adapter_lora_free(adapter.handle)
+                self._adapters.clear()
         close = getattr(self.llm, "close", None)
         if close is not None:
             close()

@@ -95,13 +95,23 @@ class OpenAIRuntime(RuntimeIdentity):
         return ()
 
     # ------------------------------------------------------------------ generation
-    def chat(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Generation:
+    def chat(
+        self, messages: Sequence[ChatMessage], params: GenerationParams, adapters: Sequence[Any] = ()
+    ) -> Generation:
+        if adapters:
+            raise InvalidState("the openai runtime carries plaintext memory only: no LoRA adapters")
         body: dict[str, Any] = {"messages": [m.as_dict() for m in messages]}
         return self._stream("/chat/completions", body, params, lambda c: c.get("delta", {}).get("content"))
 
     def complete(
-        self, prompt: str | Sequence[int], params: GenerationParams, prefix: Any | None = None
+        self,
+        prompt: str | Sequence[int],
+        params: GenerationParams,
+        prefix: Any | None = None,
+        adapters: Sequence[Any] = (),
     ) -> Generation:
+        if adapters:
+            raise InvalidState("the openai runtime carries plaintext memory only: no LoRA adapters")
         if prefix is not None:
             raise InvalidState("the openai runtime carries plaintext memory only: no KV prefix")
         body: dict[str, Any] = {"prompt": prompt if isinstance(prompt, str) else list(prompt)}
@@ -150,6 +160,9 @@ class OpenAIRuntime(RuntimeIdentity):
 
     def load_prefix(self, data: bytes, token_ids: Sequence[int]) -> Any:
         raise InvalidState("the openai runtime carries plaintext memory only: no KV prefix")
+
+    def load_adapter(self, path: Any) -> Any:
+        raise InvalidState("the openai runtime carries plaintext memory only: no LoRA adapters")
 
     def _request(self, method: str, path: str) -> dict[str, Any]:
         import httpx

@@ -117,3 +117,43 @@ def activation(
         console.print(table)
 
     emit(state, {"results": results, "machine": machine(), "date": datetime.now(UTC).isoformat()}, render)
+
+
+@bench_app.command("parametric")
+def parametric(
+    ctx: typer.Context,
+    facts: Annotated[int, typer.Option(min=4, max=1000, help="Synthetic facts to consolidate.")] = 100,
+    model: Annotated[str, typer.Option("--model", help="Base model (bundled name or path).")] = "smollm2-135m-instruct",
+    epochs: Annotated[int | None, typer.Option(help="At most this many epochs.")] = None,
+    retrieval_questions: Annotated[
+        int | None, typer.Option(help="Facts asked through MemOS.chat for the retrieval rows (default: all).")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results to this file.")] = None,
+) -> None:
+    """Recall of facts from a consolidated LoRA adapter vs retrieval, both, neither."""
+    from memos.bench.parametric import bench_parametric
+
+    state = get_state(ctx)
+    config = {"epochs": epochs} if epochs else None
+    results = bench_parametric(
+        n_facts=facts, model=model, config=config, retrieval_questions=retrieval_questions, log=note
+    )
+    results["date"] = datetime.now(UTC).isoformat()
+    if json_out is not None:
+        json_out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        note(f"wrote {json_out}")
+
+    def render(console: Any) -> None:
+        from rich.table import Table
+
+        table = Table(title=f"memos bench parametric — {facts} facts, exact-match recall (held-out phrasings)")
+        for col in ("adapter", "adapter (seen)", "retrieval", "both", "base", "ppl ratio", "train s", "adapter MB"):
+            table.add_column(col, justify="right")
+        r = results
+        table.add_row(f"{r['recall_adapter']:.0%}", f"{r['recall_adapter_seen']:.0%}", f"{r['recall_retrieval']:.0%}",
+                      f"{r['recall_both']:.0%}", f"{r['recall_base']:.0%}", f"{r['ppl_ratio']:.3f}",
+                      f"{r['train_s']:.0f}", f"{r['adapter_bytes'] / 1e6:.1f}")  # fmt: skip
+        console.print(table)
+        console.print(f"gate: {r['state']}")
+
+    emit(state, results, render)

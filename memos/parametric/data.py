@@ -1,0 +1,245 @@
+"""Training data for parametric memory: statements, questions and answers, held-out split.
+
+No model is needed: a memory's text is read as ``<subject> <predicate> <object>`` by a
+small table of English predicates ("lives in", "works as", "'s favorite <thing> is",
+"has a <pet> named" …). Each recognised fact yields
+
+- the statement itself (language-model loss on every token, no chat template);
+- recall prompts ("What do you remember about my sister Mira?") answered with the fact;
+- questions in several phrasings, asked about "my …" (how the user speaks in a chat) and
+  about the user by name, answered with a full sentence in the second person.
+
+A memory the table does not recognise still trains as a statement and a recall prompt.
+Examples are deduplicated; per fact, the last question phrasing (in a fixed, seeded
+order) goes to the held-out split, which the gate evaluates and training never sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+__all__ = ["Example", "Fact", "Relation", "RELATIONS", "parse_fact", "examples_for", "build_examples", "data_hash"]
+
+
+@dataclass(frozen=True, slots=True)
+class Relation:
+    """An English predicate: how to find it, how to ask about it, how to say it to 'you'."""
+
+    name: str
+    pattern: str  # regex; group "k" (optional) is a kind word such as "dog" or "food"
+    questions: tuple[str, ...]  # {s}: subject; {do}: do/does; {poss}: possessive subject; {k}
+    say: str  # third person, used after the subject: "{pred} {o}"
+    say_you: str  # the same, conjugated for "you"
+
+
+RELATIONS: tuple[Relation, ...] = (
+    Relation("lives_in", r"\blives in\b",
+             ("Where {do} {s} live?", "In which city {do} {s} live?", "What city {do} {s} live in?",
+              "Where is {poss} home?", "Where {do} {s} live these days?"),
+             "lives in", "live in"),
+    Relation("works_as", r"\bworks as(?: an?)?\b",
+             ("What {do} {s} do for a living?", "What is {poss} job?", "What {do} {s} work as?",
+              "What is {poss} profession?", "What kind of work {do} {s} do?"),
+             "works as", "work as"),
+    Relation("works_at", r"\bworks (?:at|for)\b",
+             ("Where {do} {s} work?", "Which company {do} {s} work for?", "Who is {poss} employer?",
+              "Who {do} {s} work for?", "At which company {do} {s} work?"),
+             "works at", "work at"),
+    Relation("born_in", r"\bwas born in\b",
+             ("Where was {s_obj} born?", "What is {poss} birthplace?", "In which place was {s_obj} born?",
+              "Where {do} {s} come from originally?", "What town was {s_obj} born in?"),
+             "was born in", "were born in"),
+    Relation("allergic_to", r"\bis allergic to\b",
+             ("What is {s_obj} allergic to?", "What allergy {do} {s} have?", "What should {s} avoid eating?",
+              "Which allergy {do} {s} have?", "What {do} {s} react badly to?"),
+             "is allergic to", "are allergic to"),
+    Relation("favorite", r"'s favou?rite (?P<k>[a-z]+(?: [a-z]+)?) is\b",
+             ("What is {poss} favorite {k}?", "Which {k} {do} {s} like best?", "What {k} {do} {s} love most?",
+              "What is {poss} preferred {k}?", "Which {k} is {poss} favorite?"),
+             "'s favorite {k} is", "r favorite {k} is"),
+    Relation("pet_named", r"\bhas an? (?P<k>[a-z]+) (?:named|called)\b",
+             ("What is the name of {poss} {k}?", "What is {poss} {k} called?", "What {do} {s} call {poss} {k}?",
+              "What's the name of the {k} {s} {have}?", "How is {poss} {k} named?"),
+             "has a {k} named", "have a {k} named"),
+    Relation("drives", r"\bdrives an?\b",
+             ("What car {do} {s} drive?", "What {do} {s} drive?", "Which car {do} {s} own?",
+              "What vehicle {do} {s} drive?", "What kind of car {do} {s} have?"),
+             "drives a", "drive a"),
+    Relation("plays", r"\bplays(?: the)?\b",
+             ("What {do} {s} play?", "Which instrument {do} {s} play?", "What instrument {do} {s} play?",
+              "What {do} {s} play in {poss} free time?", "Which game or instrument {do} {s} play?"),
+             "plays", "play"),
+    Relation("speaks", r"\bspeaks\b",
+             ("What language {do} {s} speak?", "Which language {do} {s} speak?", "What {do} {s} speak?",
+              "Which language can {s} speak?", "What language is {s} fluent in?"),
+             "speaks", "speak"),
+    Relation("studies", r"\bstudies\b",
+             ("What {do} {s} study?", "What is {s} studying?", "Which subject {do} {s} study?",
+              "What field {do} {s} study?", "What is {poss} subject?"),
+             "studies", "study"),
+    Relation("married_to", r"\bis married to\b",
+             ("Who is {s_obj} married to?", "Who is {poss} spouse?", "Whom did {s} marry?",
+              "Who is {poss} husband or wife?", "To whom is {s_obj} married?"),
+             "is married to", "are married to"),
+    Relation("collects", r"\bcollects\b",
+             ("What {do} {s} collect?", "What kind of things {do} {s} collect?", "What is {poss} collection of?",
+              "Which things {do} {s} collect?", "What {do} {s} like to collect?"),
+             "collects", "collect"),
+    Relation("grew_up_in", r"\bgrew up in\b",
+             ("Where did {s} grow up?", "In which place did {s} grow up?", "Where did {s} spend {poss} childhood?",
+              "What town did {s} grow up in?", "Where was {poss} childhood home?"),
+             "grew up in", "grew up in"),
+    Relation("likes", r"\b(?:likes|loves|enjoys)\b",
+             ("What {do} {s} like?", "What {do} {s} enjoy?", "What {do} {s} love?",
+              "What is something {s} {like}?", "What {do} {s} really like?"),
+             "likes", "like"),
+)  # fmt: skip
+
+_USER_WORDS = ("the user", "user", "i", "me")
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """One memory read as subject / predicate / object."""
+
+    text: str
+    relation: str | None  # None: not recognised, trained as a statement only
+    subject: str = ""  # as written ("The user's sister Mira", "Alice")
+    rest: str = ""  # the subject after the user's possessive ("sister Mira"), "" for the user
+    about_user: bool = False  # the subject is the user's own something (or the user)
+    kind: str = ""
+    obj: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One training or evaluation example."""
+
+    memory_id: str
+    form: str  # "statement", "recall" or "question"
+    prompt: str  # the user's message ("" for a statement)
+    answer: str  # the target text
+    split: str  # "train" or "heldout"
+    obj: str  # what a correct answer must contain ("" when not checkable)
+
+
+def _strip(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().rstrip(".!").strip()
+
+
+def parse_fact(text: str, user_name: str | None = None) -> Fact:
+    """Read ``text`` as one fact (the first predicate of :data:`RELATIONS` that matches)."""
+    clean = _strip(text)
+    owners = [w for w in ("the user", "my", (user_name or "").lower()) if w]
+    for rel in RELATIONS:
+        m = re.search(rel.pattern, clean, flags=re.IGNORECASE)
+        if not m:
+            continue
+        subject = clean[: m.start()].strip()
+        obj = _strip(clean[m.end() :])
+        obj = re.split(r"\s+(?:since|because|and has|who|which)\s+", obj)[0].strip(" ,;")
+        if not subject or not obj or len(obj.split()) > 8:
+            continue
+        if rel.name == "favorite":  # the possessive is part of the match: "Alice's favorite food is"
+            subject = clean[: m.start()].strip()
+        low = subject.lower()
+        about_user, rest = False, subject
+        if low in owners or low in _USER_WORDS:
+            about_user, rest = True, ""
+        else:
+            for pre in [o + sep for o in owners for sep in ("'s ", "’s ")] + ["my "]:
+                if low.startswith(pre):
+                    about_user, rest = True, subject[len(pre) :].strip()
+                    break
+        return Fact(clean, rel.name, subject, rest, about_user, (m.groupdict().get("k") or ""), obj)
+    return Fact(clean, None)
+
+
+def _forms(fact: Fact, user_name: str | None) -> list[dict[str, str]]:
+    """Ways to name the subject in a question: as the user says it, and by name."""
+    if not fact.about_user:
+        s = fact.subject
+        return [{"s": s, "s_obj": s, "do": "does", "poss": s + "'s", "have": "has", "like": "likes"}]
+    if not fact.rest:  # the user themself
+        forms = [{"s": "I", "s_obj": "I", "do": "do", "poss": "my", "have": "have", "like": "like"}]
+        if user_name:
+            n = user_name
+            forms.append({"s": n, "s_obj": n, "do": "does", "poss": n + "'s", "have": "has", "like": "likes"})
+        return forms
+    forms = [{"s": "my " + fact.rest, "s_obj": "my " + fact.rest, "do": "does", "poss": f"my {fact.rest}'s",
+              "have": "has", "like": "likes"}]  # fmt: skip
+    owner = user_name or "the user"
+    s = f"{owner}'s {fact.rest}"
+    forms.append({"s": s, "s_obj": s, "do": "does", "poss": s + "'s", "have": "has", "like": "likes"})
+    return forms
+
+
+def _say(fact: Fact, rel: Relation) -> str:
+    """The fact told to the user: 'Your sister Mira lives in Tromsø.'"""
+    if fact.about_user and not fact.rest:
+        pred = rel.say_you.format(k=fact.kind)
+        if rel.name == "favorite":
+            return f"Your favorite {fact.kind} is {fact.obj}."
+        return f"You {pred} {fact.obj}."
+    subj = f"Your {fact.rest}" if fact.about_user else fact.subject
+    pred = rel.say.format(k=fact.kind)
+    joiner = "" if pred.startswith("'") else " "
+    return f"{subj}{joiner}{pred} {fact.obj}."
+
+
+def _recall_prompts(fact: Fact, user_name: str | None) -> list[str]:
+    if fact.relation is None:
+        return []
+    if fact.about_user and not fact.rest:
+        return []  # "what do you remember about me" has many answers, one per fact
+    who = f"my {fact.rest}" if fact.about_user else fact.subject
+    return [f"What do you remember about {who}?", f"Tell me what you know about {who}."]
+
+
+def examples_for(memory_id: str, text: str, user_name: str | None = None, *, heldout: int = 1,
+                 seed: int = 0) -> list[Example]:  # fmt: skip
+    """The examples of one memory (see the module docstring)."""
+    fact = parse_fact(text, user_name)
+    out = [Example(memory_id, "statement", "", fact.text + ".", "train", "")]
+    if fact.relation is None:
+        return out
+    rel = next(r for r in RELATIONS if r.name == fact.relation)
+    said = _say(fact, rel)
+    for prompt in _recall_prompts(fact, user_name):
+        out.append(Example(memory_id, "recall", prompt, said, "train", fact.obj))
+    questions: list[str] = []
+    for form in _forms(fact, user_name):
+        for q in rel.questions:
+            question = q.format(k=fact.kind, **form)
+            questions.append(question[0].upper() + question[1:])
+    questions = list(dict.fromkeys(questions))
+    rng = random.Random(f"{seed}:{memory_id}")
+    rng.shuffle(questions)
+    cut = max(0, len(questions) - heldout)
+    for i, question in enumerate(questions):
+        out.append(Example(memory_id, "question", question, said, "train" if i < cut else "heldout", fact.obj))
+    return out
+
+
+def build_examples(memories: Iterable[tuple[str, str]], user_name: str | None = None, *, heldout: int = 1,
+                   seed: int = 0) -> list[Example]:  # fmt: skip
+    """Examples of many ``(memory id, text)`` pairs, deduplicated by (form, prompt, answer)."""
+    seen: set[tuple[str, str, str]] = set()
+    out: list[Example] = []
+    for memory_id, text in memories:
+        for ex in examples_for(memory_id, text, user_name, heldout=heldout, seed=seed):
+            key = (ex.form, ex.prompt.lower(), ex.answer.lower())
+            if key not in seen:
+                seen.add(key)
+                out.append(ex)
+    return out
+
+
+def data_hash(examples: Sequence[Example]) -> str:
+    blob = json.dumps([asdict(e) for e in examples], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()

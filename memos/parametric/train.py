@@ -1,0 +1,404 @@
+"""LoRA training and evaluation with peft on a transformers checkpoint (CPU or CUDA).
+
+The training prompt is the chat prompt itself: the runtime's own template renders the
+system prompt and the question exactly as ``MemOS.chat`` will, and the loss is taken on
+the answer and its end-of-turn marker only (statements train on every token). The loop is
+plain torch (AdamW, warm-up then cosine decay, seeded shuffles) so that progress,
+cancellation and early stopping are in our hands.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from memos.errors import Cancelled
+from memos.parametric.data import Example
+from memos.runtime import ChatMessage, LocalRuntime
+
+REPLAY_TEXT = Path(__file__).with_name("replay_text.txt")
+TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one consolidation (stored in the adapter's manifest)."""
+
+    rank: int = 32
+    alpha: int = 64
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = TARGET_MODULES
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    epochs: int = 8
+    batch_size: int = 16
+    warmup_steps: int = 10
+    seed: int = 0
+    patience: int = 2  # epochs without a better held-out recall before stopping
+    min_epochs: int = 3
+    eval_every: int = 1
+    max_new_tokens: int = 24
+    probe_size: int = 48  # held-out questions asked after each epoch for early stopping
+    # anchoring: per step, this many windows of a general text (replay_text.txt, not the
+    # gate's text) are pulled towards the base model's own predictions (KL divergence), so
+    # the adapter changes what it must and little else
+    replay: int = 0
+    replay_weight: float = 1.0
+    device: str = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class EpochReport:
+    epoch: int
+    loss: float
+    heldout_recall: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    state: dict[str, Any]  # LoRA tensors, peft key names, on the CPU
+    epochs: list[EpochReport] = field(default_factory=list)
+    best_epoch: int = 0
+    train_s: float = 0.0
+    steps: int = 0
+
+
+_LETTERS = str.maketrans({"ø": "o", "æ": "ae", "œ": "oe", "ß": "ss", "ł": "l", "đ": "d", "ð": "d", "þ": "th"})
+
+
+def normalize(text: str) -> str:
+    """Case- and accent-insensitive form for exact-match checks ("Tromsø" ~ "tromso")."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold().translate(_LETTERS))
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def contains(answer: str, expected: str) -> bool:
+    return bool(expected) and normalize(expected) in normalize(answer)
+
+
+def turn_end(runtime: LocalRuntime) -> str:
+    """What closes an assistant turn in this model's prompt format."""
+    template = getattr(runtime, "_template", None) or ""
+    for marker in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "</s>"):
+        if marker in template:
+            return marker
+    return "\nUser:"  # the plain format: the next turn's label is the stop sequence
+
+
+def encode(runtime: LocalRuntime, ex: Example, system_prompt: str) -> tuple[list[int], list[int], list[int]]:
+    """(shared prefix ids, input ids, labels) of one example; labels are -100 where no loss is taken.
+
+    Chat examples share one prefix (the rendered system prompt and the user turn's header),
+    which training computes once per batch; statements have no prefix."""
+    if ex.form == "statement":
+        ids = runtime.tokenize(ex.answer)
+        return [], ids, [-100, *ids[1:]]
+    head = chat_head(runtime, system_prompt)
+    prompt = runtime.render([ChatMessage("system", system_prompt), ChatMessage("user", ex.prompt)])
+    p_ids = runtime.tokenize(prompt)
+    a_ids = runtime.tokenize(ex.answer + turn_end(runtime))
+    full = p_ids + a_ids
+    n = len(head) if full[: len(head)] == head else 0
+    return full[:n], full[n:], ([-100] * len(p_ids) + a_ids)[n:]
+
+
+def chat_head(runtime: LocalRuntime, system_prompt: str) -> list[int]:
+    """The tokens every chat example starts with: the system turn up to the user's words."""
+    a = runtime.tokenize(runtime.render([ChatMessage("system", system_prompt), ChatMessage("user", "A")]))
+    b = runtime.tokenize(runtime.render([ChatMessage("system", system_prompt), ChatMessage("user", "B")]))
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
+class Trainer:
+    """Trains one LoRA adapter; ``cancel()`` from another thread stops it between steps."""
+
+    def __init__(
+        self, runtime: Any, config: TrainConfig, system_prompt: str, cancel: threading.Event | None = None
+    ) -> None:
+        self.runtime = runtime  # a TransformersRuntime: its checkpoint path and tokenizer
+        self.config = config
+        self.system_prompt = system_prompt
+        self._cancel = cancel or threading.Event()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    # ------------------------------------------------------------------ model
+    def _model(self) -> Any:
+        import torch
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM
+
+        cfg = self.config
+        device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        torch.manual_seed(cfg.seed)
+        base: Any = AutoModelForCausalLM.from_pretrained(str(self.runtime.path), dtype=torch.float32)
+        base = base.to(device)
+        lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                          target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM")  # fmt: skip
+        model = get_peft_model(base, lora)
+        return model, device
+
+    # ------------------------------------------------------------------ training
+    def train(
+        self,
+        examples: Sequence[Example],
+        progress: Callable[[int, int, float], None] | None = None,
+        on_epoch: Callable[[EpochReport], None] | None = None,
+    ) -> tuple[TrainResult, Any]:
+        """Train on the ``train`` split; evaluate held-out recall each epoch; keep the best."""
+        import torch
+
+        cfg = self.config
+        model, device = self._model()
+        train = [encode(self.runtime, e, self.system_prompt) for e in examples if e.split == "train"]
+        heldout = [e for e in examples if e.split == "heldout" and e.obj]
+        # early stopping watches a sample of the held-out questions (the gate asks them all)
+        probe = random.Random(cfg.seed).sample(heldout, min(len(heldout), cfg.probe_size))
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        total = steps_per_epoch * cfg.epochs
+
+        def lr_at(step: int) -> float:
+            if step < cfg.warmup_steps:
+                return (step + 1) / cfg.warmup_steps
+            frac = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+        rng = random.Random(cfg.seed)
+        result = TrainResult(state={})
+        replay = _windows(self.runtime, REPLAY_TEXT.read_text(encoding="utf-8"), 48) if cfg.replay else []
+        best, stale, step = -1.0, 0, 0
+        started = time.perf_counter()
+        pad = self.runtime.tokenizer.pad_token_id  # type: ignore[attr-defined]
+        pad = int(pad) if pad is not None else 0
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            model.train()
+            order = list(range(len(train)))
+            rng.shuffle(order)
+            # batches of similar length waste less compute on padding
+            batches = [order[i : i + cfg.batch_size * 4] for i in range(0, len(order), cfg.batch_size * 4)]
+            losses: list[float] = []
+            for chunk in batches:
+                chunk.sort(key=lambda i: (len(train[i][0]), len(train[i][1])))
+                for j in range(0, len(chunk), cfg.batch_size):
+                    if self._cancel.is_set():
+                        raise Cancelled("consolidation cancelled; nothing was stored")
+                    idx = chunk[j : j + cfg.batch_size]
+                    for group in _by_prefix(train, idx):
+                        losses.append(self._step(model, train, group, pad, device))
+                    if replay:
+                        self._anchor(model, [replay[rng.randrange(len(replay))] for _ in range(cfg.replay)], device)
+                    torch.nn.utils.clip_grad_norm_(params, 1.0)
+                    opt.step()
+                    sched.step()
+                    opt.zero_grad(set_to_none=True)
+                    step += 1
+                    if progress:
+                        progress(step, total, losses[-1])
+            recall = -1.0
+            if probe and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+                answers = generate(model, self.runtime, [e.prompt for e in probe], self.system_prompt, 16, device)
+                recall = sum(contains(a, e.obj) for a, e in zip(answers, probe, strict=True)) / len(probe)
+            report = EpochReport(epoch, sum(losses) / max(1, len(losses)), recall, time.perf_counter() - t0)
+            result.epochs.append(report)
+            if on_epoch:
+                on_epoch(report)
+            if recall > best or not probe:
+                best, stale = recall, 0
+                result.best_epoch = epoch
+                result.state = lora_state(model)
+            else:
+                stale += 1
+                if epoch >= cfg.min_epochs and stale >= cfg.patience:
+                    break
+            if probe and recall >= 1.0 and epoch >= cfg.min_epochs:
+                break
+        result.train_s = time.perf_counter() - started
+        result.steps = step
+        return result, model
+
+    def _anchor(self, model: Any, windows: list[list[int]], device: str) -> None:
+        """KL(base || adapter) on general-text windows, back-propagated into the adapter."""
+        import torch
+
+        ids = torch.tensor(windows, device=device)
+        with torch.no_grad(), model.disable_adapter():
+            ref = model(input_ids=ids).logits.float().log_softmax(-1)
+        cur = model(input_ids=ids).logits.float().log_softmax(-1)
+        kl = (ref.exp() * (ref - cur)).sum(-1).mean()
+        (kl * self.config.replay_weight).backward()
+
+    def _step(self, model: Any, train: list[Any], idx: list[int], pad: int, device: str) -> float:
+        """Forward and backward of one group sharing a prefix; the prefix runs once, without grad."""
+        import torch
+
+        prefix = train[idx[0]][0]
+        width = max(len(train[i][1]) for i in idx)
+        ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        labels = torch.full((len(idx), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(idx), len(prefix) + width), dtype=torch.long)
+        mask[:, : len(prefix)] = 1
+        for r, i in enumerate(idx):
+            _, x, y = train[i]
+            ids[r, : len(x)] = torch.tensor(x)
+            labels[r, : len(y)] = torch.tensor(y)
+            mask[r, len(prefix) : len(prefix) + len(x)] = 1
+        cache = None
+        if prefix:
+            with torch.no_grad():
+                cache = model(input_ids=torch.tensor([prefix], device=device), use_cache=True).past_key_values
+            for layer in cache.layers:
+                layer.keys = layer.keys.expand(len(idx), -1, -1, -1)
+                layer.values = layer.values.expand(len(idx), -1, -1, -1)
+        # hidden states of the decoder, then the vocabulary projection only where a label is
+        # (the projection of a 49k vocabulary at every position costs a third of a step)
+        inner, head = _decoder_and_head(model)
+        out = inner(input_ids=ids.to(device), attention_mask=mask.to(device), past_key_values=cache,
+                    use_cache=cache is not None)  # fmt: skip
+        hidden = out.last_hidden_state[:, :-1]
+        target = labels[:, 1:].to(device)
+        keep = target != -100
+        logits = head(hidden[keep]).float()
+        loss = torch.nn.functional.cross_entropy(logits, target[keep])
+        loss.backward()
+        return float(loss.detach())
+
+
+def _windows(runtime: Any, text: str, size: int) -> list[list[int]]:
+    ids = runtime.tokenize(text)
+    return [ids[i : i + size] for i in range(0, len(ids) - size + 1, size)]
+
+
+def _decoder_and_head(model: Any) -> tuple[Any, Any]:
+    """The decoder stack and the output projection under peft's wrappers."""
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return causal.model, causal.lm_head
+
+
+def _by_prefix(train: list[Any], idx: list[int]) -> list[list[int]]:
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i in idx:
+        groups.setdefault(tuple(train[i][0]), []).append(i)
+    return list(groups.values())
+
+
+def lora_state(model: Any) -> dict[str, Any]:
+    """The adapter's tensors (CPU copies), keyed as peft saves them."""
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().to("cpu").clone().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+
+
+def generate(model: Any, runtime: LocalRuntime, prompts: Sequence[str], system_prompt: str,
+             max_new_tokens: int, device: str, batch_size: int = 32) -> list[str]:  # fmt: skip
+    """Greedy answers to ``prompts`` asked as chat turns under ``system_prompt``."""
+    rendered = [runtime.render([ChatMessage("system", system_prompt), ChatMessage("user", p)]) for p in prompts]
+    return generate_ids(model, runtime, [runtime.tokenize(r) for r in rendered], max_new_tokens, device, batch_size)
+
+
+def generate_ids(model: Any, runtime: LocalRuntime, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                 device: str, batch_size: int = 32) -> list[str]:  # fmt: skip
+    """Greedy continuations of token-id prompts, batched, cut at the end of the turn.
+
+    The prompts' longest common prefix (a chat's system turn) is computed once per batch
+    and shared; each prompt's own tokens follow it, padded in the middle, with explicit
+    positions so every row sees exactly the positions it would see alone."""
+    import torch
+
+    model.eval()
+    out: list[str] = []
+    stop = set(getattr(runtime, "_eos", set()))
+    with torch.inference_mode():
+        for i in range(0, len(prompts), batch_size):
+            group = [list(g) for g in prompts[i : i + batch_size]]
+            n = _common_prefix(group)
+            head, rows = group[0][:n], [g[n:] for g in group]
+            answers = _greedy(model, head, rows, max_new_tokens, stop, device)
+            out.extend(runtime.detokenize(a).strip() for a in answers)
+    return out
+
+
+def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
+    n = min(len(r) for r in rows) - 1  # every row keeps at least one token of its own
+    for k in range(max(0, n)):
+        if any(r[k] != rows[0][k] for r in rows):
+            return k
+    return max(0, n)
+
+
+def _greedy(model: Any, head: list[int], rows: list[list[int]], max_new: int, stop: set[int], device: str) -> list[list[int]]:
+    import torch
+
+    b = len(rows)
+    cache = None
+    if head:
+        cache = model(input_ids=torch.tensor([head], device=device), use_cache=True).past_key_values
+        for layer in cache.layers:
+            layer.keys = layer.keys.expand(b, -1, -1, -1).contiguous()
+            layer.values = layer.values.expand(b, -1, -1, -1).contiguous()
+    width = max(len(r) for r in rows)
+    ids = torch.zeros((b, width), dtype=torch.long)
+    own = torch.zeros((b, width), dtype=torch.long)
+    for r, row in enumerate(rows):  # left-padded within the rows' own part
+        ids[r, width - len(row) :] = torch.tensor(row)
+        own[r, width - len(row) :] = 1
+    mask = torch.cat([torch.ones((b, len(head)), dtype=torch.long), own], dim=1).to(device)
+    pos = (len(head) + own.cumsum(1) - 1).clamp(min=len(head)).to(device)
+    out = model(input_ids=ids.to(device), attention_mask=mask, position_ids=pos, past_key_values=cache,
+                use_cache=True, logits_to_keep=1)  # fmt: skip
+    nxt = pos[:, -1:]
+    done = torch.zeros(b, dtype=torch.bool)
+    answers: list[list[int]] = [[] for _ in range(b)]
+    for _ in range(max_new):
+        tok = out.logits[:, -1].argmax(-1).cpu()
+        for r in range(b):
+            if not done[r]:
+                if int(tok[r]) in stop:
+                    done[r] = True
+                else:
+                    answers[r].append(int(tok[r]))
+        if bool(done.all()):
+            break
+        nxt = nxt + 1
+        mask = torch.cat([mask, torch.ones((b, 1), dtype=torch.long, device=device)], dim=1)
+        out = model(input_ids=tok.view(b, 1).to(device), attention_mask=mask, position_ids=nxt,
+                    past_key_values=out.past_key_values, use_cache=True)  # fmt: skip
+    return answers
+
+
+def perplexity(model: Any, runtime: LocalRuntime, text: str, device: str, window: int = 256) -> float:
+    """Perplexity of ``text`` in non-overlapping windows (the gate's general-text check)."""
+    import torch
+
+    ids = runtime.tokenize(text)
+    nll, count = 0.0, 0
+    model.eval()
+    with torch.inference_mode():
+        for i in range(0, len(ids) - 1, window):
+            chunk = ids[i : i + window + 1]
+            if len(chunk) < 2:
+                break
+            x = torch.tensor([chunk], device=device)
+            out = model(input_ids=x, labels=x)
+            n = len(chunk) - 1
+            nll += float(out.loss) * n
+            count += n
+    return math.exp(nll / max(1, count))
