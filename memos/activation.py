@@ -45,7 +45,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from memos.errors import FingerprintMismatch, InvalidInput, InvalidState, NotFound
-from memos.runtime import ChatMessage, KVPrefix, Runtime
+from memos.runtime import ChatMessage, KVPrefix, Runtime, sha256_file
 from memos.storage.relational.models import BlobRow, MemoryRow
 from memos.types import MemoryItem
 
@@ -120,6 +120,7 @@ class ActivationMemory:
     def __init__(self, mos: MemOS) -> None:
         self.mos = mos
         self._loaded: OrderedDict[tuple[str, str], KVPrefix] = OrderedDict()
+        self._verified: set[str] = set()
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ paths
@@ -333,10 +334,11 @@ class ActivationMemory:
         if not path.is_file():
             self.invalidate(info.memory_ids, "the blob file is missing")
             raise InvalidState(f"the blob file of activation memory {kv_id[:12]} is missing; recompile it")
-        data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != info.id:
-            raise InvalidState(f"the blob of activation memory {kv_id[:12]} is corrupt (sha256 mismatch)")
-        prefix = runtime.load_prefix(data, token_ids)
+        if info.id not in self._verified:  # once per process: the file is content-addressed
+            if sha256_file(path) != info.id:
+                raise InvalidState(f"the blob of activation memory {kv_id[:12]} is corrupt (sha256 mismatch)")
+            self._verified.add(info.id)
+        prefix = runtime.load_prefix(path, token_ids)  # memory-mapped where the runtime can
         with self._lock:
             self._loaded[key] = prefix
             while len(self._loaded) > 4:
@@ -452,6 +454,7 @@ class ActivationMemory:
             self._delete_row(s, row)
 
     def _unlink(self, sha: str) -> None:
+        self._verified.discard(sha)
         path = self.blob_path(sha)
         path.unlink(missing_ok=True)
 

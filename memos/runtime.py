@@ -305,8 +305,9 @@ class Runtime(Protocol):
         """Prefill ``token_ids`` and return the KV cache as a safetensors file (bytes)."""
         ...
 
-    def load_prefix(self, data: bytes, token_ids: Sequence[int]) -> KVPrefix:
-        """A prefix from :meth:`build_prefix`'s bytes, for ``complete(prefix=…)``."""
+    def load_prefix(self, data: bytes | Path, token_ids: Sequence[int]) -> KVPrefix:
+        """A prefix from :meth:`build_prefix`'s bytes (or the file they were written to),
+        for ``complete(prefix=…)``."""
         ...
 
     def load_adapter(self, path: Path) -> Any:

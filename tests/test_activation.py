@@ -52,6 +52,25 @@ def test_transformers_prefix_logits_equal_plain_prefill(which: str, n_prefix: in
     assert a == b and a
 
 
+def test_a_prefix_loaded_from_its_file_is_mapped_and_exact(hf_runtime: Any, tmp_path: Path) -> None:
+    """Loading from the file memory-maps it (tensors view the mapping, no copy); the logits
+    equal those from the bytes, and using the prefix never writes to the file."""
+    rt = hf_runtime
+    ids = rt.tokenize(_text(40))
+    data = rt.build_prefix(ids[:200])
+    path = tmp_path / "kv.safetensors"
+    path.write_bytes(data)
+    mapped = rt.load_prefix(path, ids[:200])
+    from_bytes = rt.load_prefix(data, ids[:200])
+    assert float((rt.next_logits(ids[:230], mapped) - rt.next_logits(ids[:230], from_bytes)).abs().max()) == 0.0
+    assert rt.complete(ids[:230], GenerationParams(max_tokens=8), prefix=mapped).read()
+    assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(data).digest()
+    truncated = tmp_path / "short.safetensors"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InvalidInput):
+        rt.load_prefix(truncated, ids[:200])
+
+
 @pytest.mark.parametrize("which", ["llama_runtime", "gemma_llama"])
 def test_llama_cpp_restored_state_continues_identically(which: str, request: pytest.FixtureRequest) -> None:
     rt = request.getfixturevalue(which)

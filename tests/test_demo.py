@@ -23,5 +23,8 @@ def test_demo_tour(tmp_path: Path) -> None:
     assert "compiled" in text and "with activation memory" in text and "prefix not used" not in text
     timings = result["timings"]
     assert timings["chat TTFT activation memory (ms)"] > 0 and timings["chat TTFT plain prefill (ms)"] > 0
+    # parametric memory: a handful of facts consolidated, then asked with retrieval off
+    assert "facts consolidated into a LoRA adapter" in text and "held-out recall" in text
+    assert "with the adapter" in text and timings["consolidate (s)"] > 0
     assert "imported cube 'personal'" in text
     assert result["stats"]["memories"] > 50

@@ -226,7 +226,7 @@ def test_several_cubes_stack_their_active_adapters(trained: dict[str, Any], hf_r
     mid = mos.add(text="The user's boss Karo drives a Trabant", type="fact", user_id="sam", cube_id=other,
                   extract=False).memories[0].id  # fmt: skip
     second = mos.parametric.consolidate(other, user_id="sam", memory_ids=[mid], runtime=hf_runtime,
-                                        config={**FAST, "epochs": 2, "min_epochs": 2})  # fmt: skip
+                                        config={**FAST, "epochs": 4, "min_epochs": 4})  # fmt: skip
     assert second.state in ("active", "rejected")
     if second.state != "active":
         pytest.skip("the one-fact adapter did not pass its gate")
@@ -265,20 +265,47 @@ def test_activate_deactivate_and_permissions(trained: dict[str, Any], hf_runtime
 
 
 @pytest.mark.slow
-def test_cli_lists_and_shows_adapters(trained: dict[str, Any]) -> None:
+def test_cli_lists_and_shows_adapters(trained: dict[str, Any], embedder: Any) -> None:
+    from memos.core import MemOS
+
     info = trained["info"]
-    env = {**os.environ, "MEMOS_HOME": str(trained["home"]), "HF_HUB_OFFLINE": "1"}
-    run = [sys.executable, "-m", "memos.cli", "--user", "sam", "--json"]
-    out = subprocess.run([*run, "parametric", "list", "--cube", "personal"], capture_output=True, text=True, env=env,
-                         timeout=120)  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    listed = json.loads(out.stdout)
-    assert info.id in [i["id"] for i in listed]
-    out = subprocess.run([*run, "parametric", "show", info.id[:12]], capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0 and json.loads(out.stdout)["evaluation"]["n_heldout"] == len(FACTS)
-    out = subprocess.run([*run, "parametric", "activate", "nonexistent"], capture_output=True, text=True, env=env,
-                         timeout=120)  # fmt: skip
-    assert out.returncode != 0 and "no adapter" in out.stderr and "Traceback" not in out.stderr
+    trained["mos"].close()  # an embedded home serves one process at a time
+    try:
+        env = {**os.environ, "MEMOS_HOME": str(trained["home"]), "HF_HUB_OFFLINE": "1"}
+        run = [sys.executable, "-m", "memos.cli", "--user", "sam", "--json"]
+        out = subprocess.run([*run, "parametric", "list", "--cube", "personal"], capture_output=True, text=True,
+                             env=env, timeout=120)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert info.id in [i["id"] for i in json.loads(out.stdout)]
+        out = subprocess.run([*run, "parametric", "show", info.id[:12]], capture_output=True, text=True, env=env,
+                             timeout=120)  # fmt: skip
+        assert out.returncode == 0 and json.loads(out.stdout)["evaluation"]["n_heldout"] == len(FACTS)
+        out = subprocess.run([*run, "parametric", "activate", "nonexistent"], capture_output=True, text=True,
+                             env=env, timeout=120)  # fmt: skip
+        assert out.returncode != 0 and "no adapter" in out.stderr and "Traceback" not in out.stderr
+    finally:
+        trained["mos"] = MemOS(home=trained["home"], embedder=embedder, clock=Clock())
+
+
+@pytest.mark.slow
+def test_cli_consolidates(tmp_path: Path) -> None:
+    env = {**os.environ, "MEMOS_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
+
+    def memos(*args: str) -> Any:
+        out = subprocess.run([sys.executable, "-m", "memos.cli", "--json", *args], capture_output=True, text=True,
+                             env=env, timeout=600)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout) if out.stdout.strip() else None
+
+    memos("init")
+    added = memos("add", "The user's cousin Vela lives in Ushuaia", "--type", "fact")
+    mid = added["memories"][0]["id"] if isinstance(added, dict) else added[0]["id"]
+    info = memos("parametric", "consolidate", "--memory", mid, "--epochs", "1", "--rank", "8")
+    assert info["state"] in ("active", "rejected") and info["evaluation"]["n_heldout"] == 1
+    assert info["hyper"]["rank"] == 8 and info["hyper"]["alpha"] == 16 and info["memories"][0]["id"] == mid
+    assert [i["id"] for i in memos("parametric", "list")] == [info["id"]]
+    memos("parametric", "drop", info["id"])
+    assert memos("parametric", "list") == []
 
 
 # --------------------------------------------------------------------------- gate, cancel, erasure (own homes)
@@ -337,7 +364,7 @@ def test_purge_retires_the_adapter_and_queues_a_retrain(small: tuple[Any, str, l
     mos, cube, ids = small
     mos.settings.parametric = mos.settings.parametric.model_copy(update={"max_ppl_increase": 100.0})
     info = mos.parametric.consolidate(cube, user_id="sam", memory_ids=ids, runtime=hf_runtime,
-                                      config={**FAST, "epochs": 2, "min_epochs": 2})  # fmt: skip
+                                      config={**FAST, "epochs": 4, "min_epochs": 4})  # fmt: skip
     assert info.state == "active"
     files = [mos.parametric.blob_path(info.id), mos.parametric.blob_path(info.gguf["sha256"], ".gguf")]
     assert all(p.is_file() for p in files)

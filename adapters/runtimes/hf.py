@@ -167,10 +167,20 @@ class TransformersRuntime(LocalRuntime):
         }
         return bytes(save(tensors, metadata=meta))
 
-    def load_prefix(self, data: bytes, token_ids: Sequence[int]) -> HFPrefix:
+    def load_prefix(self, data: bytes | Path, token_ids: Sequence[int]) -> HFPrefix:
+        """A prefix from :meth:`build_prefix`'s bytes, or from its file: a file is memory-mapped
+        and the tensors are views of the mapping (no copy; a private mapping, so nothing can
+        write through to the file)."""
+        import mmap
+
         from safetensors.torch import load
 
-        meta = self._kv_metadata(data, KV_FORMAT)
+        buf: Any = data
+        if isinstance(data, (str, Path)):
+            with open(data, "rb") as fh:
+                buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
+        n_header = int.from_bytes(bytes(buf[:8]), "little") if len(buf) >= 8 else 0
+        meta = self._kv_metadata(bytes(buf[: 8 + n_header]), KV_FORMAT)
         ids = tuple(int(x) for x in token_ids)
         if int(meta["n_tokens"]) != len(ids):
             raise InvalidInput("the KV prefix and its token ids disagree in length")
@@ -181,9 +191,29 @@ class TransformersRuntime(LocalRuntime):
         expected = [type(layer).__name__ for layer in fresh.layers]
         if expected and expected != [layer["class"] for layer in layers]:
             raise FingerprintMismatch("the KV prefix's cache layers do not match this model's")
-        tensors = load(data)
+        tensors = load(buf) if isinstance(buf, bytes) else self._mapped_tensors(buf, n_header)
         kv = [(tensors[f"k.{i}"].to(self.device), tensors[f"v.{i}"].to(self.device)) for i in range(len(layers))]
         return HFPrefix(ids, kv, [int(layer["seq"]) for layer in layers])
+
+    def _mapped_tensors(self, buf: Any, n_header: int) -> dict[str, Any]:
+        """Tensors viewing a memory-mapped safetensors file."""
+        torch = self._torch
+        dtypes = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+        header = json.loads(bytes(buf[8 : 8 + n_header]))
+        out: dict[str, Any] = {}
+        for name, entry in header.items():
+            if name == "__metadata__":
+                continue
+            if entry["dtype"] not in dtypes:
+                raise InvalidInput(f"KV tensor {name} has an unexpected dtype {entry['dtype']}")
+            dtype = dtypes[entry["dtype"]]
+            start, end = entry["data_offsets"]
+            size = torch.empty((), dtype=dtype).element_size()
+            if end > len(buf) - 8 - n_header or (end - start) % size:
+                raise InvalidInput("the KV prefix file is truncated")
+            flat = torch.frombuffer(buf, dtype=dtype, count=(end - start) // size, offset=8 + n_header + start)
+            out[name] = flat.view(entry["shape"])
+        return out
 
     # ------------------------------------------------------------------ LoRA adapters
     def load_adapter(self, path: Path) -> HFAdapter:

@@ -174,9 +174,11 @@ class LlamaCppRuntime(LocalRuntime):
         meta = {"format": KV_FORMAT, "fingerprint": self._fingerprint.key, "n_tokens": str(len(ids))}
         return bytes(save({"state": state, "token_ids": np.asarray(ids, dtype=np.int32)}, metadata=meta))
 
-    def load_prefix(self, data: bytes, token_ids: Sequence[int]) -> LlamaPrefix:
+    def load_prefix(self, data: bytes | Path, token_ids: Sequence[int]) -> LlamaPrefix:
         from safetensors.numpy import load
 
+        if isinstance(data, (str, Path)):
+            data = Path(data).read_bytes()  # llama.cpp restores its state from one buffer anyway
         self._kv_metadata(data, KV_FORMAT)  # the format and the fingerprint
         tensors = load(data)
         ids = tuple(int(x) for x in token_ids)

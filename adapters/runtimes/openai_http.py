@@ -158,7 +158,7 @@ class OpenAIRuntime(RuntimeIdentity):
     def build_prefix(self, token_ids: Sequence[int]) -> bytes:
         raise InvalidState("the openai runtime carries plaintext memory only: no KV prefix")
 
-    def load_prefix(self, data: bytes, token_ids: Sequence[int]) -> Any:
+    def load_prefix(self, data: Any, token_ids: Sequence[int]) -> Any:
         raise InvalidState("the openai runtime carries plaintext memory only: no KV prefix")
 
     def load_adapter(self, path: Any) -> Any:

@@ -92,7 +92,7 @@ def bench_activation(
                         if reset is not None:
                             reset()
                         t0 = time.perf_counter()
-                        prefix = rt.load_prefix(blob.read_bytes(), prefix_ids)
+                        prefix = rt.load_prefix(blob, prefix_ids)  # from the file, as chat does
                         loaded = (time.perf_counter() - t0) * 1000
                         g = rt.complete(full, one, prefix=prefix)
                         g.read()

@@ -68,8 +68,7 @@ __all__ = ["AdapterInfo", "Evaluation", "ParametricMemory", "TrainConfig", "KIND
 class Evaluation(BaseModel):
     recall_base: float = Field(description="held-out exact-match recall of the base model")
     recall_adapter: float = Field(description="the same with the adapter")
-    recall_seen_base: float = Field(description="recall on one trained phrasing per fact, base model")
-    recall_seen_adapter: float
+    recall_seen_adapter: float = Field(description="recall on one trained phrasing per fact, with the adapter")
     ppl_base: float = Field(description="perplexity of the general text, base model")
     ppl_adapter: float
     ppl_ratio: float
@@ -278,13 +277,12 @@ class ParametricMemory:
         r_adapter, r_seen = recall(heldout), recall(list(seen.values()))
         p_adapter = perplexity(model, rt, text, device)
         with model.disable_adapter():
-            r_base, r_seen_base = recall(heldout), recall(list(seen.values()))
+            r_base = recall(heldout)
             p_base = perplexity(model, rt, text, device)
         ratio = p_adapter / p_base
         reasons = gate(r_base, r_adapter, len(heldout), ratio, settings.max_ppl_increase)
         return Evaluation(
-            recall_base=round(r_base, 4), recall_adapter=round(r_adapter, 4), recall_seen_base=round(r_seen_base, 4),
-            recall_seen_adapter=round(r_seen, 4), ppl_base=round(p_base, 4), ppl_adapter=round(p_adapter, 4),
+            recall_base=round(r_base, 4), recall_adapter=round(r_adapter, 4), recall_seen_adapter=round(r_seen, 4), ppl_base=round(p_base, 4), ppl_adapter=round(p_adapter, 4),
             ppl_ratio=round(ratio, 4), n_heldout=len(heldout), passed=not reasons, reasons=reasons,
         )  # fmt: skip
 
@@ -433,7 +431,8 @@ class ParametricMemory:
                 if not inside & wanted or m.get("state") == "retired":
                     continue
                 hit.append(row.sha256)
-                remaining = [x["id"] for x in m.get("memories", []) if x["id"] not in wanted]
+                # a retrain takes every memory still there (an updated one in its new version)
+                remaining = [x["id"] for x in m.get("memories", []) if not (purge and x["id"] in wanted)]
                 if purge:
                     self._unlink(row)
                     m.update(state="retired", reason=reason, gguf=None)
@@ -492,7 +491,12 @@ class ParametricMemory:
                 if state != "active" or version != m["version"]:
                     why = f"memory {m['id']} is {state}" if state != "active" else f"memory {m['id']} changed (v{version})"
                     self.invalidate([m["id"]], why, purge=state == "purged")
-                    info.state, info.reason = ("retired" if state == "purged" else "stale"), why
+                    with self.mos.store.session() as s:
+                        row = s.get(BlobRow, info.id)
+                        fresh = self._info_row(row) if row is not None else None
+                    if fresh is not None:
+                        info.state, info.reason, info.retrain = fresh.state, fresh.reason, fresh.retrain
+                        info.memories, info.gguf = fresh.memories, fresh.gguf
                     break
 
     def delete_cube_blobs(self, s: Any, cube_id: str) -> None:

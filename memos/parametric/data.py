@@ -213,8 +213,9 @@ def examples_for(memory_id: str, text: str, user_name: str | None = None, *, hel
     for prompt in _recall_prompts(fact, user_name):
         out.append(Example(memory_id, "recall", prompt, said, "train", fact.obj))
     questions: list[str] = []
-    for form in _forms(fact, user_name):
-        for q in rel.questions:
+    for n, form in enumerate(_forms(fact, user_name)):
+        # every phrasing as the user asks ("my sister Mira"), two by name ("Sam's sister Mira")
+        for q in rel.questions if n == 0 else rel.questions[:2]:
             question = q.format(k=fact.kind, **form)
             questions.append(question[0].upper() + question[1:])
     questions = list(dict.fromkeys(questions))

@@ -42,15 +42,16 @@ class TrainConfig:
     warmup_steps: int = 10
     seed: int = 0
     patience: int = 2  # epochs without a better held-out recall before stopping
-    min_epochs: int = 3
+    min_epochs: int = 2
     eval_every: int = 1
     max_new_tokens: int = 24
     probe_size: int = 48  # held-out questions asked after each epoch for early stopping
     # anchoring: per step, this many windows of a general text (replay_text.txt, not the
     # gate's text) are pulled towards the base model's own predictions (KL divergence), so
     # the adapter changes what it must and little else
-    replay: int = 0
+    replay: int = 4
     replay_weight: float = 1.0
+    statements: bool = True  # also train on each memory's text itself (language-model loss)
     device: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
@@ -165,7 +166,11 @@ class Trainer:
 
         cfg = self.config
         model, device = self._model()
-        train = [encode(self.runtime, e, self.system_prompt) for e in examples if e.split == "train"]
+        train = [
+            encode(self.runtime, e, self.system_prompt)
+            for e in examples
+            if e.split == "train" and (cfg.statements or e.form != "statement")
+        ]
         heldout = [e for e in examples if e.split == "heldout" and e.obj]
         # early stopping watches a sample of the held-out questions (the gate asks them all)
         probe = random.Random(cfg.seed).sample(heldout, min(len(heldout), cfg.probe_size))
@@ -282,9 +287,10 @@ class Trainer:
         return float(loss.detach())
 
 
-def _windows(runtime: Any, text: str, size: int) -> list[list[int]]:
+def _windows(runtime: Any, text: str, size: int, stride: int = 8) -> list[list[int]]:
+    """Overlapping windows of ``text``: many different contexts to anchor, not a few."""
     ids = runtime.tokenize(text)
-    return [ids[i : i + size] for i in range(0, len(ids) - size + 1, size)]
+    return [ids[i : i + size] for i in range(0, len(ids) - size + 1, stride)]
 
 
 def _decoder_and_head(model: Any) -> tuple[Any, Any]:
