@@ -95,16 +95,16 @@ def test_config_template_lists_the_defaults() -> None:
     settings = [
         line[2:]
         for line in text.splitlines()
-        if re.match(r"^# (\w+ = |\[(search|runtime|chat)\]$)", line) and "(not set)" not in line
+        if re.match(r"^# (\w+ = |\[(search|runtime|chat|parametric)\]$)", line) and "(not set)" not in line
     ]
     values = tomllib.loads("\n".join(settings))
     defaults = Settings(home=Path("/tmp")).model_dump(mode="json")
     assert values["search"] == defaults["search"]
     assert len(values) > 5
-    for table in ("runtime", "chat"):  # settings that are not set by default are left out
+    for table in ("runtime", "chat", "parametric"):  # settings that are not set by default are left out
         assert values[table] == {k: v for k, v in defaults[table].items() if v is not None}, table
     for key, value in values.items():
-        if key not in ("runtime", "chat"):
+        if key not in ("runtime", "chat", "parametric"):
             assert value == defaults[key], key
 
 

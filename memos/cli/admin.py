@@ -44,7 +44,7 @@ def config_template() -> str:
     """A ``config.toml`` listing every setting at its default, all commented out."""
     from pydantic import BaseModel
 
-    from memos.config import ChatSettings, RuntimeSettings, SearchSettings, Settings
+    from memos.config import ChatSettings, ParametricSettings, RuntimeSettings, SearchSettings, Settings
 
     lines = [
         "# memos configuration. Every line is commented out, so the defaults apply.",
@@ -52,7 +52,9 @@ def config_template() -> str:
         "# [search] rrf_k) > this file > defaults. `memos config show` prints the result.",
         "",
     ]
-    tables: dict[str, type[BaseModel]] = {"search": SearchSettings, "runtime": RuntimeSettings, "chat": ChatSettings}
+    tables: dict[str, type[BaseModel]] = {
+        "search": SearchSettings, "runtime": RuntimeSettings, "chat": ChatSettings, "parametric": ParametricSettings,
+    }  # fmt: skip
     for name, field in Settings.model_fields.items():
         if name != "home" and name not in tables:
             lines += _setting_lines(name, field)
