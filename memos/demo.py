@@ -233,7 +233,7 @@ def chat_step(mos: MemOS, cube_id: str, console: Console, timings: dict[str, flo
     parametric_step(mos, cube_id, console, timings)
 
 
-DEMO_TRAINING = {"epochs": 6, "batch_size": 8, "rank": 16, "alpha": 32, "probe_size": 8}
+DEMO_TRAINING = {"epochs": 3, "batch_size": 8, "rank": 16, "alpha": 32, "probe_size": 8}
 
 
 def parametric_step(mos: MemOS, cube_id: str, console: Console, timings: dict[str, float]) -> None:
@@ -263,7 +263,7 @@ def parametric_step(mos: MemOS, cube_id: str, console: Console, timings: dict[st
     question = f"Where does {who} live?" if fact.relation == "lives_in" else f"What do you remember about {who}?"
     for label, parametric in (("base model", False), ("with the adapter", True)):
         res = mos.chat(question, user_id="alice", cube_ids=[cube_id], memories=0, max_tokens=32, write_back=False,
-                       parametric=parametric)  # fmt: skip
+                       parametric=parametric, activation=False)  # fmt: skip
         applied = f"adapter {res.parametric[0]['id'][:12]}" if res.parametric else "no adapter"
         console.print(f"  [bold]{label}[/] [dim](retrieval off, {applied})[/] alice: {question}\n    model: {res.answer}")
 
