@@ -98,6 +98,19 @@ def memory_text(m: MemoryItem) -> str:
     return f"- {date}{who}{m.text.strip()}"
 
 
+def write_blob(path: Path, data: bytes) -> Path:
+    """Write a content-addressed blob once, atomically (temp file, fsync, rename)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.partial")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    return path
+
+
 def memories_block(system_prompt: str, lines: Sequence[str]) -> str:
     """The system message's content: the prompt, then the memories, one per line."""
     if not lines:
@@ -263,15 +276,7 @@ class ActivationMemory:
 
     def _write_blob(self, data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()
-        path = self.blob_path(sha)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.partial")
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            tmp.replace(path)
+        write_blob(self.blob_path(sha), data)
         return sha
 
     # ------------------------------------------------------------------ read

@@ -37,7 +37,6 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
-import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -312,16 +311,9 @@ class ParametricMemory:
         return {"sha256": sha, "bytes": len(data)}
 
     def _write(self, sha: str, suffix: str, data: bytes) -> Path:
-        path = self.blob_path(sha, suffix)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.partial")
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            tmp.replace(path)
-        return path
+        from memos.activation import write_blob
+
+        return write_blob(self.blob_path(sha, suffix), data)
 
     # ------------------------------------------------------------------ read and manage
     def list(self, cube_id: str, *, user_id: str) -> builtins.list[AdapterInfo]:
