@@ -71,6 +71,25 @@ def test_a_prefix_loaded_from_its_file_is_mapped_and_exact(hf_runtime: Any, tmp_
         rt.load_prefix(truncated, ids[:200])
 
 
+
+@pytest.mark.parametrize("which", ["hf_runtime", "gemma_hf"])
+def test_in_kernel_grouped_query_attention_equals_transformers_sdpa(which: str, request: pytest.FixtureRequest) -> None:
+    """The runtime's attention (grouped-query heads read in place, no ``repeat_kv`` copy)
+    gives the logits of transformers' own SDPA implementation, with and without a prefix
+    (the masked case that made transformers copy the prefix's heads)."""
+    rt = request.getfixturevalue(which)
+    assert rt.model.config._attn_implementation == "memos_sdpa"
+    ids = rt.tokenize(_text(40))
+    prefix = rt.load_prefix(rt.build_prefix(ids[:300]), ids[:300])
+    ours = (rt.next_logits(ids[:330]), rt.next_logits(ids[:330], prefix))
+    rt.model.set_attn_implementation("sdpa")
+    try:
+        theirs = (rt.next_logits(ids[:330]), rt.next_logits(ids[:330], prefix))
+    finally:
+        rt.model.set_attn_implementation("memos_sdpa")
+    for a, b in zip(ours, theirs, strict=True):
+        assert float((a - b).abs().max()) <= 1e-4
+
 @pytest.mark.parametrize("which", ["llama_runtime", "gemma_llama"])
 def test_llama_cpp_restored_state_continues_identically(which: str, request: pytest.FixtureRequest) -> None:
     rt = request.getfixturevalue(which)

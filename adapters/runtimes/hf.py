@@ -53,6 +53,60 @@ class HFPrefix:
     seq: list[int]
 
 
+ATTENTION = "memos_sdpa"
+
+
+def _register_attention() -> str:
+    """Register :func:`_sdpa_gqa` with transformers (idempotent) and return its name."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(ATTENTION, _sdpa_gqa)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, sdpa_mask)
+    return ATTENTION
+
+
+def _sdpa_gqa(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs: Any,
+) -> tuple[Any, None]:
+    """transformers' SDPA attention, except that on the CPU grouped-query attention runs inside
+    the kernel (``enable_gqa``) even under a mask.
+
+    transformers copies every key/value head ``n_groups`` times (``repeat_kv``) whenever a mask
+    is present, which is always the case when new tokens follow a cache: for SmolLM2 (9 query
+    heads over 3 KV heads) a question after a 2k-token KV prefix spent a fifth of its time
+    copying the prefix's keys and values. torch's CPU kernel reads the shared heads in place.
+    Anything else (CUDA, position biases, soft-capping, paged caches) goes to transformers'
+    own implementation unchanged.
+    """
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    groups = int(getattr(module, "num_key_value_groups", 1))
+    special = any(kwargs.get(k) is not None for k in ("position_bias", "softcap", "cache")) or kwargs.get(
+        "output_attentions", False
+    )
+    if query.device.type != "cpu" or groups == 1 or special:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs)
+    q_length = query.shape[2]
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    causal = bool(q_length > 1 and attention_mask is None and causal)
+    if causal and key.shape[2] > q_length:  # an empty static cache: attend to the filled part only
+        key, value = key[:, :, :q_length], value[:, :, :q_length]
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling, is_causal=causal, enable_gqa=True
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
 class TransformersRuntime(LocalRuntime):
     name = "transformers"
 
@@ -88,7 +142,7 @@ class TransformersRuntime(LocalRuntime):
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
             self.model = AutoModelForCausalLM.from_pretrained(
-                str(self.path), dtype=getattr(torch, dtype)
+                str(self.path), dtype=getattr(torch, dtype), attn_implementation=_register_attention()
             ).to(device)  # type: ignore[arg-type]
         except Exception as exc:  # noqa: BLE001 - any loader failure becomes one typed error
             raise ModelError(f"could not load {model!r} from {self.path}: {exc}") from exc
