@@ -174,6 +174,7 @@ class ActivationMemory:
             raise InvalidInput(f"token_budget must be an integer from 16 to {rt.context_length - 1}")
         if not isinstance(name, str) or not name.strip() or len(name) > 64:
             raise InvalidInput("name must be a non-empty string of at most 64 characters")
+        mos.access.flush()  # the selectors order by hits
         with mos.store.session() as s:
             mos._require(s, cube_id, user_id, _WRITE)
             owner_name = mos.get_user(user_id).name

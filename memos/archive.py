@@ -184,6 +184,7 @@ def export_cube(mos: MemOS, cube_id: str, path: Path, *, user_id: str) -> Path:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        mos.access.flush()
         with mos.store.session() as s, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
             mos._require(s, cube_id, user_id, _READ)
             cube = s.get(CubeRow, cube_id)

@@ -61,6 +61,13 @@ class SearchSettings(BaseModel):
     context_weight: float = Field(
         0.4, ge=0, description="share of the best nearby turn's score a turn gains (0: off)"
     )
+    access_flush_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=3600,
+        description="search hits (hits, last_accessed) are counted in memory and written at most this "
+        "often, and before any read that returns them; 0 writes on every search",
+    )
 
 
 class RuntimeSettings(BaseModel):

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from memos.access import AccessStats
 from memos.chat import ChatOps
 from memos.config import Settings, load_settings
 from memos.errors import AlreadyExists, InvalidInput, NotFound
@@ -94,6 +95,7 @@ class MemOS(ChatOps, MemoryOps):
             from memos.retrieval import Retriever
 
             self.indexer = Indexer(self.store, self.index, self.embedder)
+            self.access = AccessStats(self.store, self.clock, self.settings.search.access_flush_seconds)
             self.graphs = GraphCache(self.store)
             self.retriever = Retriever(
                 self.store, self.index, self.embedder, self.graphs, self.settings.search
@@ -132,6 +134,7 @@ class MemOS(ChatOps, MemoryOps):
         self._closed = True
         try:
             self.close_runtimes()
+            self.access.flush(strict=False)
             self.index.flush()
             self.index.close()
             if self._lock is not None:

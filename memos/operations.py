@@ -46,6 +46,7 @@ from memos.storage.relational.models import (
 from memos.types import AddResult, History, MemoryItem, MemoryState, MemoryType, Page, Role, SearchHit
 
 if TYPE_CHECKING:
+    from memos.access import AccessStats
     from memos.extract import Extractor
     from memos.graph import GraphCache
     from memos.indexer import Indexer
@@ -69,6 +70,7 @@ class MemoryOps:
     indexer: Indexer
     graphs: GraphCache
     retriever: Retriever
+    access: AccessStats
     extractor: Extractor | None
     _write_lock: threading.RLock
     _failures: int = 0
@@ -460,17 +462,13 @@ class MemoryOps:
         return hits
 
     def _touch(self, ids: builtins.list[str]) -> None:
-        """Access statistics: bump hits and last_accessed (not a new version)."""
-        with self.store.session() as s:
-            s.execute(
-                update(MemoryRow)
-                .where(MemoryRow.id.in_(ids))
-                .values(hits=MemoryRow.hits + 1, last_accessed=self.clock())
-                .execution_options(synchronize_session=False)
-            )
+        """Access statistics: bump hits and last_accessed (not a new version), in batches
+        (:mod:`memos.access`)."""
+        self.access.record(ids)
 
     # ------------------------------------------------------------------ read
     def get(self, memory_id: str, *, user_id: str) -> MemoryItem:
+        self.access.flush()
         with self.store.session() as s:
             return memory_from_row(self._memory(s, memory_id, user_id, _READ))
 
@@ -497,6 +495,7 @@ class MemoryOps:
                 f"unknown state in {list(states or [])}; known: {', '.join(MemoryState)}"
             ) from exc
         flt = build_filter([cube_id], filters, None)
+        self.access.flush()
         with self.store.session() as s:
             self._require(s, cube_id, user_id, _READ)
             stmt = select(MemoryRow).where(MemoryRow.cube_id == cube_id)

@@ -77,6 +77,45 @@ def test_search_returns_scored_explained_hits(alice: tuple[Any, str]) -> None:
     assert mos.get(hits[0].memory.id, user_id="alice").hits == 1
 
 
+def test_search_hits_are_written_in_batches_and_before_reads(make_mos: Any, tmp_path: Any) -> None:
+    """Access statistics are counted in memory and written in one batch: not per search, but
+    before a read that returns them and on close (nothing counted is lost)."""
+    from sqlalchemy import select
+
+    from memos.storage.relational.models import MemoryRow
+
+    home = tmp_path / "batched"
+    mos = make_mos(home, search={"access_flush_seconds": 3600})
+    mos.add_user("alice")
+    cube = mos.create_cube("alice", "personal").id
+    mid = mos.add(text="Alice is allergic to peanuts", user_id="alice", cube_id=cube).memories[0].id
+
+    def stored_hits() -> int:
+        with mos.store.session() as s:
+            return int(s.scalar(select(MemoryRow.hits).where(MemoryRow.id == mid)) or 0)
+
+    for _ in range(3):
+        assert mos.search("peanut allergy", user_id="alice")[0].memory.id == mid
+    assert stored_hits() == 0 and mos.access.pending == 1  # counted, not yet written
+    item = mos.get(mid, user_id="alice")  # a read that returns them writes them first
+    assert item.hits == 3 and item.last_accessed is not None and stored_hits() == 3
+    mos.search("peanut allergy", user_id="alice")
+    assert mos.list_memories(user_id="alice", cube_id=cube).items[0].hits == 4
+    mos.search("peanut allergy", user_id="alice")
+    mos.close()  # written on close
+    again = make_mos(home)
+    assert again.get(mid, user_id="alice").hits == 5
+    # 0 seconds: every search writes at once
+    now = make_mos(tmp_path / "eager", search={"access_flush_seconds": 0})
+    now.add_user("bob")
+    c2 = now.create_cube("bob", "c").id
+    m2 = now.add(text="Bob plays the cello", user_id="bob", cube_id=c2).memories[0].id
+    now.search("cello", user_id="bob")
+    assert now.access.pending == 0
+    with now.store.session() as s:
+        assert s.scalar(select(MemoryRow.hits).where(MemoryRow.id == m2)) == 1
+
+
 def test_search_filters_and_time_range(alice: tuple[Any, str]) -> None:
     mos, cube = alice
     mos.add(messages=CHAT, user_id="alice", cube_id=cube, session_id="s1")

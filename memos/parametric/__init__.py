@@ -149,6 +149,7 @@ class ParametricMemory:
         if not isinstance(name, str) or not name.strip() or len(name) > 64:
             raise InvalidInput("name must be a non-empty string of at most 64 characters")
         cfg = self._config(config)
+        mos.access.flush()  # the selectors order by hits
         with mos.store.session() as s:
             mos._require(s, cube_id, user_id, _WRITE)
             owner_name = mos.get_user(user_id).name
