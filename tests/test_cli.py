@@ -287,6 +287,28 @@ def test_import_chat_jsonl(home: Path, tmp_path: Path) -> None:
     assert {m["provenance"]["session_id"] for m in page["items"]} == {"lesson"}
 
 
+def test_import_chat_with_deferred_extraction_then_extract(home: Path, tmp_path: Path) -> None:
+    """A bulk import stores and indexes at once and queues extraction; `memos extract` runs it."""
+    log = tmp_path / "bulk.jsonl"
+    lines = [
+        {"role": "user", "name": "Erin", "content": "My brother Tomas lives in Porto.", "id": "b1"},
+        {"role": "assistant", "content": "Porto is lovely in spring.", "id": "b2"},
+    ]
+    log.write_text("\n".join(json.dumps(x) for x in lines) + "\n", encoding="utf-8")
+    ok(cli(home, "cube", "create", "bulk"))
+    summary = cli_json(home, "import-chat", str(log), "--cube", "bulk", "--defer-extraction")
+    assert (summary["added"], summary["derived"]) == (2, 0)
+    assert cli_json(home, "stats")["extraction_pending"] == 2
+    assert cli_json(home, "list", "--cube", "bulk", "--type", "fact")["total"] == 0
+    done = cli_json(home, "extract", "--cube", "bulk")
+    assert (done["extracted"], done["pending"]) == (2, 0)
+    facts = cli_json(home, "list", "--cube", "bulk", "--type", "fact")["items"]
+    assert any("Porto" in f["text"] for f in facts)
+    assert cli_json(home, "extract")["extracted"] == 0  # nothing left: a no-op
+    bad = cli(home, "extract", "--cube", "no-such-cube")
+    assert bad.exit_code != 0 and "no-such-cube" in bad.output
+
+
 @slow
 def test_import_chat_sessions(home: Path, tmp_path: Path) -> None:
     log = tmp_path / "conversation.json"

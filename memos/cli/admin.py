@@ -312,6 +312,42 @@ def reindex(
 
 
 @app.command(rich_help_panel=PANEL_ADMIN)
+def extract(
+    ctx: typer.Context,
+    cube: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cube",
+            "-c",
+            help="Cube id or name (repeatable). Default: every cube you may write.",
+            show_default=False,
+        ),
+    ] = None,
+    all_cubes: Annotated[
+        bool, typer.Option("--all", help="Every cube of the home (the home's operator).")
+    ] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Memories per transaction.")] = 2000,
+) -> None:
+    """Run the extraction queued by bulk imports (``import-chat --defer-extraction``).
+
+    Entities, relations and facts are derived in the order the memories were added; memories
+    deleted or purged meanwhile are skipped. Safe to interrupt: what is done stays done and
+    the rest stays queued."""
+    state = get_state(ctx)
+    with open_memos(state) as mos:
+        user = None if all_cubes else state.user
+        cube_ids = [mos.resolve_cube(state.user, c) for c in cube] if cube else None
+        with stderr_console().status("extracting…"):
+            done = mos.run_deferred_extraction(user_id=user, cube_ids=cube_ids, batch=batch_size)
+        left = mos.stats(user_id=user).get("extraction_pending", 0)
+    emit(
+        state,
+        {"extracted": done, "pending": left, "cube_ids": cube_ids},
+        lambda console: console.print(f"[green]extracted[/green] {done} memories; {left} still queued"),
+    )
+
+
+@app.command(rich_help_panel=PANEL_ADMIN)
 def demo(
     ctx: typer.Context,
     directory: Annotated[

@@ -54,6 +54,13 @@ def import_chat(
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Messages per add call.")] = 100,
+    defer_extraction: Annotated[
+        bool,
+        typer.Option(
+            "--defer-extraction",
+            help="Bulk import: store and index the messages now, queue their extraction for `memos extract`.",
+        ),
+    ] = False,
 ) -> None:
     """Import a chat log (JSON list, JSONL, or {"sessions": […]}) as episodes, session by session.
 
@@ -93,7 +100,13 @@ def import_chat(
                 session_id = s.id if s.id is not None else session
                 progress.update(task, description=f"session {escape(session_id or '-')}")
                 for batch in _batches(s.messages, batch_size):
-                    result = mos.add(batch, user_id=state.user, cube_id=cube_id, session_id=session_id)
+                    result = mos.add(
+                        batch,
+                        user_id=state.user,
+                        cube_id=cube_id,
+                        session_id=session_id,
+                        extract="defer" if defer_extraction else True,
+                    )
                     summary["added"] += len(result.memories)
                     summary["skipped"] += len(batch) - len(result.memories)
                     summary["derived"] += len(result.derived)
