@@ -40,8 +40,26 @@ def lock_home(settings: Settings) -> HomeLock | None:
     return lock
 
 
+#: the embedder backend of a new home when none is configured
+DEFAULT_BACKEND = "torch"
+#: embedder id prefix (as recorded with a home's index) -> backend
+_RECORDED_BACKENDS = {"sentence-transformers": "torch", "onnx-fp32": "onnx", "onnx-int8": "onnx-int8"}
+
+
+def embedder_backend(settings: Settings, store: RelationalStore) -> str:
+    """The backend to embed with: the configured one, else the one the home's index was
+    built with (so a home built with ``onnx-int8`` opens without repeating the setting),
+    else :data:`DEFAULT_BACKEND`."""
+    if settings.embedder_backend is not None:
+        return settings.embedder_backend
+    with store.session() as s:
+        meta = s.get(MetaRow, "index")
+        recorded = str((meta.value or {}).get("embedder", "")) if meta is not None else ""
+    return _RECORDED_BACKENDS.get(recorded.split(":", 1)[0], DEFAULT_BACKEND)
+
+
 def make_embedder(settings: Settings) -> Embedder:
-    if settings.embedder_backend == "torch":
+    if (settings.embedder_backend or DEFAULT_BACKEND) == "torch":
         cls = registry.load("memos.embedders", "sentence_transformers")
         embedder: Embedder = cls(
             settings.embedder,

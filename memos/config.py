@@ -161,10 +161,11 @@ class Settings(BaseSettings):
     vector_collection: str = "memos"
     embedder: str = Field(DEFAULT_EMBEDDER, description="bundled model name or sentence-transformers path")
     embedder_device: str = "cpu"
-    embedder_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
-        "torch",
+    embedder_backend: Literal["torch", "onnx", "onnx-int8"] | None = Field(
+        None,
         description="torch (any model, GPU); onnx (the same vectors, faster on CPU); onnx-int8 (fastest "
-        "on CPU; on LoCoMo within 0.4 point of torch, BENCHMARKS.md; needs the onnx extra)",
+        "on CPU; on LoCoMo within 0.4 point of torch, BENCHMARKS.md; needs the onnx extra). Unset: the "
+        "backend the home's index was built with; torch for a new home",
     )
     embedder_threads: int | None = Field(None, ge=1, description="CPU threads for the embedder")
     embedder_cache_dir: Path | None = Field(None, description="where ONNX exports are cached")

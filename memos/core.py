@@ -89,6 +89,9 @@ class MemOS(ChatOps, MemoryOps):
         self._lock = backends.lock_home(self.settings)
         try:
             self.store = RelationalStore(self.settings.resolved_relational_url)
+            if embedder is None and self.settings.embedder_backend is None:
+                backend = backends.embedder_backend(self.settings, self.store)
+                self.settings = self.settings.model_copy(update={"embedder_backend": backend})
             self.embedder: Embedder = embedder or backends.make_embedder(self.settings)
             self.index: VectorIndex = backends.open_index(self.settings, self.store, self.embedder)
             from memos.indexer import Indexer

@@ -462,6 +462,7 @@ def test_onnx_backend_from_settings(tmp_path: Any) -> None:
     """The configured embedder backend is the one a home opens with, and records its id."""
     pytest.importorskip("onnxruntime")
     from memos.core import MemOS
+    from memos.errors import ConfigError
 
     with MemOS(tmp_path / "onnx-home", embedder_backend="onnx", embedder_cache_dir=tmp_path / "cache") as mos:
         assert mos.embedder.id.startswith("onnx-fp32:")
@@ -469,6 +470,13 @@ def test_onnx_backend_from_settings(tmp_path: Any) -> None:
         cube = mos.create_cube("u", "c").id
         mos.add(text="The lighthouse keeper collects seashells", user_id="u", cube_id=cube)
         assert mos.search("seashells", user_id="u")[0].memory.text.startswith("The lighthouse")
+    # unset, the backend is the one the home's index was built with: it opens as it was
+    with MemOS(tmp_path / "onnx-home", embedder_cache_dir=tmp_path / "cache") as mos:
+        assert mos.embedder.id.startswith("onnx-fp32:") and mos.settings.embedder_backend == "onnx"
+        assert mos.search("seashells", user_id="u")[0].memory.text.startswith("The lighthouse")
+    # another backend, set explicitly, is refused with a clear error (nothing rebuilt silently)
+    with pytest.raises(ConfigError, match="built with onnx-fp32"):
+        MemOS(tmp_path / "onnx-home", embedder_backend="torch")
 
 
 def test_search_over_turns_without_a_session(alice: tuple[Any, str]) -> None:
