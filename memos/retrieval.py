@@ -322,7 +322,7 @@ class Retriever:
             # of a 200-value IN list cost as much as the lookups themselves)
             conn = s.connection()
             mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-            sql = f"SELECT id, state, importance FROM memories WHERE id IN ({', '.join([mark] * len(cached))})"
+            sql = f"SELECT id, state, importance FROM {MemoryRow.__tablename__} WHERE id IN ({', '.join([mark] * len(cached))})"
             for mid, state, importance in conn.exec_driver_sql(sql, tuple(cached)).all():
                 live[mid] = (str(state), float(importance))
         cubes = set(cube_ids)

@@ -15,6 +15,7 @@ from memos.cli.app import (
     PANEL_ADMIN,
     app,
     confirm,
+    cubes_option,
     emit,
     get_state,
     open_memos,
@@ -288,15 +289,7 @@ def stats(
 @app.command(rich_help_panel=PANEL_ADMIN)
 def reindex(
     ctx: typer.Context,
-    cube: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--cube",
-            "-c",
-            help="Cube id or name (repeatable). Default: every cube of the home.",
-            show_default=False,
-        ),
-    ] = None,
+    cube: Annotated[list[str] | None, cubes_option("every cube of the home")] = None,
 ) -> None:
     """Rebuild the vector index from the relational rows (the source of truth)."""
     state = get_state(ctx)
@@ -314,15 +307,7 @@ def reindex(
 @app.command(rich_help_panel=PANEL_ADMIN)
 def extract(
     ctx: typer.Context,
-    cube: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--cube",
-            "-c",
-            help="Cube id or name (repeatable). Default: every cube you may write.",
-            show_default=False,
-        ),
-    ] = None,
+    cube: Annotated[list[str] | None, cubes_option("every cube you may write")] = None,
     all_cubes: Annotated[
         bool, typer.Option("--all", help="Every cube of the home (the home's operator).")
     ] = False,

@@ -176,6 +176,13 @@ def resolve_cube(mos: MemOS, user_id: str, ref: str | None) -> str:
     return mos.resolve_cube(user_id, ref) if ref else default_cube(mos, user_id)
 
 
+def cubes_option(default: str) -> Any:
+    """The repeatable ``--cube``/``-c`` option; ``default`` says what giving none means."""
+    return typer.Option(
+        "--cube", "-c", help=f"Cube id or name (repeatable). Default: {default}.", show_default=False
+    )
+
+
 def parse_pairs(
     pairs: Sequence[str] | None, option: str, *, json_values: bool | Callable[[str], bool]
 ) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from memos.cli.app import (
     PANEL_MEMORIES,
     app,
     confirm,
+    cubes_option,
     emit,
     get_state,
     note,
@@ -160,15 +161,7 @@ def add(
 def search(
     ctx: typer.Context,
     query: Annotated[str, typer.Argument(help="What to look for.", show_default=False)],
-    cube: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--cube",
-            "-c",
-            help="Cube id or name (repeatable). Default: every cube you can read.",
-            show_default=False,
-        ),
-    ] = None,
+    cube: Annotated[list[str] | None, cubes_option("every cube you can read")] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="How many results.")] = 10,
     filter_: FilterOpt = None,
     since: Annotated[
