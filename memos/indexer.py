@@ -20,6 +20,7 @@ from sqlalchemy import bindparam, delete, select, update
 
 from memos import lexical
 from memos.protocols import Embedder, IndexPoint, VectorIndex
+from memos.storage.relational.bulk import execute_many
 from memos.storage.relational.engine import RelationalStore
 from memos.storage.relational.models import IndexTaskRow, MemoryRow
 from memos.turns import previous_turns
@@ -137,8 +138,7 @@ class Indexer:
             .values(index_state="done")
         )
         with self.store.session() as s:
-            res = s.connection().execute(stmt, [{"b_id": r.id, "b_updated": r.updated_at} for r in rows])
-        return int(res.rowcount or 0)
+            return execute_many(s.connection(), stmt, [{"b_id": r.id, "b_updated": r.updated_at} for r in rows])
 
     def _apply_tasks(self) -> None:
         with self.store.session() as s:

@@ -26,6 +26,7 @@ from sqlalchemy import ColumnElement, insert, or_, select
 from sqlalchemy.orm import Session
 
 from memos.extract import Extraction, Relation
+from memos.storage.relational.bulk import execute_many
 from memos.storage.relational.models import (
     AuditRow,
     EdgeRow,
@@ -96,10 +97,10 @@ class KnowledgeWriter:
         self._after = []
         conn = self.s.connection()
         if self._versions:
-            conn.execute(insert(MemoryVersionRow.__table__), self._versions)  # type: ignore[arg-type]
+            execute_many(conn, insert(MemoryVersionRow.__table__), self._versions)  # type: ignore[arg-type]
             self._versions = []
         if self._events:
-            conn.execute(insert(AuditRow.__table__), self._events)  # type: ignore[arg-type]
+            execute_many(conn, insert(AuditRow.__table__), self._events)  # type: ignore[arg-type]
             self._events = []
         self._write_links(pending_links)
         return out

@@ -26,6 +26,7 @@ from memos.ingest import Message, check_metadata, check_tags, check_text, parse_
 from memos.knowledge import Applied, KnowledgeWriter
 from memos.protocols import Embedder, VectorIndex
 from memos.retrieval import Query, build_filter
+from memos.storage.relational.bulk import execute_many
 from memos.storage.relational.engine import RelationalStore
 from memos.storage.relational.models import (
     AclRow,
@@ -236,7 +237,8 @@ class MemoryOps:
                 self._insert_new(s, new_rows, kept if text is None else None, user_id, now)
                 derived: list[MemoryRow] = []
                 if extract == "defer" and self.extractor is not None and new_rows:
-                    s.connection().execute(
+                    execute_many(
+                        s.connection(),
                         insert(ExtractTaskRow.__table__),  # type: ignore[arg-type]
                         [
                             {"memory_id": r.id, "cube_id": cube_id, "actor": user_id, "created_at": now}
@@ -270,14 +272,15 @@ class MemoryOps:
     ) -> None:
         """Insert new memories with their first version, messages and ``add`` events.
 
-        One multi-row statement per table (``executemany``) instead of the unit of work:
+        One many-row statement per table (:func:`execute_many`) instead of the unit of work:
         the rows stay ``pending`` for the indexer, in this same transaction. Messages are
         inserted in order, so their ids keep the order of the conversation."""
         if not rows:
             return
         conn = s.connection()
-        conn.execute(insert(MemoryRow.__table__), [_row_values(r) for r in rows])  # type: ignore[arg-type]
-        conn.execute(
+        execute_many(conn, insert(MemoryRow.__table__), [_row_values(r) for r in rows])  # type: ignore[arg-type]
+        execute_many(
+            conn,
             insert(MemoryVersionRow.__table__),  # type: ignore[arg-type]
             [
                 {
@@ -297,7 +300,8 @@ class MemoryOps:
             ],
         )
         if messages is not None:
-            conn.execute(
+            execute_many(
+                conn,
                 insert(MessageRow.__table__),  # type: ignore[arg-type]
                 [
                     {
@@ -313,7 +317,8 @@ class MemoryOps:
                     for r, m in zip(rows, messages, strict=True)
                 ],
             )
-        conn.execute(
+        execute_many(
+            conn,
             insert(AuditRow.__table__),  # type: ignore[arg-type]
             [
                 {

@@ -265,3 +265,63 @@ def test_cached_candidates_still_follow_the_rows(alice: tuple[Any, str]) -> None
     assert hit.memory.id == dog.id and hit.scores["importance"] == 0.9
     mos.retriever.clear_cache()
     assert mos.search("dog named Bruno", user_id="alice", top_k=3)[0].scores == hit.scores
+
+
+def test_execute_many_stores_exactly_what_sqlalchemy_stores(make_mos: Any) -> None:
+    """The bulk statement helper (own bind processing, values converted once per distinct
+    value) writes the same bytes as ``Connection.execute`` on both backends."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from sqlalchemy import bindparam, insert, text, update
+
+    from memos.storage.relational.bulk import execute_many
+
+    mos = make_mos()
+    now = datetime(2024, 6, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    same_instant = now.astimezone(timezone(timedelta(hours=2)))  # equal, hashes alike
+    rows = [
+        {
+            "ts": ts,
+            "actor": actor,
+            "cube_id": None,
+            "memory_id": f"m{i}",
+            "action": "add",
+            "reason": reason,
+            "details": details,
+        }
+        for i, (ts, actor, reason, details) in enumerate(
+            [
+                (now, "alice", None, {}),
+                (same_instant, "alice", "r", {"k": [1, True, None]}),
+                (now + timedelta(days=1), "bob", None, {"x": 1.5}),
+                (datetime(2020, 1, 1, 0, 0), "bob", "naive is UTC", {"n": "é"}),
+                (now, "alice", None, {}),
+            ]
+        )
+    ]
+    table = AuditRow.__table__
+    with mos.store.session() as s:
+        n = execute_many(s.connection(), insert(table), [{**r, "action": "bulk"} for r in rows])  # type: ignore[arg-type]
+        s.connection().execute(insert(table), [{**r, "action": "plain"} for r in rows])  # type: ignore[arg-type]
+    # PostgreSQL's batched insert does not report a count; updates do, on both
+    assert n == (len(rows) if mos.store.dialect == "sqlite" else -1)
+    raw = "SELECT ts, actor, cube_id, memory_id, reason, details FROM audit_events WHERE action = :a ORDER BY id"
+    with mos.store.session() as s:
+        bulk = s.execute(text(raw), {"a": "bulk"}).all()
+        plain = s.execute(text(raw), {"a": "plain"}).all()
+    assert bulk == plain and len(bulk) == len(rows)
+    # a statement with a value fixed in it, and rows that match or not
+    stmt = (
+        update(table)  # type: ignore[arg-type]
+        .where(table.c.memory_id == bindparam("b_id"))
+        .where(table.c.action == "bulk")
+        .values(reason="updated")
+    )
+    with mos.store.session() as s:
+        changed = execute_many(s.connection(), stmt, [{"b_id": "m0"}, {"b_id": "m2"}, {"b_id": "missing"}])
+    assert changed == 2
+    with mos.store.session() as s:
+        reasons = s.execute(text(raw), {"a": "bulk"}).all()
+    assert [r.reason for r in reasons] == ["updated", "r", "updated", "naive is UTC", None]
+    with mos.store.engine.connect() as conn:
+        assert execute_many(conn, insert(table), []) == 0  # type: ignore[arg-type]

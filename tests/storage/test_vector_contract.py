@@ -398,3 +398,29 @@ def test_backends_score_lexical_search_alike(tmp_path: Path) -> None:
         assert other.keys() == first.keys()
         for mid, score in first.items():
             assert other[mid] == pytest.approx(score, rel=1e-4)
+
+
+def test_edge_optimize_releases_the_segments_it_replaced(tmp_path: Path) -> None:
+    """Qdrant Edge keeps replaced segments on disk and mapped until the shard closes;
+    ``optimize`` reopens it, so they go at once, and the index keeps working."""
+    from memos.storage.vector.qdrant_edge import QdrantEdgeIndex
+
+    rng = random.Random(5)
+    idx = QdrantEdgeIndex(tmp_path / "edge", DIM)
+    try:
+        points = [_point("a", _rand_vec(rng), f"note {i}") for i in range(3000)]
+        idx.upsert(points)
+        idx.delete([p.id for p in points[:1500]])  # half deleted: the vacuum rewrites the segment
+        segments = tmp_path / "edge" / "segments"
+        before = {d.name for d in segments.iterdir()}
+        assert idx.optimize() is True
+        after = {d.name for d in segments.iterdir()}
+        assert after and not (after & before)  # the old segment is gone, not just unused
+        assert idx.count("a") == 1500
+        kept = points[2000]
+        assert idx.search_dense(kept.dense, _only("a"), 1)[0].id == kept.id
+        extra = _point("a", _rand_vec(rng), "after optimize")
+        idx.upsert([extra])
+        assert idx.count() == 1501 and extra.id in idx.ids("a")
+    finally:
+        idx.close()
