@@ -22,13 +22,13 @@ Facts about qdrant-edge-py 0.9.0 this module depends on (checked, not assumed):
   at a time.
 - Updates go to the WAL and are durable when ``update`` returns; ``flush`` persists
   segments, ``close`` flushes and releases the shard (later calls raise).
-- HNSW graphs are built only by ``optimize()``; there is no background optimizer. The
-  segments an ``optimize()`` replaced stay on disk and mapped into the process until the
-  shard is closed (measured at 50k points: the old segment's 80 MB stay on disk and its
-  vectors resident beside the new segment's), so :meth:`QdrantEdgeIndex.optimize`
-  reopens the shard. Until
+- HNSW graphs are built only by ``optimize()``; there is no background optimizer. Until
   then filtered searches scan the points the payload index selects, which is fast for
   one cube; :meth:`QdrantEdgeIndex.optimize` is there for maintenance jobs.
+- The segments an ``optimize()`` replaced stay on disk and mapped into the process until
+  the shard is closed (measured at 50k points: the old segment's 80 MB stayed on disk and
+  its vectors resident beside the new segment's), so :meth:`QdrantEdgeIndex.optimize`
+  reopens the shard.
 - Dotted payload keys (``metadata.topic``) work in filters and payload indexes.
 - A Python ``bool`` in ``MatchValue``/``MatchAny`` is converted to an *integer*, so it
   never matches a boolean payload. We therefore store booleans as 0/1 in this index's
