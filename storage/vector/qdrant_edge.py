@@ -36,6 +36,14 @@ Facts about qdrant-edge-py 0.9.0 this module depends on (checked, not assumed):
   then matches.
 - Calls hold the GIL, so a lock around them costs no parallelism; we take one anyway so
   that ``close`` cannot race an in-flight call.
+- A filter is checked on every point the HNSW search visits, even one every point
+  matches: at 100k points in 8 cubes, a dense query for 100 hits took 3.4 ms with the
+  8-cube condition and 1.6 ms without. A search whose cubes include every cube with
+  points in the shard (the usual embedded case: one user searching all their cubes)
+  therefore runs without the cube condition. The shard is this process's alone (the WAL
+  lock above), so the set of cubes with points is known exactly: read once with a facet,
+  then kept up to date by our own upserts and cube deletions (a plain point delete leaves
+  it a superset, which only makes the shortcut rarer).
 """
 
 from __future__ import annotations
@@ -82,6 +90,9 @@ class QdrantEdgeIndex:
         self.dim = dim
         self._lock = threading.RLock()
         self._indexed: set[str] = set()  # payload fields with an index
+        # cubes that may have points here (None: not read yet, or too many to track)
+        self._cubes: set[str] | None = None
+        self._cubes_read = False
         self._shard: qe.EdgeShard | None = self._open()
 
     # ------------------------------------------------------------------ lifecycle
@@ -197,6 +208,10 @@ class QdrantEdgeIndex:
                 shard.update(qe.UpdateOperation.create_field_index(key, schema))
                 self._indexed.add(key)
             shard.update(qe.UpdateOperation.upsert_points(converted))
+            if self._cubes is not None:
+                self._cubes.update(p.payload["cube_id"] for p in points)
+                if len(self._cubes) > _MAX_TRACKED_CUBES:
+                    self._cubes = None
 
     def delete(self, ids: Sequence[str]) -> None:
         """Delete points by memory id; unknown ids are ignored."""
@@ -210,6 +225,8 @@ class QdrantEdgeIndex:
         """Delete every point of ``cube_id``."""
         with self._engine("delete_cube") as shard:
             shard.update(qe.UpdateOperation.delete_points_by_filter(_cube_filter((cube_id,))))
+            if self._cubes is not None:
+                self._cubes.discard(cube_id)
 
     def _point(self, point: IndexPoint) -> qe.Point:
         if len(point.dense) != self.dim:
@@ -250,12 +267,23 @@ class QdrantEdgeIndex:
         engine_filter = _filter(flt)
         if engine_filter is None or limit <= 0:
             return []
-        request = qe.QueryRequest(
-            limit=limit, query=query, filter=engine_filter, with_payload=False, with_vector=False
-        )
         with self._engine("search") as shard:
+            if not flt.must and self._covers_all(shard, flt.cube_ids):
+                engine_filter = None  # every point matches: skip the per-point check
+            request = qe.QueryRequest(
+                limit=limit, query=query, filter=engine_filter, with_payload=False, with_vector=False
+            )
             points = shard.query(request)
         return [IndexHit(id=str(p.id), score=float(p.score)) for p in points]
+
+    def _covers_all(self, shard: qe.EdgeShard, cube_ids: Sequence[str]) -> bool:
+        """Whether every point in the shard belongs to one of ``cube_ids`` (lock held)."""
+        if not self._cubes_read:
+            self._cubes_read = True
+            hits = shard.facet(qe.FacetRequest("cube_id", limit=_MAX_TRACKED_CUBES + 1, exact=True)).hits
+            self._cubes = {str(h.value) for h in hits} if len(hits) <= _MAX_TRACKED_CUBES else None
+        cubes = self._cubes
+        return cubes is not None and len(cubes) <= len(cube_ids) and cubes.issubset(cube_ids)
 
     def ids(self, cube_id: str) -> set[str]:
         """All memory ids indexed for ``cube_id``."""
@@ -283,6 +311,10 @@ class QdrantEdgeIndex:
 
 
 # --------------------------------------------------------------------------- helpers
+
+# Past this many cubes in one shard the set is not tracked (and the shortcut not taken):
+# a search naming thousands of cubes is not the case it is for.
+_MAX_TRACKED_CUBES = 1024
 
 
 def _bools_to_ints(value: Any) -> Any:

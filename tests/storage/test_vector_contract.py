@@ -157,6 +157,42 @@ def test_cube_isolation(index: VectorIndex) -> None:
     assert index.search_dense(list(a[0].dense), _only("C"), 10) == []
 
 
+def test_isolation_holds_as_the_shards_cubes_change(backend: tuple[Opener, bool], tmp_path: Path) -> None:
+    """The Edge index drops the cube condition when a search names every cube with points;
+    whatever it tracks for that, no search may return another cube's points — after the
+    first search, after new cubes arrive, after a cube is deleted and after a reopen."""
+    opener, persists = backend
+    rng = random.Random(41)
+    idx = opener(tmp_path, DIM)
+    a = [_point("A", _rand_vec(rng), "harbour walk") for _ in range(6)]
+    b = [_point("B", list(p.dense), "harbour walk") for p in a]
+    ids_a, ids_b = {p.id for p in a}, {p.id for p in b}
+
+    def found(*cubes: str, must: tuple[FieldMatch | FieldRange, ...] = ()) -> set[str]:
+        dense = {h.id for p in a[:3] for h in idx.search_dense(list(p.dense), _only(*cubes, must=must), 20)}
+        sparse = {h.id for h in idx.search_sparse(encode_query("harbour"), _only(*cubes, must=must), 20)}
+        return dense | sparse
+
+    try:
+        idx.upsert(a)
+        assert found("A") == ids_a  # every point is A's
+        idx.upsert(b)  # a cube the first search did not know
+        assert found("A") == ids_a
+        assert found("A", "B") == ids_a | ids_b
+        assert found("B", must=(FieldMatch("cube_id", ("B",)),)) == ids_b
+        idx.delete_cube("B")
+        assert found("A", "B") == ids_a
+        idx.upsert(b[:2])
+        assert found("A") == ids_a
+        if persists:
+            idx.close()
+            idx = opener(tmp_path, DIM)
+            assert found("A") == ids_a
+            assert found("B") == {p.id for p in b[:2]}
+    finally:
+        idx.close()
+
+
 def test_field_match_scalar_list_bool_and_nested(index: VectorIndex) -> None:
     rng = random.Random(5)
     p1 = _point(
@@ -422,5 +458,30 @@ def test_edge_optimize_releases_the_segments_it_replaced(tmp_path: Path) -> None
         extra = _point("a", _rand_vec(rng), "after optimize")
         idx.upsert([extra])
         assert idx.count() == 1501 and extra.id in idx.ids("a")
+    finally:
+        idx.close()
+
+
+def test_edge_knows_when_a_search_covers_every_cube(tmp_path: Path) -> None:
+    """The shortcut's condition itself: taken only when the named cubes hold every point."""
+    from memos.storage.vector import qdrant_edge
+    from memos.storage.vector.qdrant_edge import QdrantEdgeIndex
+
+    rng = random.Random(6)
+    idx = QdrantEdgeIndex(tmp_path / "edge", DIM)
+    try:
+        idx.upsert([_point("A", _rand_vec(rng)), _point("B", _rand_vec(rng))])
+
+        def covers(*cubes: str) -> bool:
+            with idx._engine("test") as shard:
+                return idx._covers_all(shard, cubes)
+
+        assert covers("A", "B") and covers("B", "A", "C")
+        assert not covers("A")
+        idx.delete_cube("B")
+        assert covers("A")
+        many = [_point(f"c{i}", _rand_vec(rng)) for i in range(qdrant_edge._MAX_TRACKED_CUBES + 1)]
+        idx.upsert(many)  # too many cubes to track: never taken
+        assert not covers("A", *(p.payload["cube_id"] for p in many))
     finally:
         idx.close()
