@@ -75,9 +75,7 @@ class RuntimeSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(
-        "transformers", description="transformers | llama_cpp | openai (or a plugin's name)"
-    )
+    name: str = Field("transformers", description="transformers | llama_cpp | openai (or a plugin's name)")
     model: str = Field(
         "smollm2-135m-instruct",
         description="bundled model (smollm2-135m-instruct, gemma3-270m), a local HF checkpoint "
@@ -119,10 +117,14 @@ class ChatSettings(BaseModel):
         description="{user} becomes the user's name",
     )
     write_back: bool = True
-    activation: bool = Field(True, description="use the cube's compiled KV prefix (activation memory) when one is ready")
+    activation: bool = Field(
+        True, description="use the cube's compiled KV prefix (activation memory) when one is ready"
+    )
     reader_max_tokens: int = Field(400, ge=1, description="token budget of the LLM reader's JSON answer")
     parametric: bool = Field(True, description="apply the cubes' active LoRA adapters (parametric memory)")
-    max_adapters: int = Field(2, ge=0, le=8, description="at most this many cubes' adapters are stacked in one chat")
+    max_adapters: int = Field(
+        2, ge=0, le=8, description="at most this many cubes' adapters are stacked in one chat"
+    )
 
 
 class ParametricSettings(BaseModel):
@@ -172,6 +174,13 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(64, ge=1)
     extractor: Literal["rules", "llm", "none"] = Field(
         "rules", description="rules (no model); llm (the runtime, schema-constrained; rules on failure); none"
+    )
+    index_optimize_every: int = Field(
+        100_000,
+        ge=0,
+        description="build the embedded index's search structures (HNSW) after this many new points, "
+        "in the add that reaches it: rounds keep the optimize's peak memory and each add's pause bounded "
+        "(about a minute per 100k points on 2 cores); 0: only when asked (memos optimize, reindex)",
     )
     max_text_chars: int = Field(32_000, ge=1)
     max_messages_per_add: int = Field(10_000, ge=1)

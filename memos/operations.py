@@ -260,6 +260,7 @@ class MemoryOps:
             self.indexer.index_rows(new_rows + derived)
             if result.superseded:
                 self.indexer.sync(result.superseded)
+            self._optimize_in_rounds()
         return result
 
     def _insert_new(
@@ -828,7 +829,16 @@ class MemoryOps:
             self.indexer.index_rows(derived)
             if superseded:
                 self.indexer.sync(superseded)
+            self._optimize_in_rounds()
         return len(run)
+
+    def _optimize_in_rounds(self) -> None:
+        """Optimize once enough points arrived since the last time (the caller holds the
+        write lock): search stays on HNSW graphs as a home grows, and no single optimize
+        has more than a round of points to index (:mod:`memos.storage.vector.qdrant_edge`)."""
+        every = self.settings.index_optimize_every
+        if every > 0 and getattr(self.index, "unoptimized_points", 0) >= every:
+            self.optimize_index()
 
     def optimize_index(self) -> bool:
         """Build the index's search structures now (HNSW graphs, merged segments).

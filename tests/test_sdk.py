@@ -482,8 +482,41 @@ def test_onnx_backend_from_settings(tmp_path: Any) -> None:
 def test_search_over_turns_without_a_session(alice: tuple[Any, str]) -> None:
     """Messages added without a session_id are still turns; search must handle them."""
     mos, cube = alice
-    mos.add(messages=[{"role": "user", "name": "Alice", "content": "The ferry to Bergen leaves at nine.", "id": "x1"},
-                      {"role": "user", "name": "Sam", "content": "Then we take the ferry.", "id": "x2"}],
-            user_id="alice", cube_id=cube)
+    mos.add(
+        messages=[
+            {"role": "user", "name": "Alice", "content": "The ferry to Bergen leaves at nine.", "id": "x1"},
+            {"role": "user", "name": "Sam", "content": "Then we take the ferry.", "id": "x2"},
+        ],
+        user_id="alice",
+        cube_id=cube,
+    )
     hits = mos.search("When does the ferry to Bergen leave?", user_id="alice")
     assert hits and hits[0].memory.provenance.message_id == "x1"
+
+
+def test_index_is_optimized_in_rounds_as_memories_arrive(make_mos: Any) -> None:
+    """Every ``index_optimize_every`` new points the add that reaches the mark builds the
+    index's search structures; the memories stay searchable across the rounds."""
+    mos = make_mos(index_optimize_every=40)
+    mos.add_user("u")
+    cube = mos.create_cube("u", "notes").id
+    pending = []
+    for b in range(3):
+        msgs = [
+            {"role": "user", "content": f"batch {b} note {i} about harbour walks", "id": f"{b}-{i}"}
+            for i in range(30)
+        ]
+        mos.add(messages=msgs, user_id="u", cube_id=cube, extract="defer")
+        pending.append(mos.index.unoptimized_points)
+    assert pending == [30, 0, 30]  # the second add crossed 40 and optimized
+    hits = mos.search("batch 1 note 7 harbour", user_id="u", top_k=3)
+    assert hits and hits[0].memory.provenance.message_id == "1-7"
+    assert mos.index.count(cube) == 90
+
+    off = make_mos(home=mos.settings.home.parent / "off", index_optimize_every=0)
+    off.add_user("u")
+    other = off.create_cube("u", "notes").id
+    off.add(
+        messages=[{"role": "user", "content": f"note {i}"} for i in range(50)], user_id="u", cube_id=other
+    )
+    assert off.index.unoptimized_points >= 50
