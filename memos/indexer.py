@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, delete, select, update
@@ -66,8 +66,11 @@ class Indexer:
         self.embedder = embedder
         self._lock = threading.Lock()
 
-    def sync(self, ids: Sequence[str] | None = None) -> int:
-        """Apply pending rows (all, or just ``ids``) and owed removals. Returns rows applied."""
+    def sync(self, ids: Sequence[str] | None = None, *, after_batch: Callable[[], None] | None = None) -> int:
+        """Apply pending rows (all, or just ``ids``) and owed removals. Returns rows applied.
+
+        ``after_batch`` runs after each batch of the pending rows (a rebuild optimizes the
+        index in rounds with it)."""
         applied = 0
         with self._lock:
             self._apply_tasks()
@@ -84,6 +87,8 @@ class Indexer:
                     return applied
                 done = self._apply(batch)
                 applied += done
+                if after_batch is not None:
+                    after_batch()
                 if done == 0:  # rows changed under us on every try; the next sync picks them up
                     return applied
 
@@ -179,7 +184,7 @@ class Indexer:
             self.sync()
         return {"missing": missing, "extra": extra}
 
-    def rebuild(self, cube_ids: Sequence[str]) -> int:
+    def rebuild(self, cube_ids: Sequence[str], *, after_batch: Callable[[], None] | None = None) -> int:
         """Drop each cube's points and index every row again from the relational store."""
         total = 0
         for cube_id in cube_ids:
@@ -192,5 +197,5 @@ class Indexer:
                     .execution_options(synchronize_session=False)
                 )
                 total += res.rowcount or 0  # type: ignore[attr-defined]
-        self.sync()
+        self.sync(after_batch=after_batch)
         return total

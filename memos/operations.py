@@ -743,7 +743,7 @@ class MemoryOps:
                 for c in cube_ids:
                     self._require(s, c, user_id, _WRITE)
         with self._write_lock:
-            n = self.indexer.rebuild(builtins.list(cube_ids))
+            n = self.indexer.rebuild(builtins.list(cube_ids), after_batch=self._optimize_in_rounds)
         self.optimize_index()
         return n
 

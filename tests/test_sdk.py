@@ -513,6 +513,14 @@ def test_index_is_optimized_in_rounds_as_memories_arrive(make_mos: Any) -> None:
     assert hits and hits[0].memory.provenance.message_id == "1-7"
     assert mos.index.count(cube) == 90
 
+    # a rebuild goes through the same rounds (one batch of 90 on top of the 30 waiting), then
+    # its last optimize
+    calls = []
+    inner = mos.optimize_index
+    mos.optimize_index = lambda: calls.append(mos.index.unoptimized_points) or inner()
+    assert mos.reindex() == 90
+    assert calls == [30 + 90, 0] and mos.index.count(cube) == 90
+
     off = make_mos(home=mos.settings.home.parent / "off", index_optimize_every=0)
     off.add_user("u")
     other = off.create_cube("u", "notes").id
