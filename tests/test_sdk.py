@@ -522,9 +522,9 @@ def test_index_is_optimized_in_rounds_as_memories_arrive(make_mos: Any) -> None:
     assert calls == [30 + 90, 0] and mos.index.count(cube) == 90
 
     off = make_mos(home=mos.settings.home.parent / "off", index_optimize_every=0)
-    off.add_user("u")
-    other = off.create_cube("u", "notes").id
+    off.add_user("v")  # PostgreSQL: both homes share one database
+    other = off.create_cube("v", "notes").id
     off.add(
-        messages=[{"role": "user", "content": f"note {i}"} for i in range(50)], user_id="u", cube_id=other
+        messages=[{"role": "user", "content": f"note {i}"} for i in range(50)], user_id="v", cube_id=other
     )
     assert off.index.unoptimized_points >= 50
