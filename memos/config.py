@@ -180,7 +180,7 @@ class Settings(BaseSettings):
         ge=0,
         description="build the embedded index's search structures (HNSW) after this many new points, "
         "in the add that reaches it: rounds keep the optimize's peak memory and each add's pause bounded "
-        "(about a minute per 100k points on 2 cores); 0: only when asked (memos optimize, reindex)",
+        "(about a minute per 100k points on 2 cores); 0: only when asked (memos reindex, MemOS.optimize_index)",
     )
     max_text_chars: int = Field(32_000, ge=1)
     max_messages_per_add: int = Field(10_000, ge=1)

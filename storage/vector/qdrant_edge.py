@@ -32,9 +32,11 @@ Facts about qdrant-edge-py 0.9.0 this module depends on (checked, not assumed):
   memory is the old and the new copy of the whole shard (300k points optimized at once:
   2,960 MiB peak). With ``EdgeOptimizersConfig(max_segment_size=…)`` (KB of dense
   vectors) a merge stops at the cap, and optimizing in rounds of 100k points then keeps
-  the peak to about one round's worth (300k points in three rounds: 1,451 MiB peak,
-  4 segments, recall@10 against exact search 1.0). The cap is :data:`SEGMENT_POINTS`
-  points' worth of vectors; loading an existing shard with it is accepted.
+  the peak to about one round's worth (engine alone, cap ~130k points' worth, 300k
+  points in three rounds: 1,451 MiB peak, 4 segments, recall@10 against exact search
+  1.0; ``memos bench scale`` at 1M with this module's cap of :data:`SEGMENT_POINTS`:
+  3,622 MiB peak for the whole process). Loading an existing shard with the cap is
+  accepted.
 - The segments an ``optimize()`` replaced stay on disk and mapped into the process until
   the shard is closed (measured at 50k points: the old segment's 80 MB stayed on disk and
   its vectors resident beside the new segment's), so :meth:`QdrantEdgeIndex.optimize`
@@ -93,12 +95,11 @@ class QdrantEdgeIndex:
 
     name = "qdrant_edge"
 
-    def __init__(self, path: str | Path, dim: int, *, segment_points: int | None = None) -> None:
+    def __init__(self, path: str | Path, dim: int) -> None:
         if dim <= 0:
             raise ConfigError(f"vector dimension must be positive, got {dim}")
         self.path = Path(path)
         self.dim = dim
-        self.segment_points = segment_points or SEGMENT_POINTS
         #: points upserted since the last optimize (in this process): what it would index
         self.unoptimized_points = 0
         self._lock = threading.RLock()
@@ -115,7 +116,7 @@ class QdrantEdgeIndex:
             vectors={DENSE: qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine)},
             sparse_vectors={LEXICAL: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
             optimizers=qe.EdgeOptimizersConfig(
-                max_segment_size=max(1, self.segment_points * self.dim * 4 // 1024)
+                max_segment_size=max(1, SEGMENT_POINTS * self.dim * 4 // 1024)
             ),
         )
 
