@@ -45,18 +45,25 @@ def index_text(row: MemoryRow) -> str:
 
 
 def payload(row: MemoryRow) -> dict[str, Any]:
+    """What the index keeps of a memory: the fields searches filter on.
+
+    A field the memory does not have (no speaker, no tags, no metadata) is left out
+    rather than stored empty: the engine converts a point's payload field by field, and
+    a filter on an absent field matches nothing, as :func:`memos.retrieval.row_matches`
+    says of the row."""
     when = row.occurred_at or row.valid_from or row.recorded_at
-    return {
-        "cube_id": row.cube_id,
-        "type": row.type,
-        "kind": row.kind,
-        "speaker": row.speaker or "",
-        "role": row.role or "",
-        "session_id": row.session_id or "",
-        "tags": list(row.tags or []),
-        "ts": when.timestamp(),
-        "metadata": dict(row.meta or {}),
-    }
+    out: dict[str, Any] = {"cube_id": row.cube_id, "type": row.type, "ts": when.timestamp()}
+    if row.speaker:
+        out["speaker"] = row.speaker
+    if row.role:
+        out["role"] = row.role
+    if row.session_id:
+        out["session_id"] = row.session_id
+    if row.tags:
+        out["tags"] = list(row.tags)
+    if row.meta:
+        out["metadata"] = dict(row.meta)
+    return out
 
 
 class Indexer:
@@ -143,7 +150,9 @@ class Indexer:
             .values(index_state="done")
         )
         with self.store.session() as s:
-            return execute_many(s.connection(), stmt, [{"b_id": r.id, "b_updated": r.updated_at} for r in rows])
+            return execute_many(
+                s.connection(), stmt, [{"b_id": r.id, "b_updated": r.updated_at} for r in rows]
+            )
 
     def _apply_tasks(self) -> None:
         with self.store.session() as s:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 # --------------------------------------------------------------------------- vectors
 
@@ -56,8 +56,9 @@ class IndexFilter:
     must: tuple[FieldMatch | FieldRange, ...] = field(default_factory=tuple)
 
 
-@dataclass(frozen=True, slots=True)
-class IndexHit:
+class IndexHit(NamedTuple):
+    """One search result of the index (a named tuple: searches build hundreds of them)."""
+
     id: str
     score: float
 
@@ -79,6 +80,13 @@ class VectorIndex(Protocol):
     def search_dense(self, vector: Sequence[float], flt: IndexFilter, limit: int) -> list[IndexHit]: ...
 
     def search_sparse(self, vector: SparseVector, flt: IndexFilter, limit: int) -> list[IndexHit]: ...
+
+    def search_both(
+        self, dense: Sequence[float] | None, sparse: SparseVector | None, flt: IndexFilter, limit: int
+    ) -> tuple[list[IndexHit], list[IndexHit]]:
+        """``search_dense`` and ``search_sparse`` of one query in one call (either may be
+        ``None``: its list is then empty), so the engine can plan the two together."""
+        ...
 
     def ids(self, cube_id: str) -> set[str]: ...
 

@@ -23,13 +23,14 @@ for the hits returned.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, select, type_coerce
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection, Dialect, Row
 from sqlalchemy.orm import Session
 
 from memos import fusion, lexical, turns
@@ -94,8 +95,9 @@ def build_filter(
     return IndexFilter(cube_ids=tuple(cube_ids), must=tuple(must))
 
 
-def row_matches(row: MemoryRow, flt: IndexFilter) -> bool:
-    """The same filter, evaluated on a row (for candidates that did not come from the index)."""
+def row_matches(row: MemoryRow | Row[Any], flt: IndexFilter) -> bool:
+    """The same filter, evaluated on a row (for candidates that did not come from the index):
+    a ``MemoryRow`` or a result row of :data:`_FILTERED_COLUMNS`."""
     for cond in flt.must:
         if isinstance(cond, FieldRange):
             when = row.occurred_at or row.valid_from or row.recorded_at
@@ -113,6 +115,21 @@ def row_matches(row: MemoryRow, flt: IndexFilter) -> bool:
         elif value not in cond.any:
             return False
     return True
+
+
+#: what :func:`row_matches` reads of a memory (and its id)
+_FILTERED_COLUMNS = (
+    MemoryRow.id,
+    MemoryRow.type,
+    MemoryRow.speaker,
+    MemoryRow.role,
+    MemoryRow.session_id,
+    MemoryRow.tags,
+    MemoryRow.meta.label("meta"),
+    MemoryRow.occurred_at,
+    MemoryRow.valid_from,
+    MemoryRow.recorded_at,
+)
 
 
 class Retriever:
@@ -139,15 +156,18 @@ class Retriever:
         cfg = self.cfg
         flt = build_filter(q.cube_ids, q.filters, q.time_range)
         depth = max(cfg.candidates, q.top_k * 2)
-        ranked: dict[str, list[tuple[str, float]]] = {}
-        if cfg.weight_dense > 0:
-            hits = self.index.search_dense(self.embedder.embed_query(q.text), flt, depth)
-            ranked["dense"] = [(h.id, h.score) for h in hits]
-        if cfg.weight_lexical > 0:
-            sparse = lexical.encode_query(q.text)
-            if sparse.indices:
-                hits = self.index.search_sparse(sparse, flt, depth)
-                ranked["lexical"] = [(h.id, h.score) for h in hits]
+        ranked: dict[str, Sequence[tuple[str, float]]] = {}
+        dense = self.embedder.embed_query(q.text) if cfg.weight_dense > 0 else None
+        sparse = lexical.encode_query(q.text) if cfg.weight_lexical > 0 else None
+        if sparse is not None and not sparse.indices:
+            sparse = None
+        if dense is not None or sparse is not None:
+            # one call: the engine plans both searches as one batch (hits are (id, score) tuples)
+            dense_hits, sparse_hits = self.index.search_both(dense, sparse, flt, depth)
+            if dense is not None:
+                ranked["dense"] = dense_hits
+            if sparse is not None:
+                ranked["lexical"] = sparse_hits
         graph_names: dict[str, list[str]] = {}
         if cfg.graph_expansion and cfg.weight_graph > 0:
             ranked["graph"], graph_names = self._graph_candidates(q, depth)
@@ -163,48 +183,50 @@ class Retriever:
         unfiltered = {mid for mid, _ in ranked.get("graph", [])} - {
             mid for path in ("dense", "lexical") for mid, _ in ranked.get(path, [])
         }
+        # one read session for the candidates and the rows returned
         with self.store.session() as s:
             cands = self._candidates(s, list(fused), q.cube_ids, flt if flt.must else None, unfiltered)
 
-        # query-aware boosts: who is asked about, and when
-        speakers = fusion.SpeakerMatcher(q.text) if cfg.speaker_boost > 0 else None
-        asked_when = query_time_range(q.text, now) if cfg.time_boost > 0 else None
-        slack = timedelta(days=cfg.time_slack_days)
-        boosted: dict[str, float] = {}
-        for mid, c in cands.items():
-            value = fused[mid]
-            if speakers is not None and speakers.named(c.speaker):
-                value *= 1 + cfg.speaker_boost
-                c.speaker_named = True
-            if asked_when is not None and asked_when[0] <= c.when < asked_when[1] + slack:
-                value *= 1 + cfg.time_boost
-                c.in_time = True
-            boosted[mid] = value
-
-        # session context: a turn near a strongly matching turn is lifted with it
-        if cfg.context_weight > 0 and cfg.context_window > 0:
-            places = {
-                mid: (c.place, c.seq) for mid, c in cands.items() if c.place is not None and c.seq is not None
-            }
-            for mid, (best, who) in fusion.context_lift(boosted, places, cfg.context_window).items():
-                c = cands[mid]
-                c.context = cfg.context_weight * best
-                if who != mid:
-                    c.near = places[who][1] - places[mid][1]
+            # query-aware boosts: who is asked about, and when
+            speakers = fusion.SpeakerMatcher(q.text) if cfg.speaker_boost > 0 else None
+            asked_when = query_time_range(q.text, now) if cfg.time_boost > 0 else None
+            slack = timedelta(days=cfg.time_slack_days)
+            boosted: dict[str, float] = {}
             for mid, c in cands.items():
-                boosted[mid] += c.context
+                value = fused[mid]
+                if speakers is not None and speakers.named(c.speaker):
+                    value *= 1 + cfg.speaker_boost
+                    c.speaker_named = True
+                if asked_when is not None and asked_when[0] <= c.when < asked_when[1] + slack:
+                    value *= 1 + cfg.time_boost
+                    c.in_time = True
+                boosted[mid] = value
 
-        scored: list[tuple[float, str]] = []
-        for mid, c in cands.items():
-            age_days = max(0.0, (now - c.when).total_seconds() / 86400)
-            c.recency = math.pow(0.5, age_days / cfg.recency_half_life_days)
-            c.age_days = age_days
-            boost = 1 + cfg.weight_recency * c.recency + cfg.weight_importance * (c.importance - 0.5)
-            scored.append((boosted[mid] * boost, mid))
-        scored.sort(key=lambda t: (-t[0], t[1]))
-        top = scored[: q.top_k]
-        # full rows and explanations only for what is returned
-        with self.store.session() as s:
+            # session context: a turn near a strongly matching turn is lifted with it
+            if cfg.context_weight > 0 and cfg.context_window > 0:
+                places = {
+                    mid: (c.place, c.seq)
+                    for mid, c in cands.items()
+                    if c.place is not None and c.seq is not None
+                }
+                for mid, (best, who) in fusion.context_lift(boosted, places, cfg.context_window).items():
+                    c = cands[mid]
+                    c.context = cfg.context_weight * best
+                    if who != mid:
+                        c.near = places[who][1] - places[mid][1]
+                for mid, c in cands.items():
+                    boosted[mid] += c.context
+
+            scored: list[tuple[float, str]] = []
+            for mid, c in cands.items():
+                age_days = max(0.0, (now - c.when).total_seconds() / 86400)
+                c.recency = math.pow(0.5, age_days / cfg.recency_half_life_days)
+                c.age_days = age_days
+                boost = 1 + cfg.weight_recency * c.recency + cfg.weight_importance * (c.importance - 0.5)
+                scored.append((boosted[mid] * boost, mid))
+            scored.sort(key=lambda t: (-t[0], t[1]))
+            top = scored[: q.top_k]
+            # full rows and explanations only for what is returned (same read session)
             rows = {
                 r.id: r for r in s.scalars(select(MemoryRow).where(MemoryRow.id.in_([m for _, m in top])))
             }
@@ -278,30 +300,25 @@ class Retriever:
         fixed = self._fixed
         missing = [mid for mid in ids if mid not in fixed]
         live: dict[str, tuple[str, float]] = {}
-        if missing:
+        conn = s.connection() if ids else None
+        if missing and conn is not None:
             # Only the primary key in WHERE: with cube_id/state there too, SQLite's planner
-            # prefers the (cube_id, state) index and scans every memory of the cubes.
-            stmt = (
-                select(
-                    MemoryRow.id,
-                    MemoryRow.cube_id,
-                    MemoryRow.state,
-                    MemoryRow.speaker,
-                    type_coerce(
-                        func.coalesce(MemoryRow.occurred_at, MemoryRow.valid_from, MemoryRow.recorded_at),
-                        UTCDateTime(),
-                    ),
-                    MemoryRow.importance,
-                    MessageRow.session_id,
-                    MessageRow.id,
-                )
-                .outerjoin(MessageRow, MessageRow.memory_id == MemoryRow.id)
-                .where(MemoryRow.id.in_(missing))
+            # prefers the (cube_id, state) index and scans every memory of the cubes. A plain
+            # driver statement, like the hot path below (SQLAlchemy's compilation of a
+            # 200-value IN list costs as much as the lookups themselves).
+            m, g = MemoryRow.__tablename__, MessageRow.__tablename__
+            sql = (
+                f"SELECT m.id, m.cube_id, m.state, m.speaker, "
+                f"COALESCE(m.occurred_at, m.valid_from, m.recorded_at), m.importance, g.session_id, g.id "
+                f"FROM {m} m LEFT OUTER JOIN {g} g ON g.memory_id = m.id WHERE m.id IN ({_marks(conn, len(missing))})"
             )
+            to_when = _when_processor(conn.dialect)
             if len(fixed) + len(missing) > _FIXED_CACHE:
                 self._fixed = fixed = {}  # a new dict: a concurrent search keeps reading the old one
-            for mid, cube_id, state, speaker, when, importance, session_id, seq in s.execute(stmt):
-                live[mid] = (state, importance)
+            for mid, cube_id, state, speaker, when, importance, session_id, seq in conn.exec_driver_sql(
+                sql, tuple(missing)
+            ).all():
+                live[mid] = (str(state), float(importance))
                 known = fixed.get(mid)
                 if known is not None:  # a memory holding several messages sits at its first
                     if seq is not None and known.seq is not None and seq < known.seq:
@@ -312,17 +329,14 @@ class Retriever:
                 fixed[mid] = _Fixed(
                     cube_id,
                     speaker,
-                    when,
+                    to_when(when) if to_when is not None else when,
                     (cube_id, str(session_id)) if positioned else None,
                     seq if positioned else None,
                 )
         cached = [mid for mid in ids if mid not in live and mid in fixed]
-        if cached:
-            # the hot path of every search: a plain driver statement (SQLAlchemy's compilation
-            # of a 200-value IN list cost as much as the lookups themselves)
-            conn = s.connection()
-            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-            sql = f"SELECT id, state, importance FROM {MemoryRow.__tablename__} WHERE id IN ({', '.join([mark] * len(cached))})"
+        if cached and conn is not None:
+            # the hot path of every search
+            sql = f"SELECT id, state, importance FROM {MemoryRow.__tablename__} WHERE id IN ({_marks(conn, len(cached))})"
             for mid, state, importance in conn.exec_driver_sql(sql, tuple(cached)).all():
                 live[mid] = (str(state), float(importance))
         cubes = set(cube_ids)
@@ -338,7 +352,9 @@ class Retriever:
         if flt is not None and unfiltered:
             check = [mid for mid in unfiltered if mid in out]
             if check:
-                for row in s.scalars(select(MemoryRow).where(MemoryRow.id.in_(check))):
+                # the columns a filter reads, not whole ORM rows (a graph brings up to
+                # ``candidates`` of them)
+                for row in s.execute(select(*_FILTERED_COLUMNS).where(MemoryRow.id.in_(check))):
                     if not row_matches(row, flt):
                         out.pop(row.id, None)
         return out
@@ -399,6 +415,17 @@ class Retriever:
         top = math.log(1 + total)
         best = sorted(((m, v / top) for m, v in score.items()), key=lambda kv: -kv[1])[:depth]
         return best, why
+
+
+def _marks(conn: Connection, n: int) -> str:
+    """``n`` bound-parameter placeholders for a driver-level ``IN (…)`` list."""
+    return ", ".join(["?" if conn.dialect.paramstyle == "qmark" else "%s"] * n)
+
+
+@lru_cache(maxsize=4)
+def _when_processor(dialect: Dialect) -> Callable[[Any], Any] | None:
+    """How SQLAlchemy turns a stored time into an aware UTC datetime on ``dialect``."""
+    return UTCDateTime().dialect_impl(dialect).result_processor(dialect, None)
 
 
 class _Fixed(NamedTuple):

@@ -247,6 +247,18 @@ def test_filtered_search_through_memos(alice: tuple[Any, str]) -> None:
     assert len(hits) == sum(1 for i in range(len(TURNS)) if i % 2)
     hits = mos.search("Alice", user_id="alice", filters={"metadata.n": [0, 1]}, top_k=20)
     assert sorted(h.memory.metadata["n"] for h in hits) == [0, 1]
+    # the index keeps no empty fields: a memory without speaker, session, tags or metadata
+    # is found by its cube, type and role, and by no filter on what it lacks
+    fact = mos.add(text="Alice keeps bees on the roof", user_id="alice", cube_id=cube, extract=False)
+    fact_id = fact.memories[0].id
+    for flt in ({"type": "fact"}, {"role": "user"}):
+        assert fact_id in {h.memory.id for h in mos.search("bees", user_id="alice", filters=flt)}
+    for key, value in (("speaker", "Alice"), ("session_id", "s1"), ("tags", "x"), ("metadata.topic", "life")):
+        found = mos.search("Alice bees", user_id="alice", filters={key: value}, top_k=20)
+        assert fact_id not in {h.memory.id for h in found}
+    assert mos.search("bees", user_id="alice", filters={"speaker": ""}) == []
+    said = mos.search("Alice", user_id="alice", filters={"speaker": "Alice", "role": "user"}, top_k=20)
+    assert len(said) == sum(1 for who, _ in TURNS if who == "Alice")
 
 
 def test_cached_candidates_still_follow_the_rows(alice: tuple[Any, str]) -> None:
@@ -295,7 +307,7 @@ def test_execute_many_stores_exactly_what_sqlalchemy_stores(make_mos: Any) -> No
                 (same_instant, "alice", "r", {"k": [1, True, None]}),
                 (now + timedelta(days=1), "bob", None, {"x": 1.5}),
                 (datetime(2020, 1, 1, 0, 0), "bob", "naive is UTC", {"n": "é"}),
-                (now, "alice", None, {}),
+                (now, "alice", None, []),  # an empty list is not the empty dict of row 0
             ]
         )
     ]

@@ -219,3 +219,44 @@ def test_a_reply_is_found_through_the_turn_it_answers(alice: tuple[Any, str]) ->
     assert top.memory.text == "Yes! Three of them, all lovely."
     assert "lexical" in top.ranks
     assert any("answers a turn with: adoption, agencie" in w for w in top.why)
+
+
+def test_graph_candidates_obey_the_filters(alice: tuple[Any, str]) -> None:
+    """Graph candidates come from rows, not from the filtered index: the filter is
+    checked on their rows (with every kind of condition)."""
+    mos, cube = alice
+    mos.retriever.cfg = mos.retriever.cfg.model_copy(update={"weight_graph": 0.5})  # off by default
+    said = [
+        ("Sam", "My sister Mira lives in Lisbon.", ["family"], {"topic": "family"}),
+        ("Alice", "Mira visited us in May, she brought pastries.", [], {"topic": "visits"}),
+        ("Alice", "I met Mira at the market yesterday.", ["town"], {}),
+        ("Sam", "Mira starts a new job as a nurse.", [], {"topic": "work"}),
+    ]
+    for i, (who, text, tags, meta) in enumerate(said):
+        mos.add(
+            messages=[
+                {"role": "user", "name": who, "content": text, "timestamp": f"2024-05-0{i + 1}T10:00:00Z"}
+            ],
+            user_id="alice",
+            cube_id=cube,
+            session_id="s1",
+            tags=tags,
+            metadata=meta,
+        )
+    everything = mos.search("Mira", user_id="alice", top_k=20)
+    assert any("graph" in h.ranks for h in everything)
+    assert {h.memory.provenance.speaker for h in everything if h.memory.type == "episode"} == {"Sam", "Alice"}
+    cases: list[tuple[dict[str, Any], Any]] = [
+        ({"speaker": "Sam"}, lambda m: m.provenance.speaker == "Sam"),
+        ({"type": "episode"}, lambda m: m.type == "episode"),
+        ({"tags": "family"}, lambda m: "family" in m.tags),
+        ({"metadata.topic": ["visits", "work"]}, lambda m: m.metadata.get("topic") in {"visits", "work"}),
+        ({"session_id": "s1", "role": "user"}, lambda m: m.provenance.session_id == "s1"),
+    ]
+    for filters, holds in cases:
+        hits = mos.search("Mira", user_id="alice", top_k=20, filters=filters)
+        assert hits and all(holds(h.memory) for h in hits), filters
+    early = mos.search("Mira", user_id="alice", top_k=20, time_range=("2024-05-01", "2024-05-02T23:00:00Z"))
+    assert early and all(
+        h.memory.text in {said[0][1], said[1][1]} for h in early if h.memory.type == "episode"
+    )

@@ -66,7 +66,11 @@ def execute_many(conn: Connection, stmt: UpdateBase, rows: Sequence[Mapping[str,
             except KeyError:
                 out.append(cache.setdefault(key_, processor(value)))
             except TypeError:  # unhashable (a dict or list for a JSON column)
-                out.append(processor(value))
+                if value:
+                    out.append(processor(value))
+                else:  # the empty dict or list of most rows: converted once
+                    key_ = (type(value), None)
+                    out.append(cache[key_] if key_ in cache else cache.setdefault(key_, processor(value)))
         return tuple(out)
 
     cursor = conn.exec_driver_sql(compiled.string, [convert(r) for r in rows])

@@ -270,30 +270,49 @@ class QdrantEdgeIndex:
 
     def search_dense(self, vector: Sequence[float], flt: IndexFilter, limit: int) -> list[IndexHit]:
         """Nearest points by cosine similarity among those matching ``flt``."""
-        if len(vector) != self.dim:
-            raise InvalidInput(f"query vector has {len(vector)} dimensions, the index has {self.dim}")
-        return self._query(qe.Query.Nearest([float(x) for x in vector], using=DENSE), flt, limit)
+        return self.search_both(vector, None, flt, limit)[0]
 
     def search_sparse(self, vector: SparseVector, flt: IndexFilter, limit: int) -> list[IndexHit]:
         """Best BM25 matches (IDF computed by the engine) among points matching ``flt``."""
-        if not vector.indices:
-            return []
-        check_sparse(vector, "query")
-        query = qe.SparseVector(list(vector.indices), list(vector.values))
-        return self._query(qe.Query.Nearest(query, using=LEXICAL), flt, limit)
+        return self.search_both(None, vector, flt, limit)[1]
 
-    def _query(self, query: qe.Query, flt: IndexFilter, limit: int) -> list[IndexHit]:
+    def search_both(
+        self, dense: Sequence[float] | None, sparse: SparseVector | None, flt: IndexFilter, limit: int
+    ) -> tuple[list[IndexHit], list[IndexHit]]:
+        """Both searches of one query, planned by the engine as one batch."""
+        queries: list[qe.Query] = []
+        if dense is not None:
+            if len(dense) != self.dim:
+                raise InvalidInput(f"query vector has {len(dense)} dimensions, the index has {self.dim}")
+            queries.append(qe.Query.Nearest([float(x) for x in dense], using=DENSE))
+        use_sparse = sparse is not None and bool(sparse.indices)
+        if sparse is not None and use_sparse:
+            check_sparse(sparse, "query")
+            query = qe.SparseVector(list(sparse.indices), list(sparse.values))
+            queries.append(qe.Query.Nearest(query, using=LEXICAL))
+        found = self._query(queries, flt, limit)
+        dense_hits = found[0] if dense is not None else []
+        sparse_hits = found[-1] if use_sparse else []
+        return dense_hits, sparse_hits
+
+    def _query(self, queries: list[qe.Query], flt: IndexFilter, limit: int) -> list[list[IndexHit]]:
         engine_filter = _filter(flt)
-        if engine_filter is None or limit <= 0:
-            return []
+        if not queries or engine_filter is None or limit <= 0:
+            return [[] for _ in queries]
         with self._engine("search") as shard:
             if not flt.must and self._covers_all(shard, flt.cube_ids):
                 engine_filter = None  # every point matches: skip the per-point check
-            request = qe.QueryRequest(
-                limit=limit, query=query, filter=engine_filter, with_payload=False, with_vector=False
-            )
-            points = shard.query(request)
-        return [IndexHit(id=str(p.id), score=float(p.score)) for p in points]
+            requests = [
+                qe.QueryRequest(
+                    limit=limit, query=q, filter=engine_filter, with_payload=False, with_vector=False
+                )
+                for q in queries
+            ]
+            if len(requests) == 1:
+                results = [shard.query(requests[0])]
+            else:  # one planned pass over the segments for both
+                results = shard.query_batch(qe.QueryBatchRequest(requests))
+        return [[IndexHit(str(p.id), p.score) for p in points] for points in results]
 
     def _covers_all(self, shard: qe.EdgeShard, cube_ids: Sequence[str]) -> bool:
         """Whether every point in the shard belongs to one of ``cube_ids`` (lock held)."""
@@ -340,13 +359,18 @@ _MAX_TRACKED_CUBES = 1024
 
 
 def _bools_to_ints(value: Any) -> Any:
+    """``value`` with every bool (at any depth) as 0/1; plain values pass untouched."""
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, dict):
-        return {k: _bools_to_ints(v) for k, v in value.items()}
+        return {k: _bools_to_ints(v) if isinstance(v, _NESTED) else v for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_bools_to_ints(v) for v in value]
+        return [_bools_to_ints(v) if isinstance(v, _NESTED) else v for v in value]
     return value
+
+
+#: what :func:`_bools_to_ints` has to look into
+_NESTED = (bool, dict, list, tuple)
 
 
 def _cube_filter(cube_ids: Sequence[str]) -> qe.Filter:

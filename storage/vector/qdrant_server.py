@@ -232,35 +232,50 @@ class QdrantServerIndex:
 
     def search_dense(self, vector: Sequence[float], flt: IndexFilter, limit: int) -> list[IndexHit]:
         """Nearest points by cosine similarity among those matching ``flt``."""
-        if len(vector) != self.dim:
-            raise InvalidInput(f"query vector has {len(vector)} dimensions, the index has {self.dim}")
-        return self._query([float(x) for x in vector], DENSE, flt, limit)
+        return self.search_both(vector, None, flt, limit)[0]
 
     def search_sparse(self, vector: SparseVector, flt: IndexFilter, limit: int) -> list[IndexHit]:
         """Best BM25 matches (IDF computed by Qdrant) among points matching ``flt``."""
-        if not vector.indices:
-            return []
-        check_sparse(vector, "query")
-        query = models.SparseVector(indices=list(vector.indices), values=list(vector.values))
-        return self._query(query, LEXICAL, flt, limit)
+        return self.search_both(None, vector, flt, limit)[1]
+
+    def search_both(
+        self, dense: Sequence[float] | None, sparse: SparseVector | None, flt: IndexFilter, limit: int
+    ) -> tuple[list[IndexHit], list[IndexHit]]:
+        """Both searches of one query in one request to the server."""
+        queries: list[tuple[list[float] | models.SparseVector, str]] = []
+        if dense is not None:
+            if len(dense) != self.dim:
+                raise InvalidInput(f"query vector has {len(dense)} dimensions, the index has {self.dim}")
+            queries.append(([float(x) for x in dense], DENSE))
+        use_sparse = sparse is not None and bool(sparse.indices)
+        if sparse is not None and use_sparse:
+            check_sparse(sparse, "query")
+            queries.append(
+                (models.SparseVector(indices=list(sparse.indices), values=list(sparse.values)), LEXICAL)
+            )
+        found = self._query(queries, flt, limit)
+        return (found[0] if dense is not None else []), (found[-1] if use_sparse else [])
 
     def _query(
-        self, query: list[float] | models.SparseVector, using: str, flt: IndexFilter, limit: int
-    ) -> list[IndexHit]:
+        self, queries: list[tuple[list[float] | models.SparseVector, str]], flt: IndexFilter, limit: int
+    ) -> list[list[IndexHit]]:
         query_filter = _filter(flt)
-        if query_filter is None or limit <= 0:
-            return []
-        with self._engine("search") as client:
-            response = client.query_points(
-                self.collection,
+        if not queries or query_filter is None or limit <= 0:
+            return [[] for _ in queries]
+        requests = [
+            models.QueryRequest(
                 query=query,
                 using=using,
-                query_filter=query_filter,
+                filter=query_filter,
                 limit=limit,
                 with_payload=False,
-                with_vectors=False,
+                with_vector=False,
             )
-        return [IndexHit(id=str(p.id), score=float(p.score)) for p in response.points]
+            for query, using in queries
+        ]
+        with self._engine("search") as client:
+            responses = client.query_batch_points(self.collection, requests=requests)
+        return [[IndexHit(str(p.id), float(p.score)) for p in r.points] for r in responses]
 
     def ids(self, cube_id: str) -> set[str]:
         """All memory ids indexed for ``cube_id``."""

@@ -142,6 +142,39 @@ def test_sparse_search_prefers_rare_term(index: VectorIndex) -> None:
     assert index.search_sparse(encode_query("the and of"), _only("A"), 5) == []
 
 
+def test_both_searches_in_one_call_match_the_separate_ones(index: VectorIndex) -> None:
+    rng = random.Random(31)
+    words = ["pottery", "hiking", "violin", "garden", "chess", "sailing"]
+    points = [
+        _point(
+            "A" if i % 3 else "B",
+            _rand_vec(rng),
+            f"{words[i % 6]} with {words[(i * 5) % 6]} note {i}",
+            type="fact" if i % 2 else "episode",
+        )
+        for i in range(40)
+    ]
+    index.upsert(points)
+    query = encode_query("pottery garden hiking chess")
+    for flt in (_only("A"), _only("A", "B"), _only("A", must=(FieldMatch("type", ("fact",)),))):
+        for p in points[:4]:
+            dense, sparse = index.search_both(list(p.dense), query, flt, 7)
+            assert dense == index.search_dense(list(p.dense), flt, 7)
+            assert sparse == index.search_sparse(query, flt, 7)
+            assert len(dense) == 7 and sparse  # both paths answered
+    vec = list(points[0].dense)
+    # either side may be left out, or have nothing to ask: its list is empty
+    assert index.search_both(None, query, _only("A"), 5) == ([], index.search_sparse(query, _only("A"), 5))
+    assert index.search_both(vec, None, _only("A"), 5) == (index.search_dense(vec, _only("A"), 5), [])
+    assert index.search_both(vec, encode_query("the and of"), _only("A"), 5)[1] == []
+    assert index.search_both(None, None, _only("A"), 5) == ([], [])
+    # no cube, or a cube with nothing in it: nothing, from either path
+    assert index.search_both(vec, query, IndexFilter(cube_ids=()), 5) == ([], [])
+    assert index.search_both(vec, query, _only("C"), 5) == ([], [])
+    with pytest.raises(InvalidInput):
+        index.search_both([1.0] * (DIM + 1), query, _only("A"), 5)
+
+
 def test_cube_isolation(index: VectorIndex) -> None:
     rng = random.Random(4)
     a = [_point("A", _rand_vec(rng), "Caroline went hiking") for _ in range(5)]
