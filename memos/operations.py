@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from memos.config import Settings
@@ -117,12 +117,14 @@ class MemoryOps:
         return row
 
     def readable_cubes(self, user_id: str, cube_ids: Sequence[str] | None) -> list[str]:
+        if cube_ids is None and isinstance(user_id, str) and user_id:
+            # one query on a bare connection in the common case (every search); the user is
+            # looked up only when it has no cube
+            with self.store.engine.connect() as conn:
+                found = list(conn.execute(_CUBES_OF_USER, {"user_id": user_id}).scalars())
+            if found:
+                return found
         with self.store.session() as s:
-            if cube_ids is None and isinstance(user_id, str) and user_id:
-                # one query in the common case; the user is looked up only when it has no cube
-                found = list(s.scalars(select(AclRow.cube_id).where(AclRow.user_id == user_id)))
-                if found:
-                    return found
             self._user(s, user_id)
             if cube_ids is None:
                 return list(s.scalars(select(AclRow.cube_id).where(AclRow.user_id == user_id)))
@@ -942,6 +944,10 @@ class _NewMemory:
 
 
 _MEMORY_COLUMNS = [(attr.key, attr.columns[0].name) for attr in MemoryRow.__mapper__.column_attrs]
+
+
+#: the cubes a user may read (built once: every search runs it)
+_CUBES_OF_USER = select(AclRow.cube_id).where(AclRow.user_id == bindparam("user_id"))
 
 
 def _row_values(row: MemoryRow) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.engine import Connection, Dialect, Row
 from sqlalchemy.orm import Session
 
@@ -132,6 +132,10 @@ _FILTERED_COLUMNS = (
 )
 
 
+#: the memories a search returns, whole (built once: every search runs it)
+_ROWS_BY_ID = select(MemoryRow).where(MemoryRow.id.in_(bindparam("ids", expanding=True)))
+
+
 class Retriever:
     def __init__(
         self,
@@ -227,9 +231,7 @@ class Retriever:
             scored.sort(key=lambda t: (-t[0], t[1]))
             top = scored[: q.top_k]
             # full rows and explanations only for what is returned (same read session)
-            rows = {
-                r.id: r for r in s.scalars(select(MemoryRow).where(MemoryRow.id.in_([m for _, m in top])))
-            }
+            rows = {r.id: r for r in s.scalars(_ROWS_BY_ID, {"ids": [m for _, m in top]})}
             query_terms = set(lexical.tokenize(q.text))
             own_terms = {mid: _terms(_own_text(row)) for mid, row in rows.items()}
             lexical_ids = {mid for mid, _ in ranked.get("lexical", [])}
