@@ -5,7 +5,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from memos.bench.scale import ConceptEmbedder, bench_size, iter_memories, synth_memories
+from memos.bench.scale import (
+    ConceptEmbedder,
+    _warmup_queries,
+    bench_size,
+    iter_memories,
+    synth_memories,
+    synth_queries,
+)
 
 KEYS = {
     "add_per_s",
@@ -13,6 +20,8 @@ KEYS = {
     "index_build_s",
     "search_p50_ms",
     "search_p95_ms",
+    "search_p50_ms_first",
+    "search_p95_ms_first",
     "search_p95_ms_embedding",
     "filtered_p95_ms",
     "rss_mb",
@@ -40,3 +49,10 @@ def test_streamed_memories_match_the_list_and_concept_vectors_are_unit(embedder:
     same = sum(x * y for x, y in zip(a, concepts.embed_query("Where did Mira move? Lisbon?"), strict=True))
     other = sum(x * y for x, y in zip(c, concepts.embed_query("Where did Mira move? Lisbon?"), strict=True))
     assert same > other
+
+
+def test_warmup_queries_are_as_many_and_none_of_the_measured() -> None:
+    measured = synth_queries(200)
+    warmup = _warmup_queries(measured)
+    assert len(warmup) == len(measured) and not set(warmup) & set(measured)
+    assert len(set(warmup)) == len(warmup)  # each pages in its own part of the index
