@@ -127,7 +127,7 @@ class MemoryOps:
         with self.store.session() as s:
             self._user(s, user_id)
             if cube_ids is None:
-                return list(s.scalars(select(AclRow.cube_id).where(AclRow.user_id == user_id)))
+                return list(s.scalars(_CUBES_OF_USER, {"user_id": user_id}))
             if isinstance(cube_ids, str):
                 cube_ids = [cube_ids]
             for c in cube_ids:

@@ -302,8 +302,8 @@ class Retriever:
         fixed = self._fixed
         missing = [mid for mid in ids if mid not in fixed]
         live: dict[str, tuple[str, float]] = {}
-        conn = s.connection() if ids else None
-        if missing and conn is not None:
+        conn = s.connection()
+        if missing:
             # Only the primary key in WHERE: with cube_id/state there too, SQLite's planner
             # prefers the (cube_id, state) index and scans every memory of the cubes. A plain
             # driver statement, like the hot path below (SQLAlchemy's compilation of a
@@ -336,7 +336,7 @@ class Retriever:
                     seq if positioned else None,
                 )
         cached = [mid for mid in ids if mid not in live and mid in fixed]
-        if cached and conn is not None:
+        if cached:
             # the hot path of every search
             sql = f"SELECT id, state, importance FROM {MemoryRow.__tablename__} WHERE id IN ({_marks(conn, len(cached))})"
             for mid, state, importance in conn.exec_driver_sql(sql, tuple(cached)).all():

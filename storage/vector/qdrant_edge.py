@@ -285,14 +285,15 @@ class QdrantEdgeIndex:
             if len(dense) != self.dim:
                 raise InvalidInput(f"query vector has {len(dense)} dimensions, the index has {self.dim}")
             queries.append(qe.Query.Nearest([float(x) for x in dense], using=DENSE))
-        use_sparse = sparse is not None and bool(sparse.indices)
-        if sparse is not None and use_sparse:
+        if sparse is not None and not sparse.indices:
+            sparse = None  # no term to ask for: nothing found
+        if sparse is not None:
             check_sparse(sparse, "query")
             query = qe.SparseVector(list(sparse.indices), list(sparse.values))
             queries.append(qe.Query.Nearest(query, using=LEXICAL))
         found = self._query(queries, flt, limit)
         dense_hits = found[0] if dense is not None else []
-        sparse_hits = found[-1] if use_sparse else []
+        sparse_hits = found[-1] if sparse is not None else []
         return dense_hits, sparse_hits
 
     def _query(self, queries: list[qe.Query], flt: IndexFilter, limit: int) -> list[list[IndexHit]]:

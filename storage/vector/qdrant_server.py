@@ -247,14 +247,15 @@ class QdrantServerIndex:
             if len(dense) != self.dim:
                 raise InvalidInput(f"query vector has {len(dense)} dimensions, the index has {self.dim}")
             queries.append(([float(x) for x in dense], DENSE))
-        use_sparse = sparse is not None and bool(sparse.indices)
-        if sparse is not None and use_sparse:
+        if sparse is not None and not sparse.indices:
+            sparse = None  # no term to ask for: nothing found
+        if sparse is not None:
             check_sparse(sparse, "query")
             queries.append(
                 (models.SparseVector(indices=list(sparse.indices), values=list(sparse.values)), LEXICAL)
             )
         found = self._query(queries, flt, limit)
-        return (found[0] if dense is not None else []), (found[-1] if use_sparse else [])
+        return (found[0] if dense is not None else []), (found[-1] if sparse is not None else [])
 
     def _query(
         self, queries: list[tuple[list[float] | models.SparseVector, str]], flt: IndexFilter, limit: int
