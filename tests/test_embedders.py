@@ -165,8 +165,8 @@ def test_importing_the_module_is_light() -> None:
     assert out.stdout.strip() == ""
 
 
-def test_missing_onnxruntime_names_the_extra(tmp_path: Path) -> None:
-    # A fresh interpreter in which onnxruntime cannot be imported, as on an install without the extra.
+def test_missing_onnxruntime_says_what_to_install(tmp_path: Path) -> None:
+    # A fresh interpreter in which onnxruntime cannot be imported, as on an install that lost it.
     code = (
         "import sys\n"
         "sys.modules['onnxruntime'] = None\n"
@@ -179,7 +179,7 @@ def test_missing_onnxruntime_names_the_extra(tmp_path: Path) -> None:
         "    print(exc)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "memcube-os[onnx]" in out.stdout, out.stderr
+    assert "pip install onnxruntime onnx" in out.stdout and "embedder_backend='torch'" in out.stdout, out.stderr
     assert issubclass(DependencyMissing, ImportError)
 
 

@@ -393,7 +393,7 @@ def test_migrations_applied_on_open_and_idempotent(make_mos: Any, tmp_path: Any)
     mos = make_mos()
     with mos.store.engine.connect() as conn:
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    assert version == "0002"
+    assert version == "0003"
     assert {
         "users",
         "cubes",
@@ -477,6 +477,44 @@ def test_onnx_backend_from_settings(tmp_path: Any) -> None:
     # another backend, set explicitly, is refused with a clear error (nothing rebuilt silently)
     with pytest.raises(ConfigError, match="built with onnx-fp32"):
         MemOS(tmp_path / "onnx-home", embedder_backend="torch")
+
+
+def test_default_backend_is_onnx_int8_for_the_bundled_model_on_cpu() -> None:
+    pytest.importorskip("onnxruntime")
+    from memos.backends import default_backend
+    from memos.config import Settings
+
+    assert default_backend(Settings()) == "onnx-int8"
+    assert default_backend(Settings(embedder="sentence-transformers/all-MiniLM-L6-v2")) == "onnx-int8"
+    assert default_backend(Settings(embedder_device="cuda")) == "torch"  # ONNX runs on the CPU only
+    assert default_backend(Settings(embedder="/models/another-encoder")) == "torch"  # int8 unmeasured there
+
+
+def test_new_home_embeds_with_onnx_int8_and_old_homes_keep_torch(tmp_path: Any, embedder: Any) -> None:
+    """A new home takes the default backend and records it; a home whose index was built
+    with torch (the default before) reopens with torch, not refused and not rebuilt."""
+    pytest.importorskip("onnxruntime")
+    from memos.core import MemOS
+
+    with MemOS(tmp_path / "new") as mos:
+        assert mos.settings.embedder_backend == "onnx-int8"
+        assert mos.embedder.id == "onnx-int8:all-MiniLM-L6-v2"
+        mos.add_user("u")
+        cube = mos.create_cube("u", "c").id
+        mos.add(text="The lighthouse keeper collects seashells", user_id="u", cube_id=cube)
+        mos.add(text="Our neighbour repairs vintage motorbikes", user_id="u", cube_id=cube)
+        hits = mos.search("who gathers shells by the sea?", user_id="u")
+        assert hits[0].memory.text.startswith("The lighthouse") and "dense" in hits[0].ranks
+    with MemOS(tmp_path / "new") as mos:
+        assert mos.embedder.id == "onnx-int8:all-MiniLM-L6-v2"
+
+    with MemOS(tmp_path / "old", embedder=embedder) as mos:  # torch-built, as before the switch
+        mos.add_user("u")
+        cube = mos.create_cube("u", "c").id
+        mos.add(text="The lighthouse keeper collects seashells", user_id="u", cube_id=cube)
+    with MemOS(tmp_path / "old") as mos:
+        assert mos.settings.embedder_backend == "torch" and mos.embedder.id == embedder.id
+        assert mos.search("seashells", user_id="u")[0].memory.text.startswith("The lighthouse")
 
 
 def test_search_over_turns_without_a_session(alice: tuple[Any, str]) -> None:

@@ -117,6 +117,9 @@ class MemoryRow(Base):
         Index("ix_memories_cube_type", "cube_id", "type"),
         Index("ix_memories_index_state", "index_state"),
         Index("ix_memories_cube_message", "cube_id", "message_id"),
+        # every search reads state and importance of its ~200-400 candidates by id: from
+        # this index alone, without visiting the (wide) table rows
+        Index("ix_memories_id_state_importance", "id", "state", "importance"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
