@@ -59,7 +59,7 @@ def _read(proc: subprocess.Popen[str]) -> dict[str, Any]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_after", [1, 3])
-def test_sigkill_mid_bulk_import_loses_nothing(tmp_path: Path, embedder: Any, kill_after: int) -> None:
+def test_sigkill_mid_bulk_import_loses_nothing(tmp_path: Path, kill_after: int) -> None:
     home = tmp_path / "home"
     proc = _spawn(home, batches=40, size=25)
     try:
@@ -78,7 +78,7 @@ def test_sigkill_mid_bulk_import_loses_nothing(tmp_path: Path, embedder: Any, ki
     from memos.core import MemOS
     from memos.storage.relational.models import MemoryRow
 
-    mos = MemOS(home=home, embedder=embedder)  # reopening repairs
+    mos = MemOS(home=home)  # reopening repairs (with the default embedder the child used)
     try:
         from sqlalchemy import select
 

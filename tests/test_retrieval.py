@@ -260,3 +260,39 @@ def test_graph_candidates_obey_the_filters(alice: tuple[Any, str]) -> None:
     assert early and all(
         h.memory.text in {said[0][1], said[1][1]} for h in early if h.memory.type == "episode"
     )
+
+
+def test_a_hit_carries_the_whole_memory_as_get_returns_it(alice: tuple[Any, str]) -> None:
+    """Every field of a returned memory comes through as ``get`` gives it (metadata, tags,
+    provenance, times, the version an update made); only the access statistics move."""
+    mos, cube = alice
+    res = mos.add(
+        messages=[
+            {
+                "role": "user",
+                "name": "Alice",
+                "content": "I keep bees on the roof of the bakery.",
+                "id": "b1",
+                "timestamp": "2024-05-02T10:30:00Z",
+            },
+            {"role": "assistant", "content": "How many hives do you have?", "id": "b2"},
+        ],
+        user_id="alice",
+        cube_id=cube,
+        session_id="s9",
+        metadata={"topic": "hobbies", "nested": {"ok": True, "n": [1, 2]}},
+        tags=["bees", "roof"],
+        importance=0.8,
+    )
+    first = res.memories[0]
+    mos.update(first.id, user_id="alice", importance=0.9, reason="matters")
+    hits = mos.search("bees on the bakery roof", user_id="alice")
+    hit = next(h for h in hits if h.memory.id == first.id)
+    got = mos.get(first.id, user_id="alice")
+    assert hit.memory.model_dump(exclude={"hits", "last_accessed"}) == got.model_dump(
+        exclude={"hits", "last_accessed"}
+    )
+    assert hit.memory.version == 2 and hit.memory.importance == 0.9
+    assert hit.memory.metadata["nested"] == {"ok": True, "n": [1, 2]} and hit.memory.tags == ["bees", "roof"]
+    assert hit.memory.provenance.message_id == "b1" and hit.memory.provenance.timestamp is not None
+    assert hit.memory.recorded_at.tzinfo is not None
