@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from memos.config import load_settings
+from memos.config import Settings, load_settings
 from memos.errors import ConfigError
 
 
@@ -63,3 +64,21 @@ def test_registries_list_builtin_backends() -> None:
     assert "sentence_transformers" in registry.available("memos.embedders")
     with pytest.raises(ConfigError, match="available"):
         registry.load("memos.vector_indexes", "nope")
+
+
+def test_embed_batch_size_defaults_to_the_device_and_can_be_set() -> None:
+    """Unset, the embedders run batches of 16 texts on the CPU (fastest there) and 64 on a
+    GPU; a configured size reaches whichever backend is built (models load lazily)."""
+    from memos.adapters.embedders.onnx_embedder import OnnxEmbedder
+    from memos.adapters.embedders.sentence_transformers import SentenceTransformerEmbedder
+    from memos.backends import make_embedder
+
+    assert SentenceTransformerEmbedder().batch_size == 16
+    assert SentenceTransformerEmbedder(device="cuda").batch_size == 64
+    assert OnnxEmbedder().batch_size == 16
+    for backend in ("torch", "onnx-int8"):
+        assert make_embedder(Settings(embedder_backend=backend)).batch_size == 16  # type: ignore[attr-defined]
+        configured = Settings(embedder_backend=backend, embed_batch_size=8)
+        assert make_embedder(configured).batch_size == 8  # type: ignore[attr-defined]
+    with pytest.raises(ValidationError):
+        Settings(embed_batch_size=0)

@@ -31,7 +31,7 @@ from memos.adapters.embedders.onnx_export import (
     is_onnxruntime_available,
     read_meta,
 )
-from memos.adapters.embedders.sentence_transformers import resolve_model_path
+from memos.adapters.embedders.sentence_transformers import CPU_BATCH_SIZE, resolve_model_path
 from memos.errors import ConfigError, DependencyMissing
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class OnnxEmbedder:
         self,
         model: str = "all-MiniLM-L6-v2",
         device: str = "cpu",
-        batch_size: int = 64,
+        batch_size: int | None = None,
         *,
         precision: Precision = "int8",
         threads: int | None = None,
@@ -119,7 +119,7 @@ class OnnxEmbedder:
             raise ConfigError(f"threads must be at least 1 (got {threads})")
         self.model_name = model
         self.device = device
-        self.batch_size = batch_size
+        self.batch_size = batch_size or CPU_BATCH_SIZE
         self.precision: Precision = precision
         self.threads = threads
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
