@@ -92,6 +92,57 @@ def _table(console: Any, results: dict[str, dict[str, Any]]) -> None:
     console.print(table)
 
 
+@bench_app.command("embed")
+def embed(
+    ctx: typer.Context,
+    backends: Annotated[str, typer.Option(help="Comma-separated: torch, onnx, onnx-int8.")] = "torch,onnx-int8",
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "8,16,32,64",
+    texts: Annotated[int, typer.Option(help="Texts embedded per variant and round.")] = 1024,
+    call: Annotated[int, typer.Option(help="Texts per embed() call (64: one cube's share of a bulk add).")] = 64,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds; the median is reported.")] = 3,
+    queries: Annotated[int, typer.Option(help="Queries timed per backend.")] = 100,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results to this file.")] = None,
+) -> None:
+    """Texts/s of each embedder backend at each batch size, side by side; query latency."""
+    from memos.bench import embed as bench
+    from memos.bench.common import machine
+
+    state = get_state(ctx)
+    try:
+        sizes = [int(x) for x in batch_sizes.split(",") if x.strip()]
+    except ValueError as exc:
+        raise InvalidInput(f"--batch-sizes takes comma-separated integers; got {batch_sizes!r}") from exc
+    result = bench.run(
+        bench.make_from_settings(settings_for(state)),
+        backends=[b.strip() for b in backends.split(",") if b.strip()],
+        batch_sizes=sizes,
+        n_texts=texts,
+        call=call,
+        rounds=rounds,
+        n_queries=queries,
+        log=note,
+    )
+    meta = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "command": "memos bench embed"}
+    _write(json_out, {**result, "_meta": meta})
+    emit(state, result, lambda console: _embed_table(console, result))
+
+
+def _embed_table(console: Any, result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    rates = result["texts_per_s"]
+    sizes = list(next(iter(rates.values())))
+    table = Table(title=f"memos bench embed — texts/s, calls of {result['call']} texts, median of {result['rounds']}")
+    table.add_column("backend")
+    for size in sizes:
+        table.add_column(f"batch {size}", justify="right")
+    table.add_column("query p50 / p95 ms", justify="right")
+    for backend, row in rates.items():
+        lat = result["query_latency"][backend]
+        table.add_row(backend, *(f"{row[s]['median']:.0f}" for s in sizes), f"{lat['p50_ms']} / {lat['p95_ms']}")
+    console.print(table)
+
+
 @bench_app.command("locomo")
 def locomo(
     ctx: typer.Context,
