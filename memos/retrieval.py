@@ -40,7 +40,13 @@ from memos.errors import InvalidFilter
 from memos.graph import GraphCache
 from memos.protocols import Embedder, FieldMatch, FieldRange, IndexFilter, VectorIndex
 from memos.storage.relational.engine import RelationalStore
-from memos.storage.relational.models import MemoryEntityRow, MemoryRow, MessageRow, UTCDateTime
+from memos.storage.relational.models import (
+    MEMORY_STATE_INDEX,
+    MemoryEntityRow,
+    MemoryRow,
+    MessageRow,
+    UTCDateTime,
+)
 from memos.timeparse import query_time_range
 from memos.types import SEARCHABLE_STATES, MemoryType, SearchHit
 
@@ -339,7 +345,7 @@ class Retriever:
         if cached:
             # the hot path of every search: answered from the covering index alone (SQLite's
             # planner would take the primary key's index and then visit every table row)
-            hint = f" INDEXED BY {_STATE_INDEX}" if conn.dialect.name == "sqlite" else ""
+            hint = f" INDEXED BY {MEMORY_STATE_INDEX}" if conn.dialect.name == "sqlite" else ""
             sql = f"SELECT id, state, importance FROM {MemoryRow.__tablename__}{hint} WHERE id IN ({_marks(conn, len(cached))})"
             for mid, state, importance in conn.exec_driver_sql(sql, tuple(cached)).all():
                 live[mid] = (str(state), float(importance))
@@ -419,10 +425,6 @@ class Retriever:
         top = math.log(1 + total)
         best = sorted(((m, v / top) for m, v in score.items()), key=lambda kv: -kv[1])[:depth]
         return best, why
-
-
-#: the covering index of the per-search state read (see MemoryRow)
-_STATE_INDEX = "ix_memories_id_state_importance"
 
 
 def _marks(conn: Connection, n: int) -> str:

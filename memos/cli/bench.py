@@ -16,14 +16,15 @@ bench_app = typer.Typer(help="Reproducible benchmarks (results: BENCHMARKS.md)."
 app.add_typer(bench_app, name="bench", rich_help_panel="Benchmarks")
 
 
-def _sizes(raw: str) -> list[int]:
+def _ints(raw: str, option: str, example: str, minimum: int) -> list[int]:
+    """A comma-separated option of integers, each at least ``minimum``."""
     try:
-        sizes = [int(x.replace("_", "")) for x in raw.split(",") if x.strip()]
+        values = [int(x.replace("_", "")) for x in raw.split(",") if x.strip()]
     except ValueError as exc:
-        raise InvalidInput(f"--n takes comma-separated integers such as 1000,10000; got {raw!r}") from exc
-    if not sizes or any(n < 10 for n in sizes):
-        raise InvalidInput("--n sizes must be at least 10")
-    return sizes
+        raise InvalidInput(f"{option} takes comma-separated integers such as {example}; got {raw!r}") from exc
+    if not values or any(n < minimum for n in values):
+        raise InvalidInput(f"{option} values must be at least {minimum}")
+    return values
 
 
 def _write(out: Path | None, data: dict[str, Any]) -> None:
@@ -56,7 +57,7 @@ def scale(
     state = get_state(ctx)
     embedder = make_embedder(settings_for(state))
     results: dict[str, Any] = {}
-    for size in _sizes(n):
+    for size in _ints(n, "--n", "1000,10000", 10):
         note(f"scale: n={size:,}")
         results[str(size)] = bench_size(
             size,
@@ -108,14 +109,10 @@ def embed(
     from memos.bench.common import machine
 
     state = get_state(ctx)
-    try:
-        sizes = [int(x) for x in batch_sizes.split(",") if x.strip()]
-    except ValueError as exc:
-        raise InvalidInput(f"--batch-sizes takes comma-separated integers; got {batch_sizes!r}") from exc
     result = bench.run(
         bench.make_from_settings(settings_for(state)),
         backends=[b.strip() for b in backends.split(",") if b.strip()],
-        batch_sizes=sizes,
+        batch_sizes=_ints(batch_sizes, "--batch-sizes", "8,16", 1),
         n_texts=texts,
         call=call,
         rounds=rounds,

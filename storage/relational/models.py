@@ -109,6 +109,10 @@ class AclRow(Base):
     granted_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
+#: the covering index of the search's per-candidate state read (named in its statement)
+MEMORY_STATE_INDEX = "ix_memories_id_state_importance"
+
+
 class MemoryRow(Base):
     __tablename__ = "memories"
     __table_args__ = (
@@ -119,7 +123,7 @@ class MemoryRow(Base):
         Index("ix_memories_cube_message", "cube_id", "message_id"),
         # every search reads state and importance of its ~200-400 candidates by id: from
         # this index alone, without visiting the (wide) table rows
-        Index("ix_memories_id_state_importance", "id", "state", "importance"),
+        Index(MEMORY_STATE_INDEX, "id", "state", "importance"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
