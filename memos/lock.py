@@ -37,9 +37,9 @@ class HomeLock:
             fh.close()
             raise HomeLocked(
                 f"the memos home {self.path.parent} is open in another process ({holder}). "
-                "An embedded home (SQLite + Qdrant Edge) serves one process: close the other one, "
-                "or run `memos serve` and talk to it, or point several processes at PostgreSQL "
-                "(MEMOS_RELATIONAL_URL) and a Qdrant server (MEMOS_VECTOR_URL)."
+                "An embedded home (SQLite + Qdrant Edge) serves one process at a time: wait for the "
+                "other one to finish or close it, or, for several processes, point them all at "
+                "PostgreSQL (MEMOS_RELATIONAL_URL) and a Qdrant server (MEMOS_VECTOR_URL)."
             ) from None
         fh.seek(0)
         fh.truncate()
@@ -63,3 +63,26 @@ class HomeLock:
             finally:
                 self._fh.close()
                 self._fh = None
+
+
+def holder(home: Path) -> dict[str, object] | None:
+    """Who holds the lock of ``home`` in another process (pid, host, cmd, since), or None.
+
+    Probes with a non-blocking shared lock that is released at once; takes nothing.
+    """
+    path = home / ".lock"
+    try:
+        fh = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError:
+        return None
+    with fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                info = json.loads(fh.read() or "{}")
+            except ValueError:
+                info = {}
+            return info if isinstance(info, dict) else {}
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    return None

@@ -9,7 +9,9 @@ measured exactly and a KV prefix can be handed in and out.
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,6 +56,19 @@ class HFPrefix:
 
 
 ATTENTION = "memos_sdpa"
+
+
+def _drop_cache_rename_notice(record: logging.LogRecord) -> bool:
+    return "Use `cache` instead" not in record.getMessage()
+
+
+def _quiet_cache_rename() -> None:
+    """Silence transformers 5's notices that ``past_key_values`` is now called ``cache``
+    (a FutureWarning on every forward call and a log line): the old name is the one every
+    supported version (>= 4.56) takes, and users of memos can do nothing about it. Only
+    these two messages are dropped; other warnings, ours included, still show."""
+    warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
+    logging.getLogger("transformers.utils.generic").addFilter(_drop_cache_rename_notice)  # added once
 
 
 def _register_attention() -> str:
@@ -128,6 +143,7 @@ class TransformersRuntime(LocalRuntime):
         except ImportError as exc:  # pragma: no cover - torch is a core dependency
             raise DependencyMissing("the transformers runtime needs torch and transformers") from exc
         hf_logging.disable_progress_bar()  # a library draws no progress bars on its users' terminals
+        _quiet_cache_rename()
         if dtype == "auto":
             dtype = "float32"
         if dtype not in _DTYPES:

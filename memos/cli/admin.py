@@ -23,6 +23,7 @@ from memos.cli.app import (
     stderr_console,
     stdout_console,
 )
+from memos.cli.doctor import check_index
 from memos.cli.render import cubes_table, mapping_table, shares_table, users_table
 from memos.errors import NotFound
 from memos.types import Role
@@ -101,7 +102,7 @@ def init(ctx: typer.Context) -> None:
     config_written = not config_path.exists()
     if config_written:
         config_path.write_text(config_template(), encoding="utf-8")
-    with open_memos(state, settings) as mos:
+    with open_memos(state, settings, create=True) as mos:
         try:
             user = mos.get_user(state.user)
             user_created = False
@@ -290,13 +291,26 @@ def stats(
 def reindex(
     ctx: typer.Context,
     cube: Annotated[list[str] | None, cubes_option("every cube of the home")] = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Only compare the index with the rows and report; rebuild nothing (exit 1 if off)."
+        ),
+    ] = False,
 ) -> None:
-    """Rebuild the vector index from the relational rows (the source of truth)."""
+    """Rebuild the vector index from the relational rows (the source of truth).
+
+    Without --cube: every cube of the home, or, when a user is named (--user), the cubes
+    that user may write."""
     state = get_state(ctx)
+    if check:
+        check_index(state, cube)
+        return
     with open_memos(state) as mos:
         cube_ids = [mos.resolve_cube(state.user, c) for c in cube] if cube else None
+        user = state.user if state.user_given or cube_ids else None
         with stderr_console().status("re-embedding memories…"):
-            count = mos.reindex(user_id=state.user, cube_ids=cube_ids)
+            count = mos.reindex(user_id=user, cube_ids=cube_ids)
     emit(
         state,
         {"reindexed": count, "cube_ids": cube_ids},

@@ -8,17 +8,22 @@ inside the commands, so ``memos --help`` is instant.
 Errors: a :class:`memos.errors.MemosError` becomes one line on stderr (``error: …``) and
 exit status 1; anything else also becomes one line, with a hint to rerun with ``--debug``,
 which prints the traceback.
+
+``--json`` is a global option (``memos --json search …``) and, the same flag, an option of
+every command (``memos search … --json``), added by :class:`_MemosGroup` to each command
+that has no ``--json`` of its own (the benchmarks' ``--json PATH`` writes a file).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -53,10 +58,38 @@ class State:
     user: str
     json: bool
     debug: bool
+    #: whether the user was named (``--user``/``MEMOS_USER``) rather than the default
+    user_given: bool = False
+
+
+JSON_HELP = "Print machine-readable JSON on stdout (messages go to stderr)."
+
+
+def _json_flag(ctx: Any, _param: Any, value: bool) -> None:
+    """``--json`` after a command name: the same as the global ``memos --json``."""
+    state = ctx.find_object(State)
+    if value and state is not None:
+        ctx.obj = replace(state, json=True)
+
+
+def _add_json_option(group: Any, option: Any) -> None:
+    """Give each command under ``group`` a copy of the global ``--json`` flag."""
+    for command in group.commands.values():
+        if hasattr(command, "commands"):
+            _add_json_option(command, option)
+        elif not any("--json" in p.opts for p in command.params):
+            flag = copy.copy(option)
+            flag.callback, flag.expose_value = _json_flag, False
+            command.params.append(flag)
 
 
 class _MemosGroup(TyperGroup):
-    """The root command group: turns exceptions raised by commands into one-line errors."""
+    """The root command group: turns exceptions raised by commands into one-line errors,
+    and gives every command the ``--json`` flag."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _add_json_option(self, next(p for p in self.params if "--json" in p.opts))
 
     def invoke(self, ctx: Any) -> Any:  # a typer Context; the base class names typer's private one
         try:
@@ -112,9 +145,7 @@ def root(
         str,
         typer.Option("--user", "-u", envvar="MEMOS_USER", help="The user acting."),
     ] = DEFAULT_USER,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print machine-readable JSON on stdout (messages go to stderr).")
-    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")] = False,
     version: Annotated[
         bool,
@@ -125,7 +156,13 @@ def root(
 
     Start with `memos init`, then `memos add "…"` and `memos search "…"`.
     """
-    ctx.obj = State(home=home.expanduser() if home else None, user=user, json=json_output, debug=debug)
+    ctx.obj = State(
+        home=home.expanduser() if home else None,
+        user=user,
+        json=json_output,
+        debug=debug,
+        user_given=getattr(ctx.get_parameter_source("user"), "name", "DEFAULT") != "DEFAULT",
+    )
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -142,19 +179,34 @@ def settings_for(state: State) -> Settings:
     return load_settings(state.home)
 
 
+def home_exists(settings: Settings) -> bool:
+    """Whether the configured home was created (by ``memos init`` or the SDK).
+
+    With the default SQLite store that is its database file: an empty or unrelated folder
+    is not a home. With a database server the folder only holds ``config.toml`` (or
+    nothing), so the folder is enough.
+    """
+    if not settings.home.is_dir():
+        return False
+    db = settings.sqlite_path
+    return db is None or db.is_file()
+
+
 @contextmanager
-def open_memos(state: State, settings: Settings | None = None) -> Iterator[MemOS]:
+def open_memos(state: State, settings: Settings | None = None, *, create: bool = False) -> Iterator[MemOS]:
     """Open the home for one command and always close it, releasing the home lock.
 
-    A home that does not exist yet is an error (``memos init`` creates it), so that a
-    mistyped ``--home`` does not quietly create an empty one.
+    A home that does not exist yet is an error unless ``create`` (``memos init`` creates
+    it), so that a mistyped ``--home`` does not quietly create an empty one, nor leave a
+    database in an empty folder.
     """
     from memos.core import MemOS
 
     settings = settings or settings_for(state)
-    if not settings.home.is_dir():
+    if not create and not home_exists(settings):
         raise NotFound(
-            f"there is no memos home at {settings.home}; run `memos init` (or give --home / MEMOS_HOME)"
+            f"there is no memos home at {settings.home}; run `memos init` to create one there, "
+            "or point --home / MEMOS_HOME at an existing home"
         )
     mos = MemOS(settings=settings)
     try:

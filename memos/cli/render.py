@@ -1,4 +1,11 @@
-"""Rich renderings of the SDK's types, for people (``--json`` bypasses all of this)."""
+"""Rich renderings of the SDK's types, for people (``--json`` bypasses all of this).
+
+Tables must stay readable in an 80-column terminal: ids and times never wrap (an id is
+copied whole into the next command), short columns are cut with an ellipsis, and the text
+columns take what is left, with a minimum width so that they wrap between words, not
+letter by letter. Details of a memory go on a dim line under its text rather than in
+columns of their own.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -52,30 +60,51 @@ def compact_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str, separators=(", ", ": "))
 
 
+def grid(title: str | None = None, *, leading: int = 0) -> Table:
+    """A table without vertical rules, two spaces between columns (a ruled table spends
+    three columns of an 80-column terminal on each)."""
+    return Table(
+        title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0), leading=leading
+    )
+
+
+def text_column(table: Table, header: str, *, ratio: int = 1, min_width: int = 20) -> None:
+    """A column of prose: takes the room left, wraps between words ("fold" only cuts a word
+    longer than the whole column)."""
+    table.add_column(header, ratio=ratio, min_width=min_width, overflow="fold")
+
+
+def short_column(table: Table, header: str, max_width: int, **kw: Any) -> None:
+    """A column of short values (names, roles): one line, cut with an ellipsis if long."""
+    table.add_column(header, no_wrap=True, overflow="ellipsis", max_width=max_width, **kw)
+
+
+def details(m: MemoryItem, *extra: str) -> str:
+    """The dim line under a memory's text: type, state, speaker, date, origin, and ``extra``."""
+    parts = [str(m.type)]
+    if str(m.state) != "active":
+        parts.append(str(m.state))
+    if m.provenance.speaker:
+        parts.append(m.provenance.speaker)
+    parts.append(when(occurred(m)))
+    if origin(m) != "-":
+        parts.append(origin(m))
+    return f"[dim]{escape(' · '.join([*parts, *extra]))}[/dim]"
+
+
 def memories_table(items: Sequence[MemoryItem], title: str | None = None) -> Table:
-    table = Table(title=title, show_lines=False)
+    table = grid(title)
     table.add_column("id", no_wrap=True, style="cyan")
-    table.add_column("type")
-    table.add_column("state")
-    table.add_column("speaker")
-    table.add_column("date", no_wrap=True)
-    table.add_column("text", overflow="fold")
+    text_column(table, "memory")
     for m in items:
-        table.add_row(
-            m.id,
-            str(m.type),
-            str(m.state),
-            escape(m.provenance.speaker or "-"),
-            when(occurred(m)),
-            escape(short(m.text)),
-        )
+        table.add_row(m.id, f"{escape(short(m.text))}\n{details(m)}")
     return table
 
 
 def memory_detail(item: MemoryItem) -> Table:
     table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
+    table.add_column(style="bold", no_wrap=True)
+    text_column(table, "")
     p = item.provenance
     rows: list[tuple[str, str]] = [
         ("id", item.id),
@@ -106,61 +135,49 @@ def memory_detail(item: MemoryItem) -> Table:
 
 
 def hits_table(hits: Sequence[SearchHit], query: str) -> Table:
-    table = Table(title=f"{len(hits)} result(s) for {escape(repr(query))}")
-    table.add_column("#", justify="right")
-    table.add_column("score", justify="right")
-    table.add_column("type")
-    table.add_column("speaker")
-    table.add_column("date", no_wrap=True)
-    table.add_column("text", overflow="fold", ratio=3)
-    table.add_column("why", overflow="fold", ratio=2)
-    table.add_column("from", overflow="fold")
-    table.add_column("id", style="cyan", overflow="fold")
+    """Each hit: rank, score, id, then its text, a dim line of details and why it matched."""
+    table = grid(f"{len(hits)} result(s) for {escape(repr(query))}", leading=1)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("id", style="cyan", no_wrap=True)
+    text_column(table, "memory (details, why it matched)")
     for rank, hit in enumerate(hits, start=1):
         m = hit.memory
+        why = f"[dim italic]{escape('; '.join(hit.why))}[/dim italic]" if hit.why else ""
         table.add_row(
-            str(rank),
-            f"{hit.score:.3f}",
-            str(m.type),
-            escape(m.provenance.speaker or "-"),
-            when(occurred(m)),
-            escape(short(m.text)),
-            escape("; ".join(hit.why) or "-"),
-            escape(origin(m)),
-            m.id,
+            str(rank), f"{hit.score:.3f}", m.id, "\n".join(x for x in (escape(short(m.text)), details(m), why) if x)
         )
     return table
 
 
 def history_tables(history: History) -> tuple[Table, Table]:
-    versions = Table(title=f"versions of {history.memory_id}")
-    versions.add_column("v", justify="right")
+    versions = grid(f"versions of {history.memory_id}", leading=1)
+    versions.add_column("v", justify="right", no_wrap=True)
     versions.add_column("recorded", no_wrap=True)
-    versions.add_column("by")
-    versions.add_column("reason")
-    versions.add_column("importance", justify="right")
-    versions.add_column("tags")
-    versions.add_column("text", overflow="fold")
+    short_column(versions, "by", 12)
+    text_column(versions, "text · importance, tags, reason")
     for v in history.versions:
+        about = [f"importance {v.importance:g}"]
+        if v.tags:
+            about.append("tags " + ", ".join(v.tags))
+        if v.reason:
+            about.append(v.reason)
         versions.add_row(
             str(v.version),
             when(v.recorded_at, seconds=True),
             escape(v.actor or "-"),
-            escape(v.reason or "-"),
-            f"{v.importance:g}",
-            escape(", ".join(v.tags) or "-"),
-            escape(short(v.text)),
+            f"{escape(short(v.text))}\n[dim]{escape(' · '.join(about))}[/dim]",
         )
     return versions, events_table(history.events, title="events")
 
 
 def events_table(events: Sequence[AuditEvent], title: str | None = None) -> Table:
-    table = Table(title=title)
+    table = grid(title)
     table.add_column("when", no_wrap=True)
-    table.add_column("who")
-    table.add_column("action")
-    table.add_column("reason")
-    table.add_column("details", overflow="fold")
+    short_column(table, "who", 12)
+    short_column(table, "action", 12)
+    text_column(table, "reason", ratio=1, min_width=10)
+    text_column(table, "details", ratio=2, min_width=16)
     for e in events:
         table.add_row(
             when(e.ts, seconds=True),
@@ -173,9 +190,9 @@ def events_table(events: Sequence[AuditEvent], title: str | None = None) -> Tabl
 
 
 def users_table(users: Sequence[User]) -> Table:
-    table = Table(title="users")
-    table.add_column("id", style="cyan")
-    table.add_column("name")
+    table = grid("users")
+    table.add_column("id", style="cyan", no_wrap=True)
+    text_column(table, "name", min_width=10)
     table.add_column("created", no_wrap=True)
     for u in users:
         table.add_row(escape(u.id), escape(u.name), when(u.created_at))
@@ -183,41 +200,52 @@ def users_table(users: Sequence[User]) -> Table:
 
 
 def cubes_table(cubes: Sequence[Cube], user_id: str) -> Table:
-    table = Table(title=f"cubes visible to {escape(user_id)}")
-    table.add_column("name", style="bold")
+    table = grid(f"cubes visible to {escape(user_id)}")
+    short_column(table, "name", 16, style="bold")
     table.add_column("id", style="cyan", no_wrap=True)
-    table.add_column("owner")
-    table.add_column("your role")
-    table.add_column("created", no_wrap=True)
-    table.add_column("description", overflow="fold")
+    short_column(table, "owner", 12)
+    short_column(table, "role", 6)
+    text_column(table, "description", min_width=12)
     for c in cubes:
         table.add_row(
             escape(c.name),
             c.id,
             escape(c.owner_id),
             str(c.role or "-"),
-            when(c.created_at),
             escape(c.description or "-"),
         )
     return table
 
 
 def shares_table(shares: Sequence[Share]) -> Table:
-    table = Table(title="access")
-    table.add_column("user", style="cyan")
-    table.add_column("role")
+    table = grid("access")
+    short_column(table, "user", 24, style="cyan")
+    short_column(table, "role", 8)
     table.add_column("granted", no_wrap=True)
-    table.add_column("by")
+    short_column(table, "by", 24)
     for s in shares:
         table.add_row(escape(s.user_id), str(s.role), when(s.granted_at), escape(s.granted_by or "-"))
+    return table
+
+
+def quarantine_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """Memories that could not be indexed (``MemOS.check_index()["quarantined"]``)."""
+    table = grid("quarantined: not indexed, not searchable")
+    table.add_column("memory id", style="cyan", no_wrap=True)
+    short_column(table, "cube", 12)
+    table.add_column("since", no_wrap=True)
+    text_column(table, "error")
+    for r in rows:
+        since = str(r.get("since") or "-")[:16].replace("T", " ")
+        table.add_row(r["memory_id"], escape(r["cube_id"]), since, escape(r.get("error") or "-"))
     return table
 
 
 def mapping_table(data: Mapping[str, Any], title: str | None = None) -> Table:
     """A nested mapping as ``key  value`` rows; nested keys are dotted (``search.rrf_k``)."""
     table = Table(title=title, show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
+    table.add_column(style="bold", no_wrap=True)
+    text_column(table, "")
     for key, value in flatten(data):
         table.add_row(escape(key), escape("-" if value is None else str(value)))
     return table

@@ -2,8 +2,10 @@
 
 Chat logs are read by :func:`memos.chatlog.load_chat` (the same reader the demo uses):
 a JSON list of messages, JSONL (one message per line), or the session format
-``{"sessions": [{"id", "date", "messages": […]}, …]}``. Each session is added in batches,
-one ``MemOS.add`` call per batch; message ids make a re-import a no-op.
+``{"sessions": [{"id", "date", "messages": […]}, …]}``. The whole file is validated before
+anything is written (a bad message names its place in the file and stores nothing); then each
+session is added in batches, one ``MemOS.add`` call per batch; message ids make a re-import
+a no-op.
 """
 
 from __future__ import annotations
@@ -22,16 +24,45 @@ from memos.cli.app import (
     get_state,
     open_memos,
     resolve_cube,
+    settings_for,
     stderr_console,
 )
+from memos.errors import InvalidInput
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from memos.chatlog import ChatSession
 
 
 def _batches(messages: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
     for start in range(0, len(messages), size):
         yield messages[start : start + size]
+
+
+def _validate(sessions: list[ChatSession], max_chars: int, default_session: str | None) -> None:
+    """Check every message of the file as ``add`` will, before the first batch is written.
+
+    ``add`` checks one batch at a time, so a bad message late in a file would otherwise fail
+    after the batches before it were committed, and be named by its index in its batch.
+    Here each session is checked whole (no count limit: the batches keep to it), so the
+    error names ``messages[i]`` by its position in the file (in its session, if several).
+    """
+    from memos.ingest import parse_messages
+
+    for n, s in enumerate(sessions):
+        where = f"session {n + 1} of {len(sessions)}" + (f" ({s.id!r})" if s.id is not None else "")
+        session_id = s.id if s.id is not None else default_session
+        if session_id is not None and not session_id.strip():
+            raise InvalidInput(f"{where}: the session id is empty")
+        if not s.messages:
+            continue
+        try:
+            parse_messages(s.messages, max_chars, max_count=len(s.messages))
+        except InvalidInput as exc:
+            if len(sessions) == 1:
+                raise
+            raise InvalidInput(f"{where}: {exc}") from exc
 
 
 @app.command("import-chat", rich_help_panel=PANEL_TRANSFER)
@@ -72,7 +103,10 @@ def import_chat(
     from memos.chatlog import load_chat
 
     state = get_state(ctx)
+    settings = settings_for(state)
     sessions = load_chat(file)  # parse before opening the home (and loading a model): fail fast
+    _validate(sessions, settings.max_text_chars, session)
+    batch_size = min(batch_size, settings.max_messages_per_add)  # every batch within add's limit
     total = sum(len(s.messages) for s in sessions)
     summary: dict[str, Any] = {
         "file": str(file),
@@ -84,7 +118,7 @@ def import_chat(
         "extraction_failures": 0,
         "cube_id": None,
     }
-    with open_memos(state) as mos:
+    with open_memos(state, settings) as mos:
         cube_id = resolve_cube(mos, state.user, cube)
         summary["cube_id"] = cube_id
         progress = Progress(
