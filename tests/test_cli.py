@@ -578,3 +578,31 @@ def test_tables_are_readable_at_80_columns(home: Path) -> None:
         if name in ("search", "list", "history", "show", "cube list"):
             assert ids, (name, out)  # ids stay whole, on one line, to be copied
     assert mid in outputs["search"] and mid in outputs["history"]
+
+
+def test_only_the_cache_rename_notices_are_silenced(caplog: pytest.LogCaptureFixture) -> None:
+    """transformers 5 warned on every forward call of every chat (issue 19); the filter the
+    runtime installs drops those two notices and nothing else."""
+    import logging
+    import warnings
+
+    from memos.adapters.runtimes.hf import _quiet_cache_rename
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        _quiet_cache_rename()
+        warnings.warn(
+            "`past_key_values` is deprecated and will be removed in version 5.40.0 for "
+            "`LlamaForCausalLM.forward`. Use `cache` instead.",
+            FutureWarning,
+            stacklevel=1,
+        )
+        warnings.warn("something else will change", FutureWarning, stacklevel=1)
+        warnings.warn("memos: our own warning", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["something else will change", "memos: our own warning"]
+
+    logger = logging.getLogger("transformers.utils.generic")
+    with caplog.at_level(logging.WARNING, logger="transformers.utils.generic"):
+        logger.warning("`past_key_values`/`cache_params` are deprecated. Use `cache` instead.")
+        logger.warning("another transformers warning")
+    assert [r.getMessage() for r in caplog.records] == ["another transformers warning"]

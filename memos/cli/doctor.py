@@ -11,6 +11,7 @@ Without ``--user`` they look at the whole home, as its operator; with ``--user``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -51,7 +52,9 @@ def index_problems(report: dict[str, Any]) -> list[str]:
     return out
 
 
-def print_problems(console: Console, problems: list[str]) -> None:
+def print_problems(console: Console, problems: list[str], notes: Sequence[str] = ()) -> None:
+    for line in notes:
+        console.print(f"[dim]note: {escape(line)}[/dim]")
     if not problems:
         console.print("[green]ok[/green]: nothing needs attention")
     for line in problems:
@@ -74,6 +77,11 @@ def _diagnose(mos: MemOS, state: State) -> dict[str, Any]:
             "reader_failures": stats.get("reader_failures", 0),
         },
         "problems": problems,
+        "notes": [
+            f"{stats['extraction_pending']} memories are queued for extraction: `memos extract` runs it"
+        ]
+        if stats["extraction_pending"]
+        else [],
     }
 
 
@@ -92,6 +100,7 @@ def doctor(ctx: typer.Context) -> None:
         "vector_url": settings.public_dict()["vector_url"],
         "locked_by": None,
         "problems": [],
+        "notes": [],
     }
     if home_exists(settings):
         data["locked_by"] = lock.holder(settings.home) if settings.embedded else None
@@ -110,7 +119,8 @@ def doctor(ctx: typer.Context) -> None:
     data["ok"] = not data["problems"]
 
     def render(console: Console) -> None:
-        rows = {k: v for k, v in data.items() if k not in ("problems", "ok", "index", "extraction")}
+        rows = {k: v for k, v in data.items() if k not in ("problems", "notes", "ok", "index", "extraction")}
+        rows["locked_by"] = rows["locked_by"] or "no other process"
         if "index" in data:
             index = data["index"]
             rows["index"] = {k: v for k, v in index.items() if k != "quarantined"}
@@ -119,7 +129,7 @@ def doctor(ctx: typer.Context) -> None:
         console.print(mapping_table(rows, title="memos doctor"))
         if data.get("index", {}).get("quarantined"):
             console.print(quarantine_table(data["index"]["quarantined"]))
-        print_problems(console, data["problems"])
+        print_problems(console, data["problems"], data["notes"])
 
     emit(state, data, render)
     if data["problems"]:
