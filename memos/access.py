@@ -8,6 +8,11 @@ memory and written in one statement per batch: at most every ``access_flush_seco
 ``list``, the activation and parametric selectors that order by hits, export) and on
 close. What a crash can lose is at most that interval's counts; memories themselves are
 never affected.
+
+A flush is a write like any other: it takes the home's write lock, so it never races an
+``add`` for the database (SQLite would answer "database is locked", PostgreSQL could
+deadlock on the rows both touch). A search that finds the lock taken leaves its counts
+for the next flush instead of waiting; rows are updated in id order.
 """
 
 from __future__ import annotations
@@ -32,10 +37,17 @@ MAX_PENDING = 4096
 
 
 class AccessStats:
-    def __init__(self, store: RelationalStore, clock: Callable[[], datetime], interval_s: float) -> None:
+    def __init__(
+        self,
+        store: RelationalStore,
+        clock: Callable[[], datetime],
+        interval_s: float,
+        write_lock: threading.RLock | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.interval_s = interval_s
+        self._write_lock = write_lock if write_lock is not None else threading.RLock()
         self._pending: dict[str, tuple[int, datetime]] = {}
         self._lock = threading.Lock()
         self._flushed = time.monotonic()
@@ -52,12 +64,20 @@ class AccessStats:
                 n, _ = self._pending.get(mid, (0, now))
                 self._pending[mid] = (n + 1, now)
             due = len(self._pending) >= MAX_PENDING or time.monotonic() - self._flushed >= self.interval_s
-        if due:
-            self.flush(strict=False)
+        if due and self._write_lock.acquire(blocking=False):
+            try:
+                self.flush(strict=False)
+            finally:
+                self._write_lock.release()
 
     def flush(self, *, strict: bool = True) -> None:
-        """Write what is pending (one executemany). ``strict=False`` (the search path) logs a
-        failure and keeps the counts for the next flush instead of failing the search."""
+        """Write what is pending (one executemany), under the write lock. ``strict=False``
+        (the search path) logs a failure and keeps the counts for the next flush instead
+        of failing the search."""
+        with self._write_lock:
+            self._flush(strict)
+
+    def _flush(self, strict: bool) -> None:
         with self._lock:
             pending, self._pending = self._pending, {}
             self._flushed = time.monotonic()
@@ -72,11 +92,11 @@ class AccessStats:
                 last_accessed=bindparam("at", type_=table.c.last_accessed.type),
             )
         )
-        params = [{"mid": mid, "n": n, "at": at} for mid, (n, at) in pending.items()]
+        params = [{"mid": mid, "n": n, "at": at} for mid, (n, at) in sorted(pending.items())]
         try:
             with self.store.session() as s:
                 s.connection().execute(stmt, params)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, StorageError) as exc:
             with self._lock:  # put them back, merged with what came in meanwhile
                 for mid, (n, at) in pending.items():
                     m, later = self._pending.get(mid, (0, at))

@@ -17,6 +17,7 @@ from memos.errors import ConfigError
 from memos.lock import HomeLock
 from memos.protocols import Embedder, VectorIndex
 from memos.runtime import Runtime
+from memos.sealing import SealedIndex, new_key
 from memos.storage.relational.engine import RelationalStore
 from memos.storage.relational.models import MemoryRow, MetaRow
 
@@ -165,18 +166,28 @@ def open_index(settings: Settings, store: RelationalStore, embedder: Embedder) -
                 f"vector_url {url!r} not understood; use qdrant://host:port, http(s)://…, ':memory:' "
                 "or qdrant-local:PATH (or leave it unset for the embedded Qdrant Edge)"
             )
+    key = recorded.get("payload_key") if recorded and not rebuild else None
     if recorded is None or rebuild:
+        key = new_key()  # a new index is sealed from its first point (memos.sealing)
         with store.session() as s:
             s.merge(
                 MetaRow(
                     key="index",
-                    value={"embedder": embedder.id, "dim": dim, "backend": index.name, "target": target},
+                    value={
+                        "embedder": embedder.id,
+                        "dim": dim,
+                        "backend": index.name,
+                        "target": target,
+                        "payload_key": key,
+                    },
                 )
             )
             if rebuild:
                 s.execute(update(MemoryRow).values(index_state="pending"))
         log.info("vector index at %s will be (re)built with %s", target, embedder.id)
-    return index
+    elif key is None:
+        log.info("the vector index at %s keeps payloads in clear; `memos reindex` seals them", target)
+    return SealedIndex(index, key)
 
 
 def make_runtime(settings: Settings, name: str | None = None, **overrides: object) -> Runtime:

@@ -97,8 +97,10 @@ class MemOS(ChatOps, MemoryOps):
             from memos.indexer import Indexer
             from memos.retrieval import Retriever
 
-            self.indexer = Indexer(self.store, self.index, self.embedder)
-            self.access = AccessStats(self.store, self.clock, self.settings.search.access_flush_seconds)
+            self.indexer = Indexer(self.store, self.index, self.embedder, self.clock)
+            self.access = AccessStats(
+                self.store, self.clock, self.settings.search.access_flush_seconds, self._write_lock
+            )
             self.graphs = GraphCache(self.store)
             self.retriever = Retriever(
                 self.store, self.index, self.embedder, self.graphs, self.settings.search
@@ -367,19 +369,30 @@ class MemOS(ChatOps, MemoryOps):
             ]
 
     # ------------------------------------------------------------------ portability
-    def export_cube(self, cube_id: str, path: str | Path, *, user_id: str) -> Path:
-        """Write the cube to a ``.memcube`` archive (see :mod:`memos.archive`)."""
+    def export_cube(self, cube_id: str, path: str | Path, *, user_id: str, overwrite: bool = False) -> Path:
+        """Write the cube to a ``.memcube`` archive (see :mod:`memos.archive`).
+
+        An existing file at ``path`` is replaced only with ``overwrite``; anything else
+        there (a directory, a device, a FIFO) never is."""
         from memos import archive
 
-        return archive.export_cube(self, cube_id, Path(path), user_id=user_id)
+        return archive.export_cube(self, cube_id, Path(path), user_id=user_id, overwrite=overwrite)
 
     def import_cube(
-        self, path: str | Path, *, user_id: str, cube_id: str | None = None, name: str | None = None
+        self,
+        path: str | Path,
+        *,
+        user_id: str,
+        cube_id: str | None = None,
+        name: str | None = None,
+        copy: bool = False,
     ) -> Cube:
         """Load a ``.memcube`` archive as a new cube owned by ``user_id``.
 
-        Memory ids are always kept (so one archive lives in a home once); the cube keeps its
-        id unless ``cube_id`` is given. The archive is fully validated before anything is written."""
+        Memory ids are kept (so one archive lives in a home once) and the cube keeps its id
+        unless ``cube_id`` is given; ``copy=True`` imports it again with new memory ids and
+        a new cube id. The archive is fully validated, every row as ``add`` would check it,
+        before anything is written."""
         from memos import archive
 
-        return archive.import_cube(self, Path(path), user_id=user_id, cube_id=cube_id, name=name)
+        return archive.import_cube(self, Path(path), user_id=user_id, cube_id=cube_id, name=name, copy=copy)

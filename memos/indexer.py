@@ -7,6 +7,13 @@ The relational store is the source of truth. Every write commits its rows with
 update is never marked indexed with stale content. Removals for rows that no longer
 exist (purge, cube deletion) go through ``index_tasks``. Because upserts are
 idempotent and keyed by memory id, re-running any of this after a crash is safe.
+
+A row the index refuses (a value the engine cannot hold, a text the embedder fails on)
+is *quarantined*: ``index_state='quarantined'``, its point removed, an ``index_failed``
+audit event with the reason. It stays in the store, readable and exportable, and is not
+retried by every sync — so one bad row never fails the writes, the repair on open or the
+reindex of everyone else. ``MemOS.check_index`` and ``stats`` report it; an update of
+the row or a ``reindex`` tries it again.
 """
 
 from __future__ import annotations
@@ -14,15 +21,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from memos import lexical
+from memos.errors import InvalidInput
 from memos.protocols import Embedder, IndexPoint, VectorIndex
 from memos.storage.relational.bulk import execute_many
 from memos.storage.relational.engine import RelationalStore
-from memos.storage.relational.models import IndexTaskRow, MemoryRow
+from memos.storage.relational.models import AuditRow, IndexTaskRow, MemoryRow
 from memos.turns import previous_turns
 from memos.types import SEARCHABLE_STATES
 
@@ -31,6 +40,9 @@ log = logging.getLogger(__name__)
 BATCH = 256
 #: rows per embedding call and index update on the bulk path (larger batches embed faster)
 BULK_BATCH = 1024
+#: what a row's own content can make the embedder or the index raise (anything else — a
+#: closed index, a full disk — is the store's failure and is raised)
+ROW_ERRORS = (InvalidInput, ValueError, TypeError, UnicodeError, OverflowError)
 
 
 def index_text(row: MemoryRow) -> str:
@@ -67,10 +79,17 @@ def payload(row: MemoryRow) -> dict[str, Any]:
 
 
 class Indexer:
-    def __init__(self, store: RelationalStore, index: VectorIndex, embedder: Embedder) -> None:
+    def __init__(
+        self,
+        store: RelationalStore,
+        index: VectorIndex,
+        embedder: Embedder,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.store = store
         self.index = index
         self.embedder = embedder
+        self.clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
 
     def sync(self, ids: Sequence[str] | None = None, *, after_batch: Callable[[], None] | None = None) -> int:
@@ -86,7 +105,7 @@ class Indexer:
                     applied += self._apply(list(ids[start : start + BATCH]))
                 return applied
             while True:
-                with self.store.session() as s:
+                with self.store.read_session() as s:
                     batch = list(
                         s.scalars(select(MemoryRow.id).where(MemoryRow.index_state == "pending").limit(BATCH))
                     )
@@ -113,7 +132,7 @@ class Indexer:
         return applied
 
     def _apply(self, ids: list[str]) -> int:
-        with self.store.session() as s:
+        with self.store.read_session() as s:
             rows = list(
                 s.scalars(select(MemoryRow).where(MemoryRow.id.in_(ids), MemoryRow.index_state == "pending"))
             )
@@ -124,38 +143,82 @@ class Indexer:
             return 0
         live = [r for r in rows if r.state in SEARCHABLE_STATES]
         gone = [r.id for r in rows if r.state not in SEARCHABLE_STATES]
-        if live:
-            texts = [index_text(r) for r in live]
-            # a turn is lexically indexed with the turn it answers (see memos.turns)
-            with self.store.session() as s:
-                contexts = previous_turns(s, [r.id for r in live if r.type == "episode"])
-            vectors = self.embedder.embed(texts)
-            points = [
-                IndexPoint(
-                    id=r.id,
-                    dense=v,
-                    sparse=lexical.encode_document(t, context=contexts.get(r.id)),
-                    payload=payload(r),
-                )
-                for r, t, v in zip(live, texts, vectors, strict=True)
-            ]
-            self.index.upsert(points)
+        failed = self._upsert(live) if live else {}
+        if failed:
+            gone += list(failed)  # an older version's point must not answer for it
         if gone:
             self.index.delete(gone)
         # One statement for the batch; a row updated since it was read keeps 'pending'.
+        table = MemoryRow.__table__
         stmt = (
-            update(MemoryRow.__table__)  # type: ignore[arg-type]
-            .where(MemoryRow.__table__.c.id == bindparam("b_id"))
-            .where(MemoryRow.__table__.c.updated_at == bindparam("b_updated"))
-            .values(index_state="done")
+            update(table)  # type: ignore[arg-type]
+            .where(table.c.id == bindparam("b_id"))
+            .where(table.c.updated_at == bindparam("b_updated"))
+            .values(index_state=bindparam("b_state"))
         )
+        params = [
+            {"b_id": r.id, "b_updated": r.updated_at, "b_state": "quarantined" if r.id in failed else "done"}
+            for r in rows
+        ]
         with self.store.session() as s:
-            return execute_many(
-                s.connection(), stmt, [{"b_id": r.id, "b_updated": r.updated_at} for r in rows]
+            done = execute_many(s.connection(), stmt, params)
+            if failed:
+                self._quarantine(s, [r for r in live if r.id in failed], failed)
+        return done
+
+    def _upsert(self, rows: list[MemoryRow]) -> dict[str, str]:
+        """Index ``rows``; returns the ids the embedder or the index refused, with why.
+
+        A refused batch is split in halves until the refused rows are alone, so one bad
+        row costs a few more calls, not the batch."""
+        try:
+            self.index.upsert(self._points(rows))
+            return {}
+        except ROW_ERRORS as exc:
+            if len(rows) == 1:
+                return {rows[0].id: f"{type(exc).__name__}: {exc}"[:500]}
+        half = len(rows) // 2
+        return {**self._upsert(rows[:half]), **self._upsert(rows[half:])}
+
+    def _points(self, rows: list[MemoryRow]) -> list[IndexPoint]:
+        texts = [index_text(r) for r in rows]
+        # a turn is lexically indexed with the turn it answers (see memos.turns)
+        with self.store.read_session() as s:
+            contexts = previous_turns(s, [r.id for r in rows if r.type == "episode"])
+        vectors = self.embedder.embed(texts)
+        return [
+            IndexPoint(
+                id=r.id,
+                dense=v,
+                sparse=lexical.encode_document(t, context=contexts.get(r.id)),
+                payload=payload(r),
             )
+            for r, t, v in zip(rows, texts, vectors, strict=True)
+        ]
+
+    def _quarantine(self, s: Any, rows: list[MemoryRow], errors: dict[str, str]) -> None:
+        now = self.clock()
+        for r in rows:
+            log.warning("memory %s cannot be indexed and is quarantined: %s", r.id, errors[r.id])
+        execute_many(
+            s.connection(),
+            insert(AuditRow.__table__),  # type: ignore[arg-type]
+            [
+                {
+                    "ts": now,
+                    "actor": "system",
+                    "cube_id": r.cube_id,
+                    "memory_id": r.id,
+                    "action": "index_failed",
+                    "reason": None,
+                    "details": {"error": errors[r.id]},
+                }
+                for r in rows
+            ],
+        )
 
     def _apply_tasks(self) -> None:
-        with self.store.session() as s:
+        with self.store.read_session() as s:
             tasks = list(s.scalars(select(IndexTaskRow).limit(10_000)))
         if not tasks:
             return
@@ -170,10 +233,13 @@ class Indexer:
         for cube_id in cube_ids:
             in_index = self.index.ids(cube_id)
             with self.store.session() as s:
-                rows = dict(
-                    s.execute(select(MemoryRow.id, MemoryRow.state).where(MemoryRow.cube_id == cube_id)).all()
-                )
-                should = {i for i, st in rows.items() if st in SEARCHABLE_STATES}
+                rows = s.execute(
+                    select(MemoryRow.id, MemoryRow.state, MemoryRow.index_state).where(
+                        MemoryRow.cube_id == cube_id
+                    )
+                ).all()
+                # a quarantined row waits for an update or a reindex, not for every repair
+                should = {i for i, st, ix in rows if st in SEARCHABLE_STATES and ix != "quarantined"}
                 lacking = should - in_index
                 if lacking:
                     for start in range(0, len(lacking), 500):

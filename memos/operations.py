@@ -22,10 +22,19 @@ from sqlalchemy.orm import Session
 from memos.config import Settings
 from memos.convert import event_from_row, memory_event, memory_from_row, snapshot, version_from_row
 from memos.errors import InvalidInput, InvalidState, NotFound, PermissionDenied
-from memos.ingest import Message, check_metadata, check_tags, check_text, parse_messages
+from memos.ingest import (
+    Message,
+    check_key,
+    check_metadata,
+    check_session_id,
+    check_tags,
+    check_text,
+    parse_messages,
+)
 from memos.knowledge import Applied, KnowledgeWriter
 from memos.protocols import Embedder, VectorIndex
 from memos.retrieval import Query, build_filter
+from memos.sealing import SealedIndex
 from memos.storage.relational.bulk import execute_many
 from memos.storage.relational.engine import RelationalStore
 from memos.storage.relational.models import (
@@ -44,7 +53,18 @@ from memos.storage.relational.models import (
     SessionRow,
     UserRow,
 )
-from memos.types import AddResult, History, MemoryItem, MemoryState, MemoryType, Page, Role, SearchHit
+from memos.turns import positions
+from memos.types import (
+    SEARCHABLE_STATES,
+    AddResult,
+    History,
+    MemoryItem,
+    MemoryState,
+    MemoryType,
+    Page,
+    Role,
+    SearchHit,
+)
 
 if TYPE_CHECKING:
     from memos.access import AccessStats
@@ -78,8 +98,7 @@ class MemoryOps:
 
     # ------------------------------------------------------------------ access checks
     def _user(self, s: Session, user_id: object) -> UserRow:
-        if not isinstance(user_id, str) or not user_id:
-            raise InvalidInput("user_id must be a non-empty string")
+        check_key(user_id, "user_id")
         row = s.get(UserRow, user_id)
         if row is None:
             raise NotFound(
@@ -89,8 +108,7 @@ class MemoryOps:
 
     def _require(self, s: Session, cube_id: object, user_id: object, allowed: set[Role]) -> Role:
         self._user(s, user_id)
-        if not isinstance(cube_id, str) or not cube_id:
-            raise InvalidInput("cube_id must be a non-empty string")
+        check_key(cube_id, "cube_id")
         if s.get(CubeRow, cube_id) is None:
             raise NotFound(f"unknown cube {cube_id!r}")
         acl = s.get(AclRow, (cube_id, user_id))
@@ -107,24 +125,27 @@ class MemoryOps:
         return role
 
     def _memory(self, s: Session, memory_id: object, user_id: str, allowed: set[Role]) -> MemoryRow:
-        if not isinstance(memory_id, str) or not memory_id:
-            raise InvalidInput("memory_id must be a non-empty string")
+        """The memory, if ``user_id`` holds one of ``allowed`` roles on its cube.
+
+        A user with no access to the cube gets the same answer as for an id that does
+        not exist: a stranger learns nothing of a memory, not even which cube holds it."""
+        check_key(memory_id, "memory_id")
         row = s.get(MemoryRow, memory_id)
-        if row is None:
-            self._user(s, user_id)
+        self._user(s, user_id)
+        if row is None or s.get(AclRow, (row.cube_id, user_id)) is None:
             raise NotFound(f"no memory {memory_id!r} (it may have been purged)")
         self._require(s, row.cube_id, user_id, allowed)
         return row
 
     def readable_cubes(self, user_id: str, cube_ids: Sequence[str] | None) -> list[str]:
-        if cube_ids is None and isinstance(user_id, str) and user_id:
+        if cube_ids is None and check_key(user_id, "user_id"):
             # one query on a bare connection in the common case (every search); the user is
             # looked up only when it has no cube
             with self.store.engine.connect() as conn:
                 found = list(conn.execute(_CUBES_OF_USER, {"user_id": user_id}).scalars())
             if found:
                 return found
-        with self.store.session() as s:
+        with self.store.read_session() as s:
             self._user(s, user_id)
             if cube_ids is None:
                 return list(s.scalars(_CUBES_OF_USER, {"user_id": user_id}))
@@ -166,16 +187,15 @@ class MemoryOps:
 
         if (messages is None) == (text is None):
             raise InvalidInput("give exactly one of messages=[…] or text='…'")
-        meta = check_metadata(metadata)
-        tag_list = check_tags(tags)
+        meta = check_metadata(metadata, limits=self.settings.limits)
+        tag_list = check_tags(tags, limits=self.settings.limits)
         if (
             isinstance(importance, bool)
             or not isinstance(importance, int | float)
             or not 0 <= importance <= 1
         ):
             raise InvalidInput("importance must be a number between 0 and 1")
-        if session_id is not None and (not isinstance(session_id, str) or not session_id.strip()):
-            raise InvalidInput("session_id must be a non-empty string")
+        check_session_id(session_id)
         if text is not None:
             ts = parse_timestamp(timestamp)
             msgs = [
@@ -190,7 +210,12 @@ class MemoryOps:
             ]
             mtype = _memory_type(type, MemoryType.fact)
         else:
-            msgs = parse_messages(messages, self.settings.max_text_chars, self.settings.max_messages_per_add)
+            msgs = parse_messages(
+                messages,
+                self.settings.max_text_chars,
+                self.settings.max_messages_per_add,
+                limits=self.settings.limits,
+            )
             mtype = _memory_type(type, MemoryType.episode)
         if extract not in (True, False, "defer"):
             raise InvalidInput("extract must be True, False or 'defer'")
@@ -477,7 +502,7 @@ class MemoryOps:
     # ------------------------------------------------------------------ read
     def get(self, memory_id: str, *, user_id: str) -> MemoryItem:
         self.access.flush()
-        with self.store.session() as s:
+        with self.store.read_session() as s:
             return memory_from_row(self._memory(s, memory_id, user_id, _READ))
 
     def list_memories(
@@ -504,7 +529,7 @@ class MemoryOps:
             ) from exc
         flt = build_filter([cube_id], filters, None)
         self.access.flush()
-        with self.store.session() as s:
+        with self.store.read_session() as s:
             self._require(s, cube_id, user_id, _READ)
             stmt = select(MemoryRow).where(MemoryRow.cube_id == cube_id)
             if state_list:
@@ -529,7 +554,7 @@ class MemoryOps:
 
     def history(self, memory_id: str, *, user_id: str) -> History:
         """Every version of a memory and every lifecycle event, oldest first."""
-        with self.store.session() as s:
+        with self.store.read_session() as s:
             self._memory(s, memory_id, user_id, _READ)
             versions = s.scalars(
                 select(MemoryVersionRow)
@@ -559,8 +584,8 @@ class MemoryOps:
         if text is None and metadata is None and tags is None and importance is None:
             raise InvalidInput("nothing to update: give text, metadata, tags or importance")
         new_text = check_text(text, self.settings.max_text_chars) if text is not None else None
-        new_meta = check_metadata(metadata) if metadata is not None else None
-        new_tags = check_tags(tags) if tags is not None else None
+        new_meta = check_metadata(metadata, limits=self.settings.limits) if metadata is not None else None
+        new_tags = check_tags(tags, limits=self.settings.limits) if tags is not None else None
         if importance is not None and (
             isinstance(importance, bool)
             or not isinstance(importance, int | float)
@@ -670,6 +695,9 @@ class MemoryOps:
                 )
                 entity_ids |= set(s.scalars(select(EdgeRow.src_id).where(EdgeRow.memory_id.in_(ids))))
                 entity_ids |= set(s.scalars(select(EdgeRow.dst_id).where(EdgeRow.memory_id.in_(ids))))
+                # the turn after each purged one is lexically indexed with its words
+                # (memos.turns): index it again once they are gone
+                following = self._turns_after(s, ids)
                 s.execute(delete(MemoryEntityRow).where(MemoryEntityRow.memory_id.in_(ids)))
                 s.execute(delete(EdgeRow).where(EdgeRow.memory_id.in_(ids)))
                 s.execute(delete(MessageRow).where(MessageRow.memory_id.in_(ids)))
@@ -698,8 +726,36 @@ class MemoryOps:
                         )
                     )
             self.graphs.invalidate(cube_id)
-            self.indexer.sync([])
+            self.indexer.sync(following)
         return ids
+
+    @staticmethod
+    def _turns_after(s: Session, ids: builtins.list[str]) -> builtins.list[str]:
+        """The memories of the next message in the same session after each of ``ids``'
+        messages (not among ``ids``), marked for indexing again."""
+        out: builtins.list[str] = []
+        for p in positions(s, ids).values():
+            nxt = s.scalar(
+                select(MessageRow.memory_id)
+                .where(
+                    MessageRow.cube_id == p.cube_id,
+                    MessageRow.session_id == p.session_id,
+                    MessageRow.id > p.seq,
+                    MessageRow.memory_id.not_in(ids),
+                )
+                .order_by(MessageRow.id)
+                .limit(1)
+            )
+            if nxt is not None and nxt not in out:
+                out.append(nxt)
+        if out:
+            s.execute(
+                update(MemoryRow)
+                .where(MemoryRow.id.in_(out))
+                .values(index_state="pending")
+                .execution_options(synchronize_session=False)
+            )
+        return out
 
     def _derived_only_from(self, s: Session, cube_id: str, memory_id: str) -> builtins.list[str]:
         out = []
@@ -728,23 +784,102 @@ class MemoryOps:
                 s.execute(delete(EntityRow).where(EntityRow.id == eid))
 
     # ------------------------------------------------------------------ maintenance
-    def reindex(self, *, user_id: str | None = None, cube_ids: Sequence[str] | None = None) -> int:
-        """Rebuild the vector index from the rows (all cubes, or the given ones)."""
-        with self.store.session() as s:
-            if user_id is None:  # the operator of the home (CLI `memos reindex` without --user)
-                cube_ids = cube_ids if cube_ids is not None else builtins.list(s.scalars(select(CubeRow.id)))
-            else:
-                if cube_ids is None:
-                    cube_ids = builtins.list(
-                        s.scalars(
-                            select(AclRow.cube_id).where(
-                                AclRow.user_id == user_id, AclRow.role.in_([str(r) for r in _WRITE])
-                            )
-                        )
+    def _maintained_cubes(
+        self, s: Session, user_id: str | None, cube_ids: Sequence[str] | None, allowed: set[Role]
+    ) -> builtins.list[str]:
+        """The cubes a maintenance call covers: the ones named, else every cube of the home
+        (no ``user_id``: the operator, e.g. the CLI without ``--user``) or every cube
+        ``user_id`` holds one of the ``allowed`` roles on."""
+        if isinstance(cube_ids, str):
+            cube_ids = [cube_ids]
+        if user_id is None:
+            if cube_ids is None:
+                return builtins.list(s.scalars(select(CubeRow.id)))
+            for c in cube_ids:
+                if s.get(CubeRow, c) is None:
+                    raise NotFound(f"unknown cube {c!r}")
+            return builtins.list(dict.fromkeys(cube_ids))
+        if cube_ids is None:
+            return builtins.list(
+                s.scalars(
+                    select(AclRow.cube_id).where(
+                        AclRow.user_id == user_id, AclRow.role.in_([str(r) for r in allowed])
                     )
-                for c in cube_ids:
-                    self._require(s, c, user_id, _WRITE)
+                )
+            )
+        for c in cube_ids:
+            self._require(s, c, user_id, allowed)
+        return builtins.list(dict.fromkeys(cube_ids))
+
+    def check_index(
+        self, *, user_id: str | None = None, cube_ids: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """Compare the vector index with the rows, changing nothing (``memos doctor``,
+        ``memos reindex --check``).
+
+        ``missing``: rows indexed as done whose point is gone; ``extra``: points of no
+        searchable row; ``pending``: rows waiting for the indexer; ``quarantined``: rows the
+        index refused (see :mod:`memos.indexer`), each with the reason — an update of the
+        memory or a ``reindex`` tries them again."""
+        with self.store.read_session() as s:
+            cubes = self._maintained_cubes(s, user_id, cube_ids, _READ)
+        report: dict[str, Any] = {
+            "cubes": len(cubes),
+            "searchable_rows": 0,
+            "index_points": 0,
+            "missing": 0,
+            "extra": 0,
+            "pending": 0,
+            "quarantined": [],
+        }
+        for cube_id in cubes:
+            in_index = self.index.ids(cube_id)
+            with self.store.read_session() as s:
+                rows = s.execute(
+                    select(MemoryRow.id, MemoryRow.state, MemoryRow.index_state).where(
+                        MemoryRow.cube_id == cube_id
+                    )
+                ).all()
+                quarantined = [i for i, _, ix in rows if ix == "quarantined"]
+                errors = self._index_errors(s, quarantined)
+            searchable = {i for i, st, ix in rows if st in SEARCHABLE_STATES and ix != "quarantined"}
+            report["searchable_rows"] += len(searchable)
+            report["index_points"] += len(in_index)
+            report["missing"] += sum(
+                1 for i, _, ix in rows if i in searchable and ix == "done" and i not in in_index
+            )
+            report["extra"] += len(in_index - searchable)
+            report["pending"] += sum(1 for _, _, ix in rows if ix == "pending")
+            report["quarantined"] += [
+                {"memory_id": i, "cube_id": cube_id, **errors.get(i, {})} for i in quarantined
+            ]
+        return report
+
+    @staticmethod
+    def _index_errors(s: Session, ids: builtins.list[str]) -> dict[str, dict[str, str]]:
+        """The latest ``index_failed`` reason and time of each of ``ids``."""
+        out: dict[str, dict[str, str]] = {}
+        for start in range(0, len(ids), 500):
+            for e in s.scalars(
+                select(AuditRow)
+                .where(AuditRow.memory_id.in_(ids[start : start + 500]), AuditRow.action == "index_failed")
+                .order_by(AuditRow.id)
+            ):
+                assert e.memory_id is not None
+                out[e.memory_id] = {"error": str(e.details.get("error", "")), "since": e.ts.isoformat()}
+        return out
+
+    def reindex(self, *, user_id: str | None = None, cube_ids: Sequence[str] | None = None) -> int:
+        """Rebuild the vector index from the rows (all cubes, or the given ones).
+
+        A reindex of the whole home (no user, no cubes) also seals an index built before
+        payloads were sealed (:mod:`memos.sealing`)."""
+        whole_home = user_id is None and cube_ids is None
+        with self.store.read_session() as s:
+            cube_ids = self._maintained_cubes(s, user_id, cube_ids, _WRITE)
         with self._write_lock:
+            if whole_home and isinstance(self.index, SealedIndex):
+                self.index.seal(self.store)
             n = self.indexer.rebuild(builtins.list(cube_ids), after_batch=self._optimize_in_rounds)
         self.optimize_index()
         return n
@@ -760,25 +895,11 @@ class MemoryOps:
         is processed; with it, the cubes that user may write."""
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise InvalidInput("batch must be a positive integer")
-        with self.store.session() as s:
-            if user_id is None:
-                cubes = (
-                    builtins.list(cube_ids)
-                    if cube_ids is not None
-                    else builtins.list(s.scalars(select(ExtractTaskRow.cube_id).distinct()))
-                )
+        with self.store.read_session() as s:
+            if user_id is None and cube_ids is None:  # the operator: every cube with a queue
+                cubes = builtins.list(s.scalars(select(ExtractTaskRow.cube_id).distinct()))
             else:
-                if cube_ids is None:
-                    cube_ids = builtins.list(
-                        s.scalars(
-                            select(AclRow.cube_id).where(
-                                AclRow.user_id == user_id, AclRow.role.in_([str(r) for r in _WRITE])
-                            )
-                        )
-                    )
-                for c in cube_ids:
-                    self._require(s, c, user_id, _WRITE)
-                cubes = builtins.list(cube_ids)
+                cubes = self._maintained_cubes(s, user_id, cube_ids, _WRITE)
         if self.extractor is None:
             return 0  # extractor "none": the queue waits for a home configured with one
         done = 0
@@ -856,7 +977,7 @@ class MemoryOps:
 
     def stats(self, *, user_id: str | None = None) -> dict[str, Any]:
         """Counts by cube, state and type; index health; extraction failures."""
-        with self.store.session() as s:
+        with self.store.read_session() as s:
             if user_id is not None:
                 cubes = self.readable_cubes(user_id, None)
             else:
@@ -880,6 +1001,11 @@ class MemoryOps:
             pending = s.scalar(
                 select(func.count()).select_from(MemoryRow).where(MemoryRow.index_state == "pending")
             )
+            quarantined = s.scalar(
+                select(func.count())
+                .select_from(MemoryRow)
+                .where(MemoryRow.cube_id.in_(cubes), MemoryRow.index_state == "quarantined")
+            )
             entities = s.scalar(
                 select(func.count()).select_from(EntityRow).where(EntityRow.cube_id.in_(cubes))
             )
@@ -899,6 +1025,7 @@ class MemoryOps:
             "edges": edges,
             "index_points": sum(self.index.count(c) for c in cubes),
             "index_pending": pending,
+            "index_quarantined": quarantined,
             "extraction_failures": int(failures.value.get("count", 0)) if failures else 0,
             "extraction_pending": deferred,
             "relational": self.store.dialect,

@@ -236,8 +236,16 @@ def test_acl_isolation_until_shared(make_mos: Any) -> None:
     mem = mos.add(text="Alice's door code is 4711", user_id="alice", cube_id=cube).memories[0]
     with pytest.raises(PermissionDenied):
         mos.search("door code", user_id="bob", cube_ids=[cube])
-    with pytest.raises(PermissionDenied):
+    # a stranger is told exactly what an unknown id gets: nothing about the memory or its cube
+    with pytest.raises(NotFound) as denied:
         mos.get(mem.id, user_id="bob")
+    with pytest.raises(NotFound) as unknown:
+        mos.get("00000000-0000-4000-8000-000000000000", user_id="bob")
+    assert str(denied.value) == str(unknown.value).replace("00000000-0000-4000-8000-000000000000", mem.id)
+    assert cube not in str(denied.value)
+    for call in (mos.history, mos.delete, mos.purge):
+        with pytest.raises(NotFound):
+            call(mem.id, user_id="bob")
     with pytest.raises(PermissionDenied):
         mos.add(text="bob was here", user_id="bob", cube_id=cube)
     assert mos.search("door code", user_id="bob") == []  # bob's own cubes: none
@@ -254,7 +262,7 @@ def test_acl_isolation_until_shared(make_mos: Any) -> None:
     with pytest.raises(PermissionDenied):
         mos.delete_cube(cube, "bob")
     mos.unshare_cube(cube, "alice", "bob")
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(NotFound):
         mos.get(mem.id, user_id="bob")
     assert [c.id for c in mos.list_cubes("bob")] == []
 

@@ -1,8 +1,15 @@
 """Opening the relational store: engine, pragmas, migrations.
 
-SQLite runs in WAL mode with foreign keys on and a busy timeout; PostgreSQL through
-psycopg 3. Alembic migrations are applied on open, so a home created by an older
-version is upgraded in place.
+SQLite runs in WAL mode with foreign keys on, a busy timeout and ``secure_delete`` (a
+purged memory's text is overwritten in the file, not left in free pages); PostgreSQL
+through psycopg 3. Alembic migrations are applied on open, so a home created by an
+older version is upgraded in place.
+
+Write transactions (:meth:`RelationalStore.session`) take SQLite's write lock when they
+begin (``BEGIN IMMEDIATE``), waiting up to the busy timeout for another writer. A
+deferred transaction that reads and then writes cannot wait: if another connection
+committed since its first read, SQLite answers "database is locked" at once. Pure reads
+(:meth:`RelationalStore.read_session`) begin deferred and never wait for a writer (WAL).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, InternalError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from memos.errors import ConfigError, DependencyMissing, StorageError
@@ -41,11 +48,16 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA secure_delete=ON")
     cur.close()
 
 
 def _sqlite_begin(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
+
+
+#: execution option of the connections of write sessions
+_WRITE = "memos_write"
 
 
 class RelationalStore:
@@ -72,7 +84,8 @@ class RelationalStore:
         except SQLAlchemyError as exc:
             raise ConfigError(f"cannot use relational URL {url!r}: {exc}") from exc
         self.dialect = self.engine.dialect.name
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._sessions = sessionmaker(self.engine.execution_options(**{_WRITE: True}), expire_on_commit=False)
+        self._read_sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.migrate()
 
     @staticmethod
@@ -95,13 +108,28 @@ class RelationalStore:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A transaction: commits on success, rolls back on any error."""
-        session = self._sessions()
+        """A write transaction: commits on success, rolls back on any error."""
+        with self._transaction(self._sessions) as session:
+            yield session
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A transaction that only reads (on SQLite it takes no write lock; writing in it
+        can fail with "database is locked" when another writer committed meanwhile)."""
+        with self._transaction(self._read_sessions) as session:
+            yield session
+
+    @contextmanager
+    def _transaction(self, factory: sessionmaker[Session]) -> Iterator[Session]:
+        session = factory()
         try:
             yield session
             session.commit()
-        except BaseException:
+        except BaseException as exc:
             session.rollback()
+            if isinstance(exc, OperationalError | InterfaceError | InternalError):
+                # a driver's word for "busy", "connection lost", …: ours, typed, actionable
+                raise StorageError(f"the relational store failed ({self.dialect}): {exc.orig}") from exc
             raise
         finally:
             session.close()
