@@ -73,7 +73,7 @@ class GraphCache:
 
         g = nx.MultiDiGraph()
         keys: dict[str, int] = {}
-        with self.store.session() as s:
+        with self.store.read_session() as s:
             for eid, key, name, kind in s.execute(
                 select(EntityRow.id, EntityRow.key, EntityRow.name, EntityRow.kind).where(
                     EntityRow.cube_id == cube_id
