@@ -141,7 +141,7 @@ class MemoryOps:
         if cube_ids is None and check_key(user_id, "user_id"):
             # one query on a bare connection in the common case (every search); the user is
             # looked up only when it has no cube
-            with self.store.engine.connect() as conn:
+            with self.store.connection() as conn:
                 found = list(conn.execute(_CUBES_OF_USER, {"user_id": user_id}).scalars())
             if found:
                 return found

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, inspect
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import InterfaceError, InternalError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -58,6 +58,8 @@ def _sqlite_begin(conn: Any) -> None:
 
 #: execution option of the connections of write sessions
 _WRITE = "memos_write"
+#: what a driver raises for "busy", "connection lost", …: a StorageError for our callers
+_DRIVER_ERRORS = (OperationalError, InterfaceError, InternalError)
 
 
 class RelationalStore:
@@ -120,6 +122,15 @@ class RelationalStore:
             yield session
 
     @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A bare connection for a quick read without the ORM (the hot paths)."""
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except _DRIVER_ERRORS as exc:
+            raise StorageError(f"the relational store failed ({self.dialect}): {exc.orig}") from exc
+
+    @contextmanager
     def _transaction(self, factory: sessionmaker[Session]) -> Iterator[Session]:
         session = factory()
         try:
@@ -127,7 +138,7 @@ class RelationalStore:
             session.commit()
         except BaseException as exc:
             session.rollback()
-            if isinstance(exc, OperationalError | InterfaceError | InternalError):
+            if isinstance(exc, _DRIVER_ERRORS):
                 # a driver's word for "busy", "connection lost", …: ours, typed, actionable
                 raise StorageError(f"the relational store failed ({self.dialect}): {exc.orig}") from exc
             raise
