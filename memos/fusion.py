@@ -3,10 +3,10 @@
 Kept apart from :mod:`memos.retrieval` (which fetches candidates and rows) so each step
 can be read and tested on plain numbers.
 
-* :func:`fuse` — score fusion: each path's scores are min-max normalised over that
-  path's own candidates, then summed with the path weights. Unlike reciprocal rank
-  fusion it keeps *how much* better the first hit is than the tenth, which on LoCoMo
-  was worth about seven points of recall@10 over RRF (:func:`fuse_rrf`, still offered).
+* :func:`fuse` — score fusion: each path's scores are rescaled onto [0, 1] (:func:`rescale`),
+  then summed with the path weights. Unlike reciprocal rank fusion it keeps *how much*
+  better the first hit is than the tenth, which on LoCoMo was worth about seven points
+  of recall@10 over RRF (:func:`fuse_rrf`, still offered).
 * :class:`SpeakerMatcher` — which speakers a query names.
 * :func:`context_lift` — within a session, the best score among the turns at most
   ``window`` turns away (itself included), so a turn in a passage that matches well is
@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from memos import lexical
 
-__all__ = ["SpeakerMatcher", "context_lift", "fuse", "fuse_rrf", "minmax"]
+__all__ = ["SpeakerMatcher", "context_lift", "fuse", "fuse_rrf", "minmax", "rescale"]
 
 K = TypeVar("K")
 G = TypeVar("G")
@@ -29,13 +29,31 @@ G = TypeVar("G")
 
 def minmax(items: Sequence[tuple[str, float]]) -> dict[str, float]:
     """Scores mapped onto [0, 1] by the best and worst of the list; all 1.0 when they tie."""
+    return rescale(items)
+
+
+def rescale(
+    items: Sequence[tuple[str, float]], *, floor: float | None = None, window: float | None = None
+) -> dict[str, float]:
+    """Scores mapped onto [0, 1]: the best to 1.0, the bottom of the range to 0.0.
+
+    The bottom is the worst score of the list, unless ``floor`` says what a memory the
+    path did not list scores (a lexical path that listed every match: 0, no shared term)
+    — then a weak match stays apart from no match. ``window`` bounds the range: scores
+    more than ``window`` below the best all map to 0.0. Both keep tiny differences tiny:
+    plain min-max blows the spread of five memories that share only a name, or of the
+    few memories of a small cube, up to the whole range. All 1.0 when the scores tie.
+    """
     if not items:
         return {}
     values = [v for _, v in items]
-    lo, hi = min(values), max(values)
+    hi = max(values)
+    lo = min(values) if floor is None else min(floor, *values)
+    if window is not None:
+        lo = max(lo, hi - window)
     if hi - lo <= 1e-12:
         return {mid: 1.0 for mid, _ in items}
-    return {mid: (v - lo) / (hi - lo) for mid, v in items}
+    return {mid: max(0.0, (v - lo) / (hi - lo)) for mid, v in items}
 
 
 def fuse(
@@ -43,21 +61,33 @@ def fuse(
     weights: Mapping[str, float],
     *,
     absolute: Iterable[str] = (),
+    depth: int | None = None,
+    floors: Mapping[str, float] | None = None,
+    windows: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
-    """Weighted sum of normalised path scores.
+    """Weighted sum of rescaled path scores (:func:`rescale`).
 
     ``ranked`` maps a path name to its ``(id, score)`` candidates. Paths named in
     ``absolute`` already score on a fixed [0, 1] scale (clipped, not re-normalised): the
     graph path's informativeness, where a weak match must stay weak even if it is the
-    best there is.
+    best there is. ``floors`` gives a path's score for a memory it does not list, used
+    when the path listed fewer than ``depth`` candidates (everything it matched; a full
+    list was cut, and what it left out may score up to its last); ``windows`` bounds a
+    path's range.
     """
     fixed = set(absolute)
+    floors = floors or {}
+    windows = windows or {}
     out: dict[str, float] = {}
     for path, items in ranked.items():
         w = weights.get(path, 0.0)
         if w <= 0 or not items:
             continue
-        norm = {mid: min(1.0, max(0.0, v)) for mid, v in items} if path in fixed else minmax(items)
+        if path in fixed:
+            norm = {mid: min(1.0, max(0.0, v)) for mid, v in items}
+        else:
+            whole = depth is None or len(items) < depth
+            norm = rescale(items, floor=floors.get(path) if whole else None, window=windows.get(path))
         for mid, v in norm.items():
             out[mid] = out.get(mid, 0.0) + w * v
     return out

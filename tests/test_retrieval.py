@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from memos import lexical
-from memos.fusion import SpeakerMatcher, context_lift, fuse, fuse_rrf, minmax
+from memos.fusion import SpeakerMatcher, context_lift, fuse, fuse_rrf, minmax, rescale
 
 # ---------------------------------------------------------------------------- fusion
 
@@ -33,6 +33,29 @@ def test_fuse_weights_normalised_paths_and_keeps_absolute_ones_absolute() -> Non
     assert out == pytest.approx({"a": 0.4, "b": 0.4 * 0.5 + 0.6, "c": 0.5 * 0.3, "d": 0.5})
     # a path with weight 0 contributes nothing, not even its ids
     assert set(fuse(ranked, {"dense": 1.0})) == {"a", "b", "c"}
+
+
+def test_rescale_keeps_tiny_differences_tiny() -> None:
+    # five memories that share only a name: BM25 differs by their lengths alone
+    lexical_hits = [("a", 2.30), ("b", 2.21), ("c", 2.14)]
+    assert minmax(lexical_hits)["c"] == 0.0  # min-max: the whole range
+    # a lexical path that listed every match: no match scores 0, the floor
+    assert rescale(lexical_hits, floor=0.0) == pytest.approx({"a": 1.0, "b": 2.21 / 2.30, "c": 2.14 / 2.30})
+    # a dense path over a small cube: cosines more than the window below the best are 0
+    dense_hits = [("a", 0.66), ("b", 0.61), ("x", 0.10)]
+    assert rescale(dense_hits, window=0.3) == pytest.approx({"a": 1.0, "b": 0.25 / 0.3, "x": 0.0})
+    assert rescale([("a", 0.5), ("b", 0.5)], floor=0.5) == {"a": 1.0, "b": 1.0}
+
+
+def test_fuse_uses_a_floor_only_for_a_list_that_was_not_cut() -> None:
+    ranked = {"lexical": [("a", 4.0), ("b", 2.0)]}
+    whole = fuse(ranked, {"lexical": 1.0}, depth=3, floors={"lexical": 0.0})
+    assert whole == pytest.approx({"a": 1.0, "b": 0.5})
+    # at the depth, what the list left out may score up to its last: min-max as before
+    cut = fuse(ranked, {"lexical": 1.0}, depth=2, floors={"lexical": 0.0})
+    assert cut == pytest.approx({"a": 1.0, "b": 0.0})
+    windowed = fuse({"dense": [("a", 0.9), ("b", 0.8), ("c", 0.2)]}, {"dense": 1.0}, windows={"dense": 0.2})
+    assert windowed == pytest.approx({"a": 1.0, "b": 0.5, "c": 0.0})
 
 
 def test_fuse_rrf_is_weighted_reciprocal_rank() -> None:
