@@ -37,8 +37,15 @@ class SearchSettings(BaseModel):
         "weighted sum; rrf: weighted reciprocal rank fusion, w / (rrf_k + rank)",
     )
     rrf_k: float = Field(60.0, gt=0, description="rank offset of reciprocal rank fusion")
-    weight_dense: float = Field(0.4, ge=0)
-    weight_lexical: float = Field(0.6, ge=0)
+    weight_dense: float = Field(0.3, ge=0)
+    weight_lexical: float = Field(0.7, ge=0)
+    dense_window: float = Field(
+        0.3,
+        gt=0,
+        le=2,
+        description="cosines more than this below the best dense candidate count as no evidence "
+        "(score fusion: the floor of the dense path's rescaling, so a small cube's spread is not blown up)",
+    )
     weight_graph: float = Field(
         0.0, ge=0, description="entity-graph path; off by default: it did not help on LoCoMo (BENCHMARKS.md)"
     )

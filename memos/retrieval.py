@@ -3,14 +3,19 @@
 1. Each path ranks candidates on its own: dense (cosine of the embedder's vectors),
    lexical (BM25; a conversation turn is indexed with the turn it answers, see
    :mod:`memos.turns`) and, when enabled, the entity graph.
-2. Fusion (:mod:`memos.fusion`): by default each path's scores are min-max normalised
-   over its candidates and summed with the path weights; weighted reciprocal rank
-   fusion is the alternative (``fusion = "rrf"``).
+2. Fusion (:mod:`memos.fusion`): by default each path's scores are rescaled onto [0, 1]
+   — from the best candidate down to the worst, to 0 for a lexical path that listed
+   every match (the score of no shared term), and over at most ``dense_window`` of
+   cosine — and summed with the path weights; weighted reciprocal rank fusion is the
+   alternative (``fusion = "rrf"``).
 3. Boosts that read the query: a memory spoken by someone the query names, and one from
    the time a query names ("in May 2023", resolved against now), gain a share.
 4. Session context: a turn gains a share of the best score among the turns of its
    session at most ``context_window`` turns away, itself included — conversations stay
-   on a topic, and the answer often sits next to the turn that matches the words.
+   on a topic, and the answer often sits next to the turn that matches the words. A
+   memory outside any session (a fact, a document) is its own passage and gains the
+   same share of its own score, so a fact is not ranked below the turns for lack of
+   neighbours.
 5. A small recency and importance factor.
 
 Every hit carries its per-path scores and ranks, each boost it received, and a list of
@@ -186,7 +191,16 @@ class Retriever:
         if cfg.fusion == "rrf":
             fused = fusion.fuse_rrf(ranked, weights, cfg.rrf_k, strength={"graph": True})
         else:
-            fused = fusion.fuse(ranked, weights, absolute=("graph",))
+            # a lexical path that listed all it matched (a small cube) leaves the rest at 0,
+            # its floor; cosines far below the best are no evidence (the dense window)
+            fused = fusion.fuse(
+                ranked,
+                weights,
+                absolute=("graph",),
+                depth=depth,
+                floors={"lexical": 0.0},
+                windows={"dense": cfg.dense_window},
+            )
         if not fused:
             return []
         # graph candidates come from rows, not the index: the filter is checked on their rows
@@ -219,12 +233,14 @@ class Retriever:
                     for mid, c in cands.items()
                     if c.place is not None and c.seq is not None
                 }
-                for mid, (best, who) in fusion.context_lift(boosted, places, cfg.context_window).items():
-                    c = cands[mid]
+                lifted = fusion.context_lift(boosted, places, cfg.context_window)
+                for mid, c in cands.items():
+                    # a memory outside any session (a fact, a document) is its own passage:
+                    # it gains the same share of its own score that a turn at least gains
+                    best, who = lifted.get(mid, (boosted[mid], mid))
                     c.context = cfg.context_weight * best
                     if who != mid:
                         c.near = places[who][1] - places[mid][1]
-                for mid, c in cands.items():
                     boosted[mid] += c.context
 
             scored: list[tuple[float, str]] = []
