@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +19,22 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from memos.errors import ConfigError
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what one memory carries besides its text, as ``add`` enforces them (and
+    import, row by row). The defaults are the settings' defaults (``max_metadata_bytes``, …)."""
+
+    #: the metadata as UTF-8 JSON: an annotation, not a second text
+    metadata_bytes: int = 64 * 1024
+    #: levels of nested objects and lists; 20, like Elasticsearch's mapping depth limit
+    metadata_depth: int = 20
+    tags: int = 100
+    tag_chars: int = 100
+
+
+_LIMITS = Limits()
 
 
 class SearchSettings(BaseModel):
@@ -193,6 +210,14 @@ class Settings(BaseSettings):
     )
     max_text_chars: int = Field(32_000, ge=1)
     max_messages_per_add: int = Field(10_000, ge=1)
+    max_metadata_bytes: int = Field(
+        _LIMITS.metadata_bytes, ge=2, description="a memory's metadata, as UTF-8 JSON, in bytes"
+    )
+    max_metadata_depth: int = Field(
+        _LIMITS.metadata_depth, ge=1, description="levels of nested objects and lists in metadata"
+    )
+    max_tags: int = Field(_LIMITS.tags, ge=0, description="tags on one memory")
+    max_tag_chars: int = Field(_LIMITS.tag_chars, ge=1, description="characters in one tag")
     archive_max_member_bytes: int = Field(2 * 1024**3, ge=1)
     search: SearchSettings = Field(default_factory=lambda: SearchSettings())
     runtime: RuntimeSettings = Field(default_factory=lambda: RuntimeSettings())
@@ -225,6 +250,11 @@ class Settings(BaseSettings):
         if self.relational_url is None:
             return f"sqlite:///{self.home / 'memos.db'}"
         return self.relational_url
+
+    @property
+    def limits(self) -> Limits:
+        """The bounds ``add``, ``update`` and import put on metadata and tags."""
+        return Limits(self.max_metadata_bytes, self.max_metadata_depth, self.max_tags, self.max_tag_chars)
 
     @property
     def embedded(self) -> bool:

@@ -43,6 +43,7 @@ from memos.config import SearchSettings
 from memos.convert import memory_from_row
 from memos.errors import InvalidFilter
 from memos.graph import GraphCache
+from memos.ingest import check_unicode
 from memos.protocols import Embedder, FieldMatch, FieldRange, IndexFilter, VectorIndex
 from memos.storage.relational.engine import RelationalStore
 from memos.storage.relational.models import (
@@ -85,6 +86,9 @@ def build_filter(
         values = tuple(value) if isinstance(value, list | tuple | set) else (value,)
         if not values or not all(isinstance(v, str | int | bool) for v in values):
             raise InvalidFilter(f"filter {key!r} needs a string/number/bool or a list of them, got {value!r}")
+        for v in (key, *values):
+            if isinstance(v, str):
+                check_unicode(v, f"filter {key!r}")
         if key == "type":
             bad = [v for v in values if v not in MemoryType.__members__]
             if bad:

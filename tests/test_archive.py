@@ -22,12 +22,22 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy import update as sql_update
 from sqlalchemy.orm import aliased
 
 from memos import archive
+from memos.archive.reading import _Rules
 from memos.core import MemOS
-from memos.errors import AlreadyExists, ArchiveError, InvalidInput, PermissionDenied
-from memos.storage.relational.models import AuditRow, Base, EdgeRow, EntityRow, MessageRow, SessionRow
+from memos.errors import AlreadyExists, ArchiveError, InvalidInput, MemosError, PermissionDenied
+from memos.storage.relational.models import (
+    AuditRow,
+    Base,
+    EdgeRow,
+    EntityRow,
+    MemoryRow,
+    MessageRow,
+    SessionRow,
+)
 
 Edit = Callable[[dict[str, bytes], dict[str, Any]], None]
 
@@ -194,6 +204,7 @@ def repack(src: Path, dst: Path, edit: Edit, *, rehash: bool = True) -> Path:
     with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as z:
         for name, data in files.items():
             info = zipfile.ZipInfo(name)
+            info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = (
                 (stat.S_IFLNK | 0o777) << 16 if name == "link" else (stat.S_IFREG | 0o644) << 16
             )
@@ -225,6 +236,25 @@ def _first_line(member: str, change: Callable[[dict[str, Any]], None]) -> Edit:
         files[member] = ("\n".join([json.dumps(row), *lines[1:]]) + "\n").encode()
 
     return edit
+
+
+def _raw_value(member: str, key: str, raw: str) -> Edit:
+    """Set ``key`` of the first row to the JSON text ``raw`` (for what json.dumps will not write)."""
+
+    def edit(files: dict[str, bytes], manifest: dict[str, Any]) -> None:
+        _first_line(member, lambda r: r.update({key: "@@raw@@"}))(files, manifest)
+        files[member] = files[member].replace(b'"@@raw@@"', raw.encode(), 1)
+
+    return edit
+
+
+def nested(depth: int) -> dict[str, Any]:
+    root: dict[str, Any] = {}
+    node = root
+    for _ in range(depth - 1):
+        node["a"] = {}
+        node = node["a"]
+    return root
 
 
 # ---------------------------------------------------------------------------- round trip
@@ -355,7 +385,7 @@ def test_delete_then_reimport(make_mos: Callable[..., MemOS], tmp_path: Path) ->
     cube_id = built["cube"]
     items, graph, chat = memories(mos, cube_id, "alice"), edges(mos, cube_id), conversation(mos, cube_id)
     histories = {mid: mos.history(mid, user_id="alice") for mid in items}
-    with pytest.raises(AlreadyExists, match="cube_id="):
+    with pytest.raises(AlreadyExists, match="in this home already as cube 'personal'.*copy=True"):
         mos.import_cube(built["path"], user_id="alice")
     mos.delete_cube(cube_id, "alice")
     cube = mos.import_cube(built["path"], user_id="alice")
@@ -373,16 +403,48 @@ def test_delete_then_reimport(make_mos: Callable[..., MemOS], tmp_path: Path) ->
     assert any("Paris" in h.memory.text for h in mos.search("Where does Alice live now?", user_id="alice"))
 
 
-def test_import_twice_needs_new_ids(built: dict[str, Any], fresh: MemOS) -> None:
-    fresh.import_cube(built["path"], user_id="bob")
+def test_import_twice_says_so_and_copies(built: dict[str, Any], source: MemOS, fresh: MemOS) -> None:
+    """A second import of the same archive used to advise cube_id='…', which then failed
+    on the memory ids: now it says the archive is there, and copy=True imports it again."""
+    first = fresh.import_cube(built["path"], user_id="bob")
     counts = rows_per_table(fresh)
-    with pytest.raises(AlreadyExists, match="cube_id="):
+    with pytest.raises(
+        archive.Conflict, match=r"already as cube 'personal' \(.*\); pass copy=True and name="
+    ) as info:
         fresh.import_cube(built["path"], user_id="bob")
-    with pytest.raises(AlreadyExists, match="name="):
-        fresh.import_cube(built["path"], user_id="bob", cube_id="copy")
-    with pytest.raises(AlreadyExists, match="imported before"):
-        fresh.import_cube(built["path"], user_id="bob", cube_id="copy", name="personal-2")
+    assert info.value.fix == ("copy", "name")
+    with pytest.raises(AlreadyExists, match="pass copy=True"):
+        fresh.import_cube(built["path"], user_id="bob", cube_id="other", name="personal-2")
+    with pytest.raises(AlreadyExists, match="already has a cube named 'personal'; pass name="):
+        fresh.import_cube(built["path"], user_id="bob", copy=True)
+    with pytest.raises(AlreadyExists, match=f"id '{first.id}' exists.*pass cube_id='…' to choose another"):
+        fresh.import_cube(built["path"], user_id="bob", copy=True, cube_id=first.id, name="personal-2")
     assert rows_per_table(fresh) == counts
+
+    copy = fresh.import_cube(built["path"], user_id="bob", copy=True, name="personal-2")
+    assert copy.id not in (first.id, built["cube"]) and copy.name == "personal-2"
+    old, new = memories(fresh, first.id, "bob"), memories(fresh, copy.id, "bob")
+    assert not set(old) & set(new) and len(old) == len(new)
+
+    def same(m: dict[str, Any]) -> tuple[Any, ...]:
+        return m["text"], m["state"], m["version"], m["metadata"], m["tags"]
+
+    assert sorted(map(same, old.values())) == sorted(map(same, new.values()))
+    renamed = {m["text"]: i for i, m in new.items()}
+    for m in new.values():  # links within the copy point into the copy
+        assert set(m["provenance"]["source_ids"]) <= set(new)
+        assert m["superseded_by"] is None or m["superseded_by"] in new
+    updated = renamed[old[built["updated"]]["text"]]
+    assert [v.text for v in fresh.history(updated, user_id="bob").versions] == [
+        v.text for v in fresh.history(built["updated"], user_id="bob").versions
+    ]
+    assert edges(fresh, copy.id) and {e[3] for e in edges(fresh, copy.id)} <= set(new)
+    assert {m[6] for m in conversation(fresh, copy.id)[0]} <= set(new)
+    assert log_of(fresh, copy.id)[-1][5]["copy"] is True
+    # the copy is searchable on its own, and the original is untouched
+    hits = fresh.search("Where does Alice live now?", user_id="bob", cube_ids=[copy.id])
+    assert any("Paris" in h.memory.text for h in hits) and {h.memory.id for h in hits} <= set(new)
+    assert memories(fresh, first.id, "bob") == old
 
 
 def test_other_embedder_is_recorded(built: dict[str, Any], fresh: MemOS, tmp_path: Path) -> None:
@@ -472,6 +534,73 @@ REFUSED: dict[str, tuple[Edit, bool, str]] = {
         "memory_id 'nope' is not in",
     ),
     "wrong row count": (_wrong_count, True, "counts"),
+    # rows that add refuses, re-signed so that only the row is wrong: import checks them as add does
+    "1 MB text": (
+        _first_line("memories.jsonl", lambda r: r.update(text="x" * 1_000_000)),
+        True,
+        r"memories.jsonl line 1: text has 1,000,000 characters, more than the limit of 32,000",
+    ),
+    "empty text": (_first_line("memories.jsonl", lambda r: r.update(text="")), True, "text is empty"),
+    "blank version text": (
+        _first_line("memory_versions.jsonl", lambda r: r.update(text="  ")),
+        True,
+        "memory_versions.jsonl line 1: text is empty",
+    ),
+    "empty message": (
+        _first_line("messages.jsonl", lambda r: r.update(content="")),
+        True,
+        "content is empty",
+    ),
+    "lone surrogate in text": (
+        _first_line("memories.jsonl", lambda r: r.update(text="Berlin \ud800")),
+        True,
+        r"memories.jsonl line 1\['text'\] holds a lone surrogate",
+    ),
+    "lone surrogate in an entity": (
+        _first_line("entities.jsonl", lambda r: r.update(name="\udc00")),
+        True,
+        "entities.jsonl line 1.*lone surrogate",
+    ),
+    "lone surrogate in audit details": (
+        _first_line("audit_events.jsonl", lambda r: r.update(details={"k": ["\ud800"]})),
+        True,
+        r"audit_events.jsonl line 1\['details'\]\['k'\]\[0\] holds a lone surrogate",
+    ),
+    "20,000 tags": (
+        _first_line("memories.jsonl", lambda r: r.update(tags=[f"t{i}" for i in range(20_000)])),
+        True,
+        "20,000 tags, more than the limit of 100",
+    ),
+    "deep metadata": (
+        _first_line("memory_versions.jsonl", lambda r: r.update(metadata=nested(30))),
+        True,
+        "metadata is nested more than 20 levels",
+    ),
+    "5,000 levels of metadata": (
+        _raw_value("memories.jsonl", "metadata", '{"a": ' * 5000 + "1" + "}" * 5000),
+        True,
+        "memories.jsonl line 1 is not valid JSON",
+    ),
+    "huge metadata": (
+        _first_line("memories.jsonl", lambda r: r.update(metadata={"k": "v" * 5_000_000})),
+        True,
+        "setting max_metadata_bytes",
+    ),
+    "infinite metadata": (
+        _raw_value("memories.jsonl", "metadata", '{"x": 1e999}'),
+        True,
+        r"memories.jsonl line 1\['metadata'\]\['x'\] is inf",
+    ),
+    "importance out of range": (
+        _first_line("memories.jsonl", lambda r: r.update(importance=7.5)),
+        True,
+        "importance is 7.5, not between 0 and 1",
+    ),
+    "integer past the column": (
+        _first_line("memories.jsonl", lambda r: r.update(hits=10**30)),
+        True,
+        "'hits' must be an integer value that fits the column",
+    ),
 }
 
 
@@ -560,3 +689,180 @@ def test_lying_zip_headers(built: dict[str, Any], target: MemOS, tmp_path: Path)
         for name, data in [*files.items(), ("edges.jsonl", b"")]:
             z.writestr(name, data)
     _refuse(target, twice, "'edges.jsonl' appears twice")
+
+
+def test_a_zip_bomb_line_is_refused_before_it_is_read_whole(
+    built: dict[str, Any], embedder: Any, tmp_path: Path
+) -> None:
+    """A small archive whose member inflates to one huge line (honestly declared, re-signed)
+    used to be joined and parsed whole (920 MB RSS for 256 MiB). Lines are now capped by what
+    a row within this home's limits can be; the cap is refused while streaming."""
+    bomb = repack(
+        built["path"], tmp_path / "bomb.memcube", _add_bytes("memories.jsonl", b" " * (48 * 1024**2))
+    )
+    assert bomb.stat().st_size < 1024**2  # it is a bomb: small on disk
+    low = MemOS(home=tmp_path / "low", embedder=embedder, max_text_chars=1000, max_metadata_bytes=1000)
+    try:
+        low.add_user("bob")
+        _refuse(low, bomb, r"memories.jsonl line \d+ is longer than [\d,]+ bytes, more than any row")
+        assert _Rules.of(low.settings).max_line < 9 * 1024**2  # relative to the limits
+    finally:
+        low.close()
+
+
+def _add_bytes(member: str, data: bytes) -> Edit:
+    def edit(files: dict[str, bytes], manifest: dict[str, Any]) -> None:
+        files[member] += data
+
+    return edit
+
+
+# ---------------------------------------------------------------------------- export targets
+def test_export_never_overwrites_by_accident(built: dict[str, Any], source: MemOS, tmp_path: Path) -> None:
+    """export used to os.replace whatever was at the path: a text file, even /dev/null."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    with pytest.raises(
+        archive.Conflict, match=r"notes.txt exists already; pass overwrite=True to replace it"
+    ):
+        source.export_cube(built["cube"], notes, user_id="alice")
+    assert notes.read_text() == "my notes\n"
+    source.export_cube(built["cube"], notes, user_id="alice", overwrite=True)
+    assert zipfile.is_zipfile(notes)
+    # a symlink to a file: the file it points to is replaced, the link stays a link
+    real, link = tmp_path / "real.memcube", tmp_path / "link.memcube"
+    real.write_text("old")
+    link.symlink_to(real)
+    with pytest.raises(AlreadyExists):
+        source.export_cube(built["cube"], link, user_id="alice")
+    source.export_cube(built["cube"], link, user_id="alice", overwrite=True)
+    assert link.is_symlink() and zipfile.is_zipfile(real)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_export_never_replaces_what_is_not_a_regular_file(
+    built: dict[str, Any], source: MemOS, tmp_path: Path
+) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    to_fifo = tmp_path / "to-pipe.memcube"
+    to_fifo.symlink_to(fifo)
+    for path, kind in [(folder, "a directory"), (fifo, "a FIFO"), (to_fifo, "a FIFO")]:
+        for overwrite in (False, True):
+            with pytest.raises(InvalidInput, match=f"is {kind}.*never replaces anything but a regular file"):
+                source.export_cube(built["cube"], path, user_id="alice", overwrite=overwrite)
+    assert folder.is_dir() and stat.S_ISFIFO(fifo.stat().st_mode) and to_fifo.is_symlink()
+    null = Path("/dev/null")
+    if stat.S_ISCHR(null.stat().st_mode):  # the device the report saw replaced, when run as root
+        with pytest.raises(InvalidInput, match="is a character device"):
+            source.export_cube(built["cube"], null, user_id="alice", overwrite=True)
+        assert stat.S_ISCHR(null.stat().st_mode)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_export_os_errors_are_typed(built: dict[str, Any], source: MemOS, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="there is no folder"):
+        source.export_cube(built["cube"], tmp_path / "missing" / "x.memcube", user_id="alice")
+    with pytest.raises(InvalidInput, match=r"cannot write the archive to /proc/memos-test.memcube: "):
+        source.export_cube(built["cube"], "/proc/memos-test.memcube", user_id="alice")
+    with pytest.raises(InvalidInput, match="there is no folder .*file$"):
+        (tmp_path / "file").write_text("x")
+        source.export_cube(built["cube"], tmp_path / "file" / "x.memcube", user_id="alice")
+    with pytest.raises(MemosError):  # /proc files look regular: replacing one is refused by the OS
+        source.export_cube(built["cube"], "/proc/self/comm", user_id="alice", overwrite=True)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_export_names_a_row_json_cannot_hold(fresh: MemOS, tmp_path: Path) -> None:
+    """A NaN that an older memos let into the metadata used to surface as an untyped
+    ValueError from json; export now names the memory and what to do, and writes nothing."""
+    cube = fresh.list_cubes("bob")[0].id
+    mid = fresh.list_memories(user_id="bob", cube_id=cube).items[0].id
+    (tmp_path / "out").mkdir()
+    with fresh.store.session() as s:
+        s.execute(sql_update(MemoryRow).where(MemoryRow.id == mid).values(meta={"x": float("nan")}))
+    with pytest.raises(
+        ArchiveError, match=f"memories \\(id {mid}.*NaN or infinity.*update that memory's metadata"
+    ):
+        fresh.export_cube(cube, tmp_path / "out" / "work.memcube", user_id="bob")
+    assert not list((tmp_path / "out").iterdir())
+    fresh.update(mid, user_id="bob", metadata={"x": None})
+    assert zipfile.is_zipfile(fresh.export_cube(cube, tmp_path / "out" / "work.memcube", user_id="bob"))
+
+
+# ---------------------------------------------------------------------------- the CLI
+def _cli(home: Path, *args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from memos.cli import app
+
+    return CliRunner().invoke(app, ["--home", str(home), *args], env={"HF_HUB_OFFLINE": "1"})
+
+
+def _ok(result: Any) -> Any:
+    assert result.exit_code == 0, f"exit {result.exit_code}: {result.stdout} {result.stderr}"
+    return result
+
+
+def _error(result: Any) -> str:
+    assert result.exit_code == 1 and result.stdout == "", (result.stdout, result.stderr)
+    line = result.stderr.strip()
+    assert line.startswith("error: ") and "\n" not in line and "Traceback" not in line
+    return line
+
+
+def test_cli_export_refuses_to_overwrite(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    _ok(_cli(home, "init"))
+    _ok(_cli(home, "add", "Alice lives in Berlin"))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    line = _error(_cli(home, "export", "default", str(notes)))
+    assert line.endswith("notes.txt exists already; pass --force to replace it") and "overwrite=" not in line
+    assert notes.read_text() == "mine\n"
+    _ok(_cli(home, "export", "default", str(notes), "--force"))
+    assert zipfile.is_zipfile(notes)
+    assert "is a directory" in _error(_cli(home, "export", "default", str(tmp_path), "--force"))
+    assert "there is no folder" in _error(_cli(home, "export", "default", str(tmp_path / "no" / "x.memcube")))
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_cli_import_as_the_readme_shows(tmp_path: Path) -> None:
+    """`memos export default alice.memcube ; memos --home OTHER import alice.memcube` used to
+    fail on a fresh home (unknown user 'default'), and name SDK keywords in its advice."""
+    home, other, third = tmp_path / "home", tmp_path / "other", tmp_path / "third"
+    _ok(_cli(home, "init"))
+    _ok(_cli(home, "add", "Alice lives in Berlin"))
+    archive_path = tmp_path / "alice.memcube"
+    _ok(_cli(home, "export", "default", str(archive_path)))
+
+    bad = repack(
+        archive_path, tmp_path / "bad.memcube", _first_line("memories.jsonl", lambda r: r.update(text=""))
+    )
+    assert "text is empty" in _error(_cli(other, "import", str(bad)))
+    assert not other.exists(), "a refused archive leaves no new home behind"
+
+    result = _ok(_cli(other, "import", str(archive_path)))  # a fresh home: created, with its user
+    assert "imported cube default" in result.stdout and "created the home" in result.stderr
+    listed = json.loads(_ok(_cli(other, "--json", "list")).stdout)
+    assert [m["text"] for m in listed["items"]] == ["Alice lives in Berlin"]
+
+    again = _error(_cli(other, "import", str(archive_path)))
+    assert "this archive is in this home already as cube 'default'" in again
+    assert "pass --copy and --name NAME" in again and "copy=True" not in again and "name='" not in again
+    copy = json.loads(
+        _ok(_cli(other, "--json", "import", str(archive_path), "--copy", "--name", "again")).stdout
+    )
+    assert copy["name"] == "again"
+    texts = json.loads(_ok(_cli(other, "--json", "list", "--cube", "again")).stdout)["items"]
+    assert [m["text"] for m in texts] == ["Alice lives in Berlin"]
+    assert texts[0]["id"] != listed["items"][0]["id"]
+
+    _ok(_cli(third, "init"))  # after init the user has a cube named "default" already
+    line = _error(_cli(third, "import", str(archive_path)))
+    assert line.endswith(
+        "already has a cube named 'default'; pass --name NAME to import it under another name"
+    )
+    _ok(_cli(third, "import", str(archive_path), "--name", "alice"))

@@ -82,3 +82,19 @@ def test_embed_batch_size_defaults_to_the_device_and_can_be_set() -> None:
         assert make_embedder(configured).batch_size == 8  # type: ignore[attr-defined]
     with pytest.raises(ValidationError):
         Settings(embed_batch_size=0)
+
+
+def test_input_limits_are_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bounds add puts on metadata and tags: defaults, MEMOS_* env, config.toml."""
+    from memos.config import Limits
+
+    assert load_settings(tmp_path).limits == Limits() == Limits(65_536, 20, 100, 100)
+    (tmp_path / "config.toml").write_text("max_tags = 7\nmax_tag_chars = 30\n", encoding="utf-8")
+    monkeypatch.setenv("MEMOS_MAX_METADATA_BYTES", "1000")
+    monkeypatch.setenv("MEMOS_MAX_METADATA_DEPTH", "4")
+    assert load_settings(tmp_path).limits == Limits(
+        metadata_bytes=1000, metadata_depth=4, tags=7, tag_chars=30
+    )
+    monkeypatch.setenv("MEMOS_MAX_METADATA_DEPTH", "0")
+    with pytest.raises(ConfigError, match="max_metadata_depth"):
+        load_settings(tmp_path)

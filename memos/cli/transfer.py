@@ -11,6 +11,7 @@ a no-op.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -22,12 +23,14 @@ from memos.cli.app import (
     app,
     emit,
     get_state,
+    home_exists,
+    note,
     open_memos,
     resolve_cube,
     settings_for,
     stderr_console,
 )
-from memos.errors import InvalidInput
+from memos.errors import AlreadyExists, InvalidInput
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -160,17 +163,35 @@ def import_chat(
     emit(state, summary, render)
 
 
+#: how a conflict's advice names these commands' options (the SDK names its keywords)
+_OPTIONS = {"overwrite": "--force", "copy": "--copy", "name": "--name NAME", "cube_id": "--cube-id ID"}
+
+
+@contextmanager
+def _in_cli_terms() -> Iterator[None]:
+    from memos.archive import Conflict
+
+    try:
+        yield
+    except Conflict as exc:
+        raise AlreadyExists(exc.advice(_OPTIONS)) from exc
+
+
 @app.command("export", rich_help_panel=PANEL_TRANSFER)
 def export(
     ctx: typer.Context,
     cube: Annotated[str, typer.Argument(help="Cube id or name.", show_default=False)],
     path: Annotated[Path, typer.Argument(help="The .memcube archive to write.", show_default=False)],
+    force: Annotated[
+        bool,
+        typer.Option("--force", "-f", help="Replace an existing file (never a directory, device or FIFO)."),
+    ] = False,
 ) -> None:
     """Write a cube to a portable .memcube archive (checksummed; no pickle)."""
     state = get_state(ctx)
-    with open_memos(state) as mos:
+    with open_memos(state) as mos, _in_cli_terms():
         cube_id = mos.resolve_cube(state.user, cube)
-        written = mos.export_cube(cube_id, path, user_id=state.user)
+        written = mos.export_cube(cube_id, path, user_id=state.user, overwrite=force)
     data = {"cube_id": cube_id, "path": str(written), "bytes": written.stat().st_size}
     emit(
         state,
@@ -189,17 +210,39 @@ def import_(
     ],
     cube_id: Annotated[
         str | None,
-        typer.Option("--cube-id", help="Id of the new cube. Default: the archived id.", show_default=False),
+        typer.Option(
+            "--cube-id",
+            help="Id of the new cube. Default: the archived id (a new one with --copy).",
+            show_default=False,
+        ),
     ] = None,
     name: Annotated[
         str | None,
         typer.Option("--name", help="Name of the new cube. Default: the archived name.", show_default=False),
     ] = None,
+    copy: Annotated[
+        bool,
+        typer.Option("--copy", help="Import an archive this home holds already again, with new memory ids."),
+    ] = False,
 ) -> None:
-    """Load a .memcube archive as a new cube owned by the acting user (validated first)."""
+    """Load a .memcube archive as a new cube owned by the acting user (validated first).
+
+    Into a home that does not exist yet, the import creates the home and the acting user
+    (the archive is checked first, so a bad one leaves nothing behind).
+    """
+    from memos.archive import verify
+
     state = get_state(ctx)
-    with open_memos(state) as mos:
-        cube = mos.import_cube(path, user_id=state.user, cube_id=cube_id, name=name)
+    settings = settings_for(state)
+    fresh = not home_exists(settings)
+    if fresh:
+        verify(path, settings)
+    with open_memos(state, settings, create=fresh) as mos, _in_cli_terms():
+        if fresh:
+            mos.add_user(state.user)
+        cube = mos.import_cube(path, user_id=state.user, cube_id=cube_id, name=name, copy=copy)
+    if fresh:
+        note(f"created the home {escape(str(settings.home))} and its user {escape(state.user)}")
     emit(
         state,
         cube,

@@ -1,0 +1,178 @@
+"""Writing a cube to a ``.memcube`` (see :mod:`memos.archive`)."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import stat
+import tempfile
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from sqlalchemy import Table, select
+
+import memos
+from memos.archive.format import (
+    _BATCH,
+    _READ,
+    MANIFEST,
+    MEMBERS,
+    Conflict,
+    Manifest,
+    _CubeInfo,
+    _Entry,
+    _Member,
+)
+from memos.errors import ArchiveError, InvalidInput, MemosError, StorageError
+from memos.storage.relational.models import AuditRow, CubeRow, MemoryRow
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from memos.core import MemOS
+
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------- export
+def export_cube(mos: MemOS, cube_id: str, path: Path, *, user_id: str, overwrite: bool = False) -> Path:
+    """Write ``cube_id`` to ``path`` as a ``.memcube`` archive; needs read access.
+
+    Rows stream from one read transaction (a consistent snapshot) into a temporary file
+    beside the target, which takes its place only when complete; on any failure it is
+    removed. An existing file is replaced only with ``overwrite``; what is not a regular
+    file (a directory, a device such as /dev/null, a FIFO, a symlink to one) never is.
+    """
+    path = Path(path)
+    target = _target(path, overwrite)
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _unwritable(path, exc) from exc
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        mos.access.flush()
+        with mos.store.session() as s, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            mos._require(s, cube_id, user_id, _READ)
+            cube = s.get(CubeRow, cube_id)
+            assert cube is not None  # _require checked it
+            now = mos.clock()
+            counts: dict[str, int] = {}
+            members: dict[str, _Entry] = {}
+            for member in MEMBERS:
+                counts[member.key], members[member.name] = _write_member(s, zf, member, cube_id, now)
+            manifest = Manifest(
+                package_version=memos.__version__,
+                created_at=now,
+                embedder_id=mos.embedder.id,
+                cube=_CubeInfo(**{f: getattr(cube, f) for f in _CubeInfo.model_fields}),
+                counts=counts,
+                members=members,
+            )
+            zf.writestr(_zipinfo(MANIFEST, now), manifest.model_dump_json(indent=2))
+        os.replace(tmp, _target(path, overwrite))  # judged again: it may have changed meanwhile
+    except MemosError:  # PermissionDenied is an OSError too
+        raise
+    except OSError as exc:
+        raise _unwritable(path, exc) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    event = AuditRow(
+        ts=mos.clock(), actor=user_id, cube_id=cube_id, action="export", details={"counts": counts}
+    )
+    with mos.store.session() as s:  # who took a copy of the cube, and when, is worth knowing later
+        s.add(event)
+    log.info("exported cube %s to %s (%s)", cube_id, path, counts)
+    return path
+
+
+def _target(path: Path, overwrite: bool) -> Path:
+    """The file the archive will become (a symlink's target), once what must not be replaced
+    has been refused."""
+    try:
+        if not os.path.lexists(path):
+            if not path.parent.is_dir():
+                raise InvalidInput(f"cannot write {path}: there is no folder {path.parent}")
+            return path
+        real = path.resolve()
+        mode = real.stat().st_mode if real.exists() else stat.S_IFREG  # a dangling link makes a new file
+    except OSError as exc:
+        raise _unwritable(path, exc) from exc
+    if not stat.S_ISREG(mode):
+        raise InvalidInput(
+            f"{path} is {_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}; an export never replaces "
+            "anything but a regular file: give the path of a .memcube file"
+        )
+    if not overwrite:
+        raise Conflict(f"{path} exists already", ("overwrite",), "to replace it")
+    return real
+
+
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def _unwritable(path: Path, exc: OSError) -> MemosError:
+    why = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+        return StorageError(f"writing the archive {path} failed: {why}; nothing was written")
+    return InvalidInput(
+        f"cannot write the archive to {path}: {why}; give a file path in a folder you can write to"
+    )
+
+
+def _write_member(
+    s: Session, zf: zipfile.ZipFile, member: _Member, cube_id: str, now: datetime
+) -> tuple[int, _Entry]:
+    t = member.table
+    stmt = select(*(t.c[f] for f in member.fields))
+    if member.scope == "cube":
+        stmt = stmt.where(t.c.cube_id == cube_id)
+    else:
+        mem = cast(Table, MemoryRow.__table__)
+        stmt = stmt.join(mem, mem.c.id == t.c.memory_id).where(mem.c.cube_id == cube_id)
+    stmt = stmt.order_by(*(t.c[f] for f in member.order)).execution_options(yield_per=_BATCH)
+    digest, size, count = hashlib.sha256(), 0, 0
+    with zf.open(_zipinfo(member.name, now), "w", force_zip64=True) as fh:
+        for part in s.execute(stmt).partitions():
+            rows = ({k: _encode(v) for k, v in r._mapping.items()} for r in part)
+            data = "".join(_line(member, row) for row in rows).encode("utf-8")
+            fh.write(data)
+            digest.update(data)
+            size += len(data)
+            count += len(part)
+    return count, _Entry(sha256=digest.hexdigest(), bytes=size)
+
+
+def _line(member: _Member, row: dict[str, Any]) -> str:
+    try:
+        return json.dumps(row, allow_nan=False) + "\n"
+    except ValueError as exc:  # NaN or infinity, let in by an older memos: say which row
+        which = ", ".join(f"{k} {row[k]}" for k in ("memory_id", "id", "version") if row.get(k) is not None)
+        raise ArchiveError(
+            f"cannot export: a row of {member.key} ({which}) holds NaN or infinity, which JSON cannot hold; "
+            "update that memory's metadata (or purge it), then export again"
+        ) from exc
+
+
+def _zipinfo(name: str, now: datetime) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=now.astimezone(UTC).timetuple()[:6])
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = (stat.S_IFREG | 0o644) << 16  # say "plain file", as import requires
+    return info
+
+
+def _encode(value: Any) -> Any:
+    return value.astimezone(UTC).isoformat() if isinstance(value, datetime) else value
