@@ -17,7 +17,7 @@ from __future__ import annotations
 import builtins
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Set
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -26,6 +26,9 @@ from sqlalchemy import select
 
 from memos.activation import ActivationMemory, memories_block, memory_text
 from memos.errors import ContextOverflow, InvalidInput
+from memos.extract import Entity
+from memos.extract._text import sentences
+from memos.extract.rules import RuleExtractor
 from memos.ingest import check_text
 from memos.parametric import ParametricMemory
 from memos.runtime import ChatMessage, Generation, GenerationParams, Runtime
@@ -96,6 +99,26 @@ class Assembled:
 def _assistant_turn(hit: SearchHit) -> bool:
     m = hit.memory
     return m.type == "episode" and m.provenance.role == "assistant"
+
+
+def tells_nothing(hit: SearchHit) -> bool:
+    """A user's turn made only of questions that name nothing but their speaker.
+
+    "And what does she do?" or "Where does my sister live?" asks; it holds nothing to
+    remember, yet it matches a new question better than any fact does (it is worded like
+    one). A question that names someone or something ("Should I take my dog Rex to the
+    vet?") carries a fact and is not one of these, nor is a turn that also states
+    something ("Is it serious? He keeps scratching.").
+    """
+    m = hit.memory
+    if m.type != "episode" or m.provenance.role != "user":
+        return False
+    parts = [p for p in sentences(m.text) if p.text.strip()]
+    if not parts or not all(p.is_question for p in parts):
+        return False
+    speaker = m.provenance.speaker
+    own = Entity(speaker, "person").key if speaker and speaker.strip() else None
+    return all(e.key == own for e in RuleExtractor().extract(m.text, speaker=speaker).entities)
 
 
 def memory_line(hit: SearchHit) -> str:
@@ -353,18 +376,9 @@ class ChatOps:
         in_prefix = set(kv[0].memory_ids) if kv else set()
         hits: builtins.list[SearchHit] = []
         if k > 0 and readable:
-            found = self.search(
-                message, user_id=user_id, cube_ids=readable, top_k=2 * k + len(history) + len(in_prefix)
-            )
-            in_history = {h[1] for h in history}
-            hits = [
-                h
-                for h in found
-                if h.memory.id not in in_history
-                and h.memory.id not in in_prefix  # already in the KV prefix: not repeated
-                and h.score >= cfg.min_score
-                and (cfg.recall_assistant_turns or not _assistant_turn(h))
-            ][:k]
+            # the session's recent turns and the KV prefix are in the prompt already
+            skip = {h[1] for h in history} | in_prefix
+            hits = self._chat_memories(message, user_id=user_id, cube_ids=readable, k=k, skip=skip)
         timings.retrieval_ms = (time.perf_counter() - t0) * 1000
 
         t0 = time.perf_counter()
@@ -420,6 +434,24 @@ class ChatOps:
             return chat_stream
         gen.read()
         return self._finish(gen, turn, do_write)
+
+    def _chat_memories(
+        self, message: str, *, user_id: str, cube_ids: Sequence[str], k: int, skip: Set[str] = frozenset()
+    ) -> builtins.list[SearchHit]:
+        """The memories ``chat`` offers the model for ``message``: the best ``k`` hits of
+        ``cube_ids`` less those in ``skip``, those under ``chat.min_score``, the assistant's
+        own turns (unless ``chat.recall_assistant_turns``) and the user's questions that
+        tell nothing (:func:`tells_nothing`), so that facts are not crowded out."""
+        cfg = self.settings.chat
+        found = self.search(message, user_id=user_id, cube_ids=cube_ids, top_k=2 * k + len(skip))
+        return [
+            h
+            for h in found
+            if h.memory.id not in skip
+            and h.score >= cfg.min_score
+            and (cfg.recall_assistant_turns or not _assistant_turn(h))
+            and not tells_nothing(h)
+        ][:k]
 
     def _stream(self, gen: Generation, turn: _Turn, write: bool, out: ChatStream) -> Iterator[str]:
         try:

@@ -13,6 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+from conftest import Clock
+
 DATA = Path(__file__).parent / "data" / "ranking.json"
 
 
@@ -56,3 +59,75 @@ def test_a_current_fact_ranks_above_the_outdated_turn(mos: Any) -> None:
     # the fact is its own passage: it gains the share of its score a turn gains at least
     fact = hits[berlin]
     assert fact.scores["context"] > 0
+
+
+# ---------------------------------------------------------------------------- chat's memories (item 9)
+
+
+def _asked_before(mos: Any) -> str:
+    """Chats of earlier sessions as ``chat`` writes them back: the user's turns (extracted)
+    and the answers (not extracted)."""
+    mos.add_user("alice", "Alice")
+    cube = mos.create_cube("alice", "personal").id
+
+    def chat(session: str, *exchange: str) -> None:
+        for i, text in enumerate(exchange):
+            user = i % 2 == 0
+            turn = (
+                {"role": "user", "name": "Alice", "content": text}
+                if user
+                else {"role": "assistant", "content": text}
+            )
+            mos.add(
+                [turn],
+                user_id="alice",
+                cube_id=cube,
+                session_id=session,
+                metadata={"chat": True},
+                extract=user,
+            )
+
+    chat("c1", "My sister Mira lives in Tromsø and works as a marine biologist.", "What a place to live!")
+    chat(
+        "c2",
+        "Where does my sister live?",
+        "In Tromsø.",
+        "And what does she do?",
+        "She is a marine biologist.",
+    )
+    chat("c3", "Should I take my dog Rex to the vet?", "If he seems unwell, yes.")
+    chat("c4", "Where does my sister live?", "Mira lives in Tromsø.")
+    return cube
+
+
+def test_chat_offers_facts_not_the_questions_the_user_asked_before(mos: Any) -> None:
+    from memos.chat import tells_nothing
+
+    cube = _asked_before(mos)
+    for message in ("Where does my sister live?", "What does my sister do for a living?"):
+        hits = mos.search(message, user_id="alice", cube_ids=[cube], top_k=4)
+        assert tells_nothing(hits[0])  # what search ranks first: an earlier question, worded alike
+        offered = mos._chat_memories(message, user_id="alice", cube_ids=[cube], k=4)
+        texts = [h.memory.text for h in offered]
+        assert texts[0] == "My sister Mira lives in Tromsø and works as a marine biologist.", texts
+        assert not {"Where does my sister live?", "And what does she do?"} & set(texts)
+    # a question that names something carries a fact: it is still offered
+    offered = mos._chat_memories("What is my dog called?", user_id="alice", cube_ids=[cube], k=4)
+    assert offered[0].memory.text == "Should I take my dog Rex to the vet?"
+
+
+@pytest.mark.slow
+def test_a_new_chat_session_gets_the_fact_first(tmp_path: Path, embedder: Any, hf_runtime: Any) -> None:
+    from memos.core import MemOS
+
+    mos = MemOS(home=tmp_path / "home", embedder=embedder, clock=Clock())
+    try:
+        cube = _asked_before(mos)
+        res = mos.chat("Where does my sister live?", user_id="alice", runtime=hf_runtime, max_tokens=8,
+                       write_back=False)  # fmt: skip
+        texts = [m.text for m in res.memories]
+        assert texts[0] == "My sister Mira lives in Tromsø and works as a marine biologist."
+        assert "Where does my sister live?" not in texts and "And what does she do?" not in texts
+        assert res.cube_id == cube
+    finally:
+        mos.close()
