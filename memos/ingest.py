@@ -171,9 +171,17 @@ def check_id(value: object, what: str, max_chars: int = MAX_ID_CHARS) -> str:
 
 
 def parse_messages(
-    messages: object, max_chars: int, max_count: int, *, limits: Limits = _DEFAULT
+    messages: object,
+    max_chars: int,
+    max_count: int,
+    *,
+    limits: Limits = _DEFAULT,
+    base: dict[str, Any] | None = None,
 ) -> list[Message]:
-    """Validate a list of chat messages; raise :class:`InvalidInput` naming the bad one."""
+    """Validate a list of chat messages; raise :class:`InvalidInput` naming the bad one.
+
+    ``base`` is the call's metadata, which each message's extends: the two together are
+    what is stored, so the limits apply to them together."""
     if not isinstance(messages, list | tuple):
         raise InvalidInput("messages must be a list of {role, content, …} dicts")
     if not messages:
@@ -203,6 +211,9 @@ def parse_messages(
             ts = parse_timestamp(m.get("timestamp"))
         except InvalidInput as exc:
             raise InvalidInput(f"{where}.timestamp: {exc}") from exc
+        metadata = check_metadata(m.get("metadata"), f"{where}.metadata", limits=limits)
+        if base and metadata:
+            check_metadata({**base, **metadata}, f"{where}.metadata with the call's metadata", limits=limits)
         out.append(
             Message(
                 role=role.strip(),
@@ -210,7 +221,7 @@ def parse_messages(
                 name=name,
                 id=mid,
                 timestamp=ts,
-                metadata=check_metadata(m.get("metadata"), f"{where}.metadata", limits=limits),
+                metadata=metadata,
             )
         )
     return out

@@ -215,6 +215,7 @@ class MemoryOps:
                 self.settings.max_text_chars,
                 self.settings.max_messages_per_add,
                 limits=self.settings.limits,
+                base=meta,
             )
             mtype = _memory_type(type, MemoryType.episode)
         if extract not in (True, False, "defer"):

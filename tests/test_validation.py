@@ -10,6 +10,7 @@ still opens. Runs on both relational backends.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,15 +56,13 @@ def test_non_finite_metadata_is_refused_before_anything_is_written(
     mid = mos.add(text="Alice likes tea", user_id="alice", cube_id=cube).memories[0].id
     for meta in ({"x": value}, {"a": [1, {"b": value}]}, {"deep": {"er": [[value]]}}):
         refused(
-            mos,
-            lambda m=meta: mos.add(text="x", user_id="alice", cube_id=cube, metadata=m),
-            "JSON cannot hold",
+            mos, partial(mos.add, text="x", user_id="alice", cube_id=cube, metadata=meta), "JSON cannot hold"
         )
         msg = [{"role": "user", "content": "ok"}, {"role": "user", "content": "x", "metadata": meta}]
         refused(
-            mos, lambda m=msg: mos.add(messages=m, user_id="alice", cube_id=cube), r"messages\[1\]\.metadata"
+            mos, partial(mos.add, messages=msg, user_id="alice", cube_id=cube), r"messages\[1\]\.metadata"
         )
-        refused(mos, lambda m=meta: mos.update(mid, user_id="alice", metadata=m), "JSON cannot hold")
+        refused(mos, partial(mos.update, mid, user_id="alice", metadata=meta), "JSON cannot hold")
     assert mos.get(mid, user_id="alice").metadata == {}
     mos.close()
     again = make_mos(tmp_path / "h")  # opens: nothing unindexable got in
@@ -175,6 +174,10 @@ def test_bounds_are_settings(make_mos: Callable[..., MemOS], tmp_path: Path) -> 
         lambda: mos.add(messages=msg, user_id="alice", cube_id=cube),
         r"messages\[0\]\.metadata is nested",
     )
+    # each within the bound, together (as stored) past it
+    msg = [{"role": "user", "content": "hi", "metadata": {"b": "y" * 25}}]
+    call = partial(mos.add, messages=msg, user_id="alice", cube_id=cube, metadata={"a": "x" * 25})
+    refused(mos, call, r"messages\[0\]\.metadata with the call's metadata is .*limit of 40 bytes")
     mid = mos.list_memories(user_id="alice", cube_id=cube).items[0].id
     refused(mos, lambda: mos.update(mid, user_id="alice", tags=["a", "b", "c"]), "max_tags")
     refused(mos, lambda: mos.update(mid, user_id="alice", metadata={"x": "y" * 50}), "max_metadata_bytes")
