@@ -597,6 +597,7 @@ def test_only_the_cache_rename_notices_are_silenced(caplog: pytest.LogCaptureFix
             FutureWarning,
             stacklevel=1,
         )
+        warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning, stacklevel=1)
         warnings.warn("something else will change", FutureWarning, stacklevel=1)
         warnings.warn("memos: our own warning", UserWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == ["something else will change", "memos: our own warning"]

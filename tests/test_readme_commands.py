@@ -22,6 +22,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +143,9 @@ def test_every_readme_command_runs(tmp_path: Path) -> None:
         except KeyError as exc:
             failures.append(f"{line}\n  not run: no {exc} id (the command that makes one failed)")
             continue
+        started = time.monotonic()
         proc = tour.run(run[1:], stdin=REPL_INPUT if interactive else "y\n")
+        print(f"{time.monotonic() - started:6.1f} s  {line}")  # shown with -s or on failure
         if proc.returncode < 0 and "llama_cpp" in args:
             # a crash inside llama-cpp-python's native code, not a failure of memos: its
             # build for this machine dies in llama_decode (SIGSEGV) even without memos
@@ -152,9 +155,10 @@ def test_every_readme_command_runs(tmp_path: Path) -> None:
             failures.append(f"{line}\n  exit {proc.returncode}: {proc.stderr.strip()[-600:]}")
             continue
         # transformers' deprecation notices used to clutter every chat (issue 19)
-        assert "FutureWarning" not in proc.stderr and "deprecated" not in proc.stderr, (line, proc.stderr)
-        if interactive:
-            assert proc.stdout.strip() and "bye" in proc.stderr, proc.stderr
+        if "FutureWarning" in proc.stderr or "deprecated" in proc.stderr:
+            failures.append(f"{line}\n  warns: {proc.stderr.strip()[-600:]}")
+        if interactive and not (proc.stdout.strip() and "bye" in proc.stderr):
+            failures.append(f"{line}\n  no answer: {proc.stdout!r} {proc.stderr[-300:]!r}")
         tour.after(args)
     assert not failures, "README commands that fail:\n" + "\n".join(failures)
     if crashed:

@@ -63,11 +63,14 @@ def _drop_cache_rename_notice(record: logging.LogRecord) -> bool:
 
 
 def _quiet_cache_rename() -> None:
-    """Silence transformers 5's notices that ``past_key_values`` is now called ``cache``
-    (a FutureWarning on every forward call and a log line): the old name is the one every
-    supported version (>= 4.56) takes, and users of memos can do nothing about it. Only
-    these two messages are dropped; other warnings, ours included, still show."""
-    warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
+    """Silence transformers 5's notices of renamed names that we must keep using: the
+    ``past_key_values`` argument, now ``cache`` (a FutureWarning on every forward call of
+    a chat and a log line), and ``is_gradient_checkpointing``, read by peft when a LoRA
+    adapter is trained. The old names are the ones every supported version (>= 4.56)
+    takes, and users of memos can do nothing about them. Only these messages are dropped;
+    other warnings, ours included, still show."""
+    for name in ("past_key_values", "is_gradient_checkpointing"):
+        warnings.filterwarnings("ignore", message=rf"`{name}` is deprecated", category=FutureWarning)
     logging.getLogger("transformers.utils.generic").addFilter(_drop_cache_rename_notice)  # added once
 
 
