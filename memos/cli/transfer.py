@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from memos.chatlog import ChatSession
+    from memos.config import Settings
 
 
 def _batches(messages: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -43,7 +44,7 @@ def _batches(messages: list[dict[str, Any]], size: int) -> Iterator[list[dict[st
         yield messages[start : start + size]
 
 
-def _validate(sessions: list[ChatSession], max_chars: int, default_session: str | None) -> None:
+def _validate(sessions: list[ChatSession], settings: Settings, default_session: str | None) -> None:
     """Check every message of the file as ``add`` will, before the first batch is written.
 
     ``add`` checks one batch at a time, so a bad message late in a file would otherwise fail
@@ -61,7 +62,7 @@ def _validate(sessions: list[ChatSession], max_chars: int, default_session: str 
         if not s.messages:
             continue
         try:
-            parse_messages(s.messages, max_chars, max_count=len(s.messages))
+            parse_messages(s.messages, settings.max_text_chars, len(s.messages), limits=settings.limits)
         except InvalidInput as exc:
             if len(sessions) == 1:
                 raise
@@ -108,7 +109,7 @@ def import_chat(
     state = get_state(ctx)
     settings = settings_for(state)
     sessions = load_chat(file)  # parse before opening the home (and loading a model): fail fast
-    _validate(sessions, settings.max_text_chars, session)
+    _validate(sessions, settings, session)
     batch_size = min(batch_size, settings.max_messages_per_add)  # every batch within add's limit
     total = sum(len(s.messages) for s in sessions)
     summary: dict[str, Any] = {
