@@ -524,9 +524,10 @@ def test_reindex_and_doctor_on_an_sdk_made_home(tmp_path: Path, embedder: Any) -
     assert report["quarantined"][0]["error"] and report["searchable_rows"] == report["index_points"] == 1
     assert (report["missing"], report["extra"], report["ok"]) == (0, 0, False)
 
-    doctor = cli(path, "doctor")
+    doctor = RUNNER.invoke(app, ["doctor"], env={"MEMOS_HOME": str(path), "MEMOS_USER": None, "COLUMNS": "80"})
     assert doctor.exit_code == 1
     assert bad in doctor.stdout and "memos reindex" in doctor.stdout and "quarantined" in doctor.stdout
+    assert max(len(line) for line in doctor.stdout.splitlines()) <= 80
     data = json.loads(cli(path, "doctor", "--json").stdout)
     assert data["home"] == str(path.resolve()) and data["relational"] == "sqlite"
     assert data["vector_index"] and data["embedder"] and data["locked_by"] is None

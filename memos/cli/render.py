@@ -229,15 +229,15 @@ def shares_table(shares: Sequence[Share]) -> Table:
 
 
 def quarantine_table(rows: Sequence[Mapping[str, Any]]) -> Table:
-    """Memories that could not be indexed (``MemOS.check_index()["quarantined"]``)."""
-    table = grid("quarantined: not indexed, not searchable")
+    """Memories that could not be indexed (``MemOS.check_index()["quarantined"]``): the
+    error, and under it the cube and since when."""
+    table = grid("quarantined: not indexed, not searchable", leading=1)
     table.add_column("memory id", style="cyan", no_wrap=True)
-    short_column(table, "cube", 12)
-    table.add_column("since", no_wrap=True)
-    text_column(table, "error")
+    text_column(table, "error · cube, since")
     for r in rows:
         since = str(r.get("since") or "-")[:16].replace("T", " ")
-        table.add_row(r["memory_id"], escape(r["cube_id"]), since, escape(r.get("error") or "-"))
+        where = f"cube {r['cube_id']} · since {since}"
+        table.add_row(r["memory_id"], f"{escape(r.get('error') or '-')}\n[dim]{escape(where)}[/dim]")
     return table
 
 
