@@ -300,8 +300,8 @@ def reindex(
 ) -> None:
     """Rebuild the vector index from the relational rows (the source of truth).
 
-    Without --cube: every cube of the home, or, when a user is named (--user), the cubes
-    that user may write."""
+    Without --cube: every cube of the home, or the cubes a user named by --user may write.
+    """
     state = get_state(ctx)
     if check:
         check_index(state, cube)
