@@ -177,8 +177,8 @@ class ActivationMemory:
         mos.access.flush()  # the selectors order by hits
         with mos.store.session() as s:
             mos._require(s, cube_id, user_id, _WRITE)
-            owner_name = mos.get_user(user_id).name
             chosen = self._choose(s, cube_id, memory_ids, segments, top_n)
+        owner_name = mos.get_user(user_id).name  # its own session: not inside the write one above
         system_prompt = mos.settings.chat.system_prompt.replace("{user}", owner_name)
         # fit the budget: whole memories, in order, while the prefix stays within it
         lines: list[str] = []

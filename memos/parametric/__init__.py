@@ -152,9 +152,9 @@ class ParametricMemory:
         mos.access.flush()  # the selectors order by hits
         with mos.store.session() as s:
             mos._require(s, cube_id, user_id, _WRITE)
-            owner_name = mos.get_user(user_id).name
             rows = self._choose(s, cube_id, memory_ids, top_n)
             chosen = [(r.id, r.text, r.version) for r in rows]
+        owner_name = mos.get_user(user_id).name  # its own session: not inside the write one above
         if not chosen:
             raise InvalidInput("no memories to consolidate (the cube has no active facts, profile or preferences)")
         rt = runtime if runtime is not None else self._train_runtime(model)
