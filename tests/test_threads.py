@@ -142,3 +142,24 @@ def test_access_statistics_are_counted_under_concurrent_writes(make_mos: Any, n:
         t.join(timeout=600)
     assert errors == []
     assert mos.get(target, user_id="alice").hits == (n - 1) * searches
+
+
+def test_a_session_inside_a_write_session_of_the_same_thread_does_not_wait_on_it(tmp_path: Any) -> None:
+    """Write sessions take SQLite's lock when they begin; one opened inside another by the
+    same thread must not wait for the outer one (it would, until the busy timeout, and
+    then fail "database is locked")."""
+    from memos.storage.relational.engine import RelationalStore
+    from memos.storage.relational.models import MetaRow
+
+    store = RelationalStore(f"sqlite:///{tmp_path}/nested.db")
+    try:
+        with store.session() as outer:
+            outer.merge(MetaRow(key="outer", value={"n": 1}))
+            outer.flush()
+            with store.session() as inner:
+                assert inner.get(MetaRow, "outer") is None  # its own snapshot: not committed yet
+        with store.read_session() as s:
+            row = s.get(MetaRow, "outer")
+            assert row is not None and row.value == {"n": 1}
+    finally:
+        store.close()

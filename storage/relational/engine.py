@@ -15,6 +15,7 @@ committed since its first read, SQLite answers "database is locked" at once. Pur
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -88,6 +89,7 @@ class RelationalStore:
         self.dialect = self.engine.dialect.name
         self._sessions = sessionmaker(self.engine.execution_options(**{_WRITE: True}), expire_on_commit=False)
         self._read_sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._local = threading.local()  # write sessions this thread is inside
         self.migrate()
 
     @staticmethod
@@ -110,9 +112,18 @@ class RelationalStore:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A write transaction: commits on success, rolls back on any error."""
-        with self._transaction(self._sessions) as session:
-            yield session
+        """A write transaction: commits on success, rolls back on any error.
+
+        A write session opened by a thread that is inside one already begins deferred, as
+        every session did before: ``BEGIN IMMEDIATE`` there would wait on the outer one,
+        in its own thread, until the busy timeout."""
+        depth = getattr(self._local, "depth", 0)
+        self._local.depth = depth + 1
+        try:
+            with self._transaction(self._read_sessions if depth else self._sessions) as session:
+                yield session
+        finally:
+            self._local.depth = depth
 
     @contextmanager
     def read_session(self) -> Iterator[Session]:
