@@ -212,7 +212,7 @@ class Retriever:
             mid for path in ("dense", "lexical") for mid, _ in ranked.get(path, [])
         }
         # one read session for the candidates and the rows returned
-        with self.store.session() as s:
+        with self.store.read_session() as s:
             cands = self._candidates(s, list(fused), q.cube_ids, flt if flt.must else None, unfiltered)
 
             # query-aware boosts: who is asked about, and when
@@ -409,7 +409,7 @@ class Retriever:
                 names.setdefault(eid, g.graph.nodes[eid].get("name", ""))
         if not weight:
             return [], {}
-        with self.store.session() as s:
+        with self.store.read_session() as s:
             df = dict(
                 s.execute(
                     select(MemoryEntityRow.entity_id, func.count())
