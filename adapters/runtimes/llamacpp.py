@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from memos.runtime import (
     GenerationParams,
     LocalRuntime,
     RuntimeInfo,
+    check_prefix,
 )
 
 KV_FORMAT = "memos-kv/llama_cpp/1"
@@ -104,6 +106,7 @@ class LlamaCppRuntime(LocalRuntime):
         self._adapters: dict[str, LlamaAdapter] = {}
         self._active: tuple[str, ...] = ()  # the adapters set on the context now
         self._lock = threading.Lock()
+        self._seq_header = self._state_header()
 
     def _piece(self, token: int) -> str:
         if token < 0:
@@ -187,18 +190,55 @@ class LlamaCppRuntime(LocalRuntime):
         return LlamaPrefix(ids, tensors["state"].tobytes())
 
     def _restore(self, prefix: LlamaPrefix) -> None:
-        """Load the prefix's state into the context (a copy: the prefix itself never changes)."""
+        """Load the prefix's state into the context (a copy: the prefix itself never changes).
+
+        The blob is llama.cpp's whole-context state: the architecture's name, then the KV
+        memory. The memory goes in through the per-sequence reader, which lays the cells out
+        as a prefill does and leaves the cache's head after them. The whole-context reader
+        leaves the head at cell 0, and a sliding-window cache (Gemma 3) then writes the next
+        tokens over its oldest, out-of-window cells: the same attention summed in another
+        order, rounding that llama.cpp's 8-bit activations amplify to about one logit. Read
+        this way, the rest of the prompt is computed bit for bit as after a plain prefill."""
         import llama_cpp
 
-        size = len(prefix.state)
-        buf = (ctypes.c_uint8 * size).from_buffer_copy(prefix.state)
+        state = prefix.state
+        if self._seq_header is not None:
+            name = int.from_bytes(state[:4], sys.byteorder)  # uint32 length, then the name
+            state = self._seq_header + state[4 + name :]
+        size = len(state)
+        buf = (ctypes.c_uint8 * size).from_buffer_copy(state)
         self.llm.reset()
-        if int(llama_cpp.llama_state_set_data(self.llm._ctx.ctx, buf, size)) != size:
+        self.llm._ctx.kv_cache_clear()
+        ctx = self.llm._ctx.ctx
+        if self._seq_header is None:
+            done = int(llama_cpp.llama_state_set_data(ctx, buf, size))
+        else:
+            done = int(llama_cpp.llama_state_seq_set_data(ctx, buf, size, 0))
+        if done != size:
             raise ModelError("llama.cpp refused the saved KV state")
         n = len(prefix.token_ids)
         self.llm.input_ids[:n] = prefix.token_ids
         self.llm.n_tokens = n
         self.llm._requires_eval = True
+
+    def _state_header(self) -> bytes | None:
+        """What llama.cpp's per-sequence state has before the KV memory (a magic number and
+        the sequence id), read off the empty context: there, the sequence 0 state is this
+        header and then the same memory bytes as the whole-context state after its
+        architecture name. None where that does not hold (another llama.cpp), and prefixes
+        are then restored through the whole-context reader."""
+        import llama_cpp
+
+        ctx = self.llm._ctx.ctx
+        whole = (ctypes.c_uint8 * int(llama_cpp.llama_state_get_size(ctx)))()
+        n = int(llama_cpp.llama_state_get_data(ctx, whole, len(whole)))
+        memory = bytes(whole)[4 + int.from_bytes(bytes(whole)[:4], sys.byteorder) : n]
+        seq = (ctypes.c_uint8 * int(llama_cpp.llama_state_seq_get_size(ctx, 0)))()
+        m = int(llama_cpp.llama_state_seq_get_data(ctx, seq, len(seq), 0))
+        seq_bytes = bytes(seq)[:m]
+        if not memory or len(seq_bytes) <= len(memory) or not seq_bytes.endswith(memory):
+            return None
+        return seq_bytes[: len(seq_bytes) - len(memory)]
 
     # ------------------------------------------------------------------ LoRA adapters
     def load_adapter(self, path: Path) -> LlamaAdapter:
@@ -233,17 +273,29 @@ class LlamaCppRuntime(LocalRuntime):
         self.llm.reset()
         self.llm._ctx.kv_cache_clear()
 
-    def next_logits(self, token_ids: Sequence[int], adapters: Sequence[LlamaAdapter] = ()) -> Any:
+    def next_logits(
+        self, token_ids: Sequence[int], prefix: LlamaPrefix | None = None, adapters: Sequence[LlamaAdapter] = ()
+    ) -> Any:
         """The next-token logits after ``token_ids`` (a float32 numpy vector), computed from
-        scratch, with or without adapters."""
+        scratch or from a prefix's state, with or without adapters."""
         import numpy as np
 
         ids = [int(x) for x in token_ids]
+        if prefix is not None:
+            if not isinstance(prefix, LlamaPrefix):
+                raise InvalidInput("this prefix was not loaded by the llama_cpp runtime")
+            if adapters:
+                raise InvalidInput("a KV prefix is computed without adapters; use one or the other")
+            n = check_prefix(ids, prefix)
         with self._lock:
             self._set_adapters(adapters)
-            self.llm.reset()
-            self.llm._ctx.kv_cache_clear()
-            self.llm.eval(ids)
+            if prefix is None:
+                self.llm.reset()
+                self.llm._ctx.kv_cache_clear()
+                self.llm.eval(ids)
+            else:
+                self._restore(prefix)
+                self.llm.eval(ids[n:])
             logits = np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.llm.n_vocab(),)).copy()
             self.llm.reset()  # the context's tokens are not a prompt cache for the next request
             self.llm._ctx.kv_cache_clear()
