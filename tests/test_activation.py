@@ -128,6 +128,15 @@ def test_llama_cpp_restored_state_continues_identically(which: str, request: pyt
     assert a.stats.completion_tokens == 32 or a.stats.finish_reason == "stop"
 
 
+def test_llama_cpp_next_logits_checks_the_prefix(llama_runtime: Any) -> None:
+    ids = llama_runtime.tokenize(_text(5))
+    prefix = llama_runtime.load_prefix(llama_runtime.build_prefix(ids[:10]), ids[:10])
+    with pytest.raises(InvalidInput, match="start with"):
+        llama_runtime.next_logits(ids[1:], prefix)
+    with pytest.raises(InvalidInput, match="go on"):
+        llama_runtime.next_logits(ids[:10], prefix)
+
+
 def test_prompt_must_start_with_the_prefix(hf_runtime: Any) -> None:
     ids = hf_runtime.tokenize(_text(5))
     prefix = hf_runtime.load_prefix(hf_runtime.build_prefix(ids[:10]), ids[:10])
