@@ -47,12 +47,12 @@ from memos.ingest import check_unicode
 from memos.protocols import Embedder, FieldMatch, FieldRange, IndexFilter, VectorIndex
 from memos.storage.relational.engine import RelationalStore
 from memos.storage.relational.models import (
-    MEMORY_STATE_INDEX,
     MemoryEntityRow,
     MemoryRow,
     MessageRow,
     UTCDateTime,
 )
+from memos.storage.relational.queries import memory_states_sql
 from memos.timeparse import query_time_range
 from memos.types import SEARCHABLE_STATES, MemoryType, SearchHit
 
@@ -363,10 +363,8 @@ class Retriever:
                 )
         cached = [mid for mid in ids if mid not in live and mid in fixed]
         if cached:
-            # the hot path of every search: answered from the covering index alone (SQLite's
-            # planner would take the primary key's index and then visit every table row)
-            hint = f" INDEXED BY {MEMORY_STATE_INDEX}" if conn.dialect.name == "sqlite" else ""
-            sql = f"SELECT id, state, importance FROM {MemoryRow.__tablename__}{hint} WHERE id IN ({_marks(conn, len(cached))})"
+            # the hot path of every search: answered from the covering index alone
+            sql = memory_states_sql(conn.dialect, len(cached))
             for mid, state, importance in conn.exec_driver_sql(sql, tuple(cached)).all():
                 live[mid] = (str(state), float(importance))
         cubes = set(cube_ids)
