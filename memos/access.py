@@ -47,7 +47,7 @@ class AccessStats:
         self.store = store
         self.clock = clock
         self.interval_s = interval_s
-        self._write_lock = write_lock if write_lock is not None else threading.RLock()
+        self.write_lock = write_lock if write_lock is not None else threading.RLock()
         self._pending: dict[str, tuple[int, datetime]] = {}
         self._lock = threading.Lock()
         self._flushed = time.monotonic()
@@ -64,17 +64,17 @@ class AccessStats:
                 n, _ = self._pending.get(mid, (0, now))
                 self._pending[mid] = (n + 1, now)
             due = len(self._pending) >= MAX_PENDING or time.monotonic() - self._flushed >= self.interval_s
-        if due and self._write_lock.acquire(blocking=False):
+        if due and self.write_lock.acquire(blocking=False):
             try:
                 self.flush(strict=False)
             finally:
-                self._write_lock.release()
+                self.write_lock.release()
 
     def flush(self, *, strict: bool = True) -> None:
         """Write what is pending (one executemany), under the write lock. ``strict=False``
         (the search path) logs a failure and keeps the counts for the next flush instead
         of failing the search."""
-        with self._write_lock:
+        with self.write_lock:
             self._flush(strict)
 
     def _flush(self, strict: bool) -> None:

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from memos import acl
 from memos.errors import FingerprintMismatch, InvalidInput, InvalidState, NotFound
 from memos.runtime import ChatMessage, KVPrefix, Runtime, sha256_file
 from memos.storage.relational.models import BlobRow, MemoryRow
@@ -166,7 +167,6 @@ class ActivationMemory:
         ``token_budget`` prefix tokens. A newer compile under the same ``name`` for the
         same model replaces the older one.
         """
-        from memos.operations import _WRITE
 
         mos = self.mos
         rt = self._runtime(runtime)
@@ -176,7 +176,7 @@ class ActivationMemory:
             raise InvalidInput("name must be a non-empty string of at most 64 characters")
         mos.access.flush()  # the selectors order by hits
         with mos.store.session() as s:
-            mos._require(s, cube_id, user_id, _WRITE)
+            acl.require(s, cube_id, user_id, acl.WRITE)
             chosen = self._choose(s, cube_id, memory_ids, segments, top_n)
         owner_name = mos.get_user(user_id).name  # its own session: not inside the write one above
         system_prompt = mos.settings.chat.system_prompt.replace("{user}", owner_name)
@@ -227,7 +227,7 @@ class ActivationMemory:
             "n_tokens": len(ids),
             "compile_ms": round(compile_ms, 1),
         }
-        with mos._write_lock, mos.store.session() as s:
+        with mos.write_lock, mos.store.session() as s:
             for old in self._rows(s, cube_id):
                 if old.manifest.get("name") == name and old.manifest.get("fingerprint_key") == fp.key and old.sha256 != sha:
                     self._delete_row(s, old)
@@ -283,35 +283,32 @@ class ActivationMemory:
     # ------------------------------------------------------------------ read
     def list(self, cube_id: str, *, user_id: str) -> builtins.list[ActivationInfo]:
         """The cube's compiled prefixes (stale ones included, marked), newest first."""
-        from memos.operations import _READ
 
         mos = self.mos
         with mos.store.session() as s:
-            mos._require(s, cube_id, user_id, _READ)
+            acl.require(s, cube_id, user_id, acl.READ)
             rows = self._rows(s, cube_id)
             out = [self._info(r.sha256, r.cube_id or cube_id, r.size, r.created_at, r.manifest) for r in rows]
         self._refresh(out)
         return sorted(out, key=lambda i: i.created_at, reverse=True)
 
     def show(self, kv_id: str, *, user_id: str) -> ActivationInfo:
-        from memos.operations import _READ
 
         mos = self.mos
         with mos.store.session() as s:
             row = self._row(s, kv_id)
-            mos._require(s, row.cube_id, user_id, _READ)
+            acl.require(s, row.cube_id, user_id, acl.READ)
             info = self._info(row.sha256, row.cube_id or "", row.size, row.created_at, row.manifest)
         self._refresh([info])
         return info
 
     def drop(self, kv_id: str, *, user_id: str) -> None:
         """Delete a compiled prefix: its manifest row and its blob file."""
-        from memos.operations import _WRITE
 
         mos = self.mos
-        with mos._write_lock, mos.store.session() as s:
+        with mos.write_lock, mos.store.session() as s:
             row = self._row(s, kv_id)
-            mos._require(s, row.cube_id, user_id, _WRITE)
+            acl.require(s, row.cube_id, user_id, acl.WRITE)
             self._delete_row(s, row)
 
     def load(self, kv_id: str, runtime: Runtime) -> tuple[ActivationInfo, KVPrefix]:
@@ -387,7 +384,7 @@ class ActivationMemory:
             return []
         mos = self.mos
         hit: builtins.list[str] = []
-        with mos._write_lock, mos.store.session() as s:
+        with mos.write_lock, mos.store.session() as s:
             for row in s.scalars(select(BlobRow).where(BlobRow.kind == KIND)):
                 inside = {m["id"] for m in row.manifest.get("memories", [])}
                 if not inside & wanted:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from memos import acl
 from memos.activation import ActivationMemory, memories_block, memory_text
 from memos.errors import ContextOverflow, InvalidInput
 from memos.extract import Entity
@@ -237,8 +238,7 @@ class ChatOps:
         get_user: Any
         store: Any
         clock: Any
-        _write_lock: Any
-        _require: Any
+        write_lock: Any
         _runtime_lock: Any
 
     # ------------------------------------------------------------------ memories of other kinds
@@ -564,11 +564,9 @@ class ChatOps:
     # ------------------------------------------------------------------ helpers
     def _write_cube(self, user_id: str, cube_ids: Sequence[str] | None, write: bool) -> str:
         """The cube the exchange goes to; checked for write access before any generation."""
-        from memos.operations import _READ, _WRITE
-
         if cube_ids:
             with self.store.session() as s:
-                self._require(s, cube_ids[0], user_id, _WRITE if write else _READ)
+                acl.require(s, cube_ids[0], user_id, acl.WRITE if write else acl.READ)
             return cube_ids[0]
         with self.store.session() as s:
             own = s.scalars(

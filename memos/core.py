@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from memos import acl
 from memos.access import AccessStats
 from memos.chat import ChatOps
 from memos.config import Settings, load_settings
@@ -52,9 +53,6 @@ from memos.types import (
 
 log = logging.getLogger(__name__)
 
-_READ = {Role.owner, Role.writer, Role.reader}
-_WRITE = {Role.owner, Role.writer}
-_OWNER = {Role.owner}
 
 
 def _utcnow() -> datetime:
@@ -80,7 +78,7 @@ class MemOS(ChatOps, MemoryOps):
     ) -> None:
         self.settings = settings or load_settings(home, **overrides)
         self.clock = clock or _utcnow
-        self._write_lock = threading.RLock()
+        self.write_lock = threading.RLock()
         self._closed = False
         self._runtimes: dict[str, Runtime] = {}
         self._runtime_lock = threading.Lock()
@@ -99,7 +97,7 @@ class MemOS(ChatOps, MemoryOps):
 
             self.indexer = Indexer(self.store, self.index, self.embedder, self.clock)
             self.access = AccessStats(
-                self.store, self.clock, self.settings.search.access_flush_seconds, self._write_lock
+                self.store, self.clock, self.settings.search.access_flush_seconds, self.write_lock
             )
             self.graphs = GraphCache(self.store)
             self.retriever = Retriever(
@@ -169,7 +167,7 @@ class MemOS(ChatOps, MemoryOps):
 
     def get_user(self, user_id: str) -> User:
         with self.store.session() as s:
-            row = self._user(s, user_id)
+            row = acl.user(s, user_id)
             return User(id=row.id, name=row.name, created_at=row.created_at)
 
     def list_users(self) -> list[User]:
@@ -188,7 +186,7 @@ class MemOS(ChatOps, MemoryOps):
         cube_id = check_id(cube_id, "cube_id", MAX_KEY_CHARS) if cube_id is not None else str(uuid.uuid4())
         now = self.clock()
         with self.store.session() as s:
-            self._user(s, user_id)
+            acl.user(s, user_id)
             if s.get(CubeRow, cube_id) is not None:
                 raise AlreadyExists(f"a cube with id {cube_id!r} exists already")
             if s.scalar(select(CubeRow).where(CubeRow.owner_id == user_id, CubeRow.name == name)):
@@ -217,7 +215,7 @@ class MemOS(ChatOps, MemoryOps):
     def list_cubes(self, user_id: str) -> list[Cube]:
         """Cubes ``user_id`` can read, with the user's role on each."""
         with self.store.session() as s:
-            self._user(s, user_id)
+            acl.user(s, user_id)
             rows = s.execute(
                 select(CubeRow, AclRow.role)
                 .join(AclRow, AclRow.cube_id == CubeRow.id)
@@ -238,7 +236,7 @@ class MemOS(ChatOps, MemoryOps):
 
     def get_cube(self, cube_id: str, user_id: str) -> Cube:
         with self.store.session() as s:
-            role = self._require(s, cube_id, user_id, _READ)
+            role = acl.require(s, cube_id, user_id, acl.READ)
             c = s.get(CubeRow, cube_id)
             assert c is not None
             return Cube(
@@ -270,8 +268,8 @@ class MemOS(ChatOps, MemoryOps):
 
     def delete_cube(self, cube_id: str, user_id: str) -> int:
         """Delete a cube and everything in it (owner only). Returns the memories removed."""
-        with self._write_lock, self.store.session() as s:
-            self._require(s, cube_id, user_id, _OWNER)
+        with self.write_lock, self.store.session() as s:
+            acl.require(s, cube_id, user_id, acl.OWNER)
             n = s.scalar(select(func.count()).select_from(MemoryRow).where(MemoryRow.cube_id == cube_id)) or 0
             self._delete_cube_rows(s, cube_id)
             s.add(
@@ -317,8 +315,8 @@ class MemOS(ChatOps, MemoryOps):
             raise InvalidInput("a cube has one owner; share as 'reader' or 'writer'")
         now = self.clock()
         with self.store.session() as s:
-            self._require(s, cube_id, owner_id, _OWNER)
-            self._user(s, target_user_id)
+            acl.require(s, cube_id, owner_id, acl.OWNER)
+            acl.user(s, target_user_id)
             if target_user_id == owner_id:
                 raise InvalidInput("the owner already has full access")
             s.merge(
@@ -339,11 +337,11 @@ class MemOS(ChatOps, MemoryOps):
 
     def unshare_cube(self, cube_id: str, owner_id: str, target_user_id: str) -> None:
         with self.store.session() as s:
-            self._require(s, cube_id, owner_id, _OWNER)
-            acl = s.get(AclRow, (cube_id, target_user_id))
-            if acl is None or acl.role == Role.owner:
+            acl.require(s, cube_id, owner_id, acl.OWNER)
+            grant = s.get(AclRow, (cube_id, target_user_id))
+            if grant is None or grant.role == Role.owner:
                 raise NotFound(f"cube {cube_id!r} is not shared with {target_user_id!r}")
-            s.delete(acl)
+            s.delete(grant)
             s.add(
                 AuditRow(
                     ts=self.clock(),
@@ -356,7 +354,7 @@ class MemOS(ChatOps, MemoryOps):
 
     def shares(self, cube_id: str, user_id: str) -> list[Share]:
         with self.store.session() as s:
-            self._require(s, cube_id, user_id, _READ)
+            acl.require(s, cube_id, user_id, acl.READ)
             return [
                 Share(
                     cube_id=a.cube_id,

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from memos import acl
 from memos.config import Settings
 from memos.convert import event_from_row, memory_event, memory_from_row, snapshot, version_from_row
-from memos.errors import InvalidInput, InvalidState, NotFound, PermissionDenied
+from memos.errors import InvalidInput, InvalidState
 from memos.ingest import (
     Message,
-    check_key,
     check_metadata,
     check_session_id,
     check_tags,
@@ -38,7 +38,6 @@ from memos.sealing import SealedIndex
 from memos.storage.relational.bulk import execute_many
 from memos.storage.relational.engine import RelationalStore
 from memos.storage.relational.models import (
-    AclRow,
     AuditRow,
     CubeRow,
     EdgeRow,
@@ -62,7 +61,6 @@ from memos.types import (
     MemoryState,
     MemoryType,
     Page,
-    Role,
     SearchHit,
 )
 
@@ -75,9 +73,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_READ = {Role.owner, Role.writer, Role.reader}
-_WRITE = {Role.owner, Role.writer}
-_OWNER = {Role.owner}
 MAX_TOP_K = 1000
 MAX_PAGE = 1000
 
@@ -93,67 +88,13 @@ class MemoryOps:
     retriever: Retriever
     access: AccessStats
     extractor: Extractor | None
-    _write_lock: threading.RLock
+    write_lock: threading.RLock
     _failures: int = 0
 
     # ------------------------------------------------------------------ access checks
-    def _user(self, s: Session, user_id: object) -> UserRow:
-        check_key(user_id, "user_id")
-        row = s.get(UserRow, user_id)
-        if row is None:
-            raise NotFound(
-                f"unknown user {user_id!r}; create it first (MemOS.add_user, or `memos user add` / `memos init`)"
-            )
-        return row
-
-    def _require(self, s: Session, cube_id: object, user_id: object, allowed: set[Role]) -> Role:
-        self._user(s, user_id)
-        check_key(cube_id, "cube_id")
-        if s.get(CubeRow, cube_id) is None:
-            raise NotFound(f"unknown cube {cube_id!r}")
-        acl = s.get(AclRow, (cube_id, user_id))
-        if acl is None:
-            raise PermissionDenied(
-                f"user {user_id!r} has no access to cube {cube_id!r}; its owner can share it"
-            )
-        role = Role(acl.role)
-        if role not in allowed:
-            need = "owner" if allowed == _OWNER else "writer"
-            raise PermissionDenied(
-                f"user {user_id!r} is {role} of cube {cube_id!r}; this needs {need} access"
-            )
-        return role
-
-    def _memory(self, s: Session, memory_id: object, user_id: str, allowed: set[Role]) -> MemoryRow:
-        """The memory, if ``user_id`` holds one of ``allowed`` roles on its cube.
-
-        A user with no access to the cube gets the same answer as for an id that does
-        not exist: a stranger learns nothing of a memory, not even which cube holds it."""
-        check_key(memory_id, "memory_id")
-        row = s.get(MemoryRow, memory_id)
-        self._user(s, user_id)
-        if row is None or s.get(AclRow, (row.cube_id, user_id)) is None:
-            raise NotFound(f"no memory {memory_id!r} (it may have been purged)")
-        self._require(s, row.cube_id, user_id, allowed)
-        return row
-
     def readable_cubes(self, user_id: str, cube_ids: Sequence[str] | None) -> list[str]:
-        if cube_ids is None and check_key(user_id, "user_id"):
-            # one query on a bare connection in the common case (every search); the user is
-            # looked up only when it has no cube
-            with self.store.connection() as conn:
-                found = list(conn.execute(_CUBES_OF_USER, {"user_id": user_id}).scalars())
-            if found:
-                return found
-        with self.store.read_session() as s:
-            self._user(s, user_id)
-            if cube_ids is None:
-                return list(s.scalars(_CUBES_OF_USER, {"user_id": user_id}))
-            if isinstance(cube_ids, str):
-                cube_ids = [cube_ids]
-            for c in cube_ids:
-                self._require(s, c, user_id, _READ)
-            return list(dict.fromkeys(cube_ids))
+        """The cubes named (each checked for read access), or every cube the user may read."""
+        return acl.readable_cubes(self.store, user_id, cube_ids)
 
     # ------------------------------------------------------------------ add
     def add(
@@ -222,9 +163,9 @@ class MemoryOps:
             raise InvalidInput("extract must be True, False or 'defer'")
         now = self.clock()
         result = AddResult(memories=[])
-        with self._write_lock:
+        with self.write_lock:
             with self.store.session() as s:
-                self._require(s, cube_id, user_id, _WRITE)
+                acl.require(s, cube_id, user_id, acl.WRITE)
                 if session_id is not None and s.get(SessionRow, (cube_id, session_id)) is None:
                     s.add(
                         SessionRow(
@@ -504,7 +445,7 @@ class MemoryOps:
     def get(self, memory_id: str, *, user_id: str) -> MemoryItem:
         self.access.flush()
         with self.store.read_session() as s:
-            return memory_from_row(self._memory(s, memory_id, user_id, _READ))
+            return memory_from_row(acl.memory(s, memory_id, user_id, acl.READ))
 
     def list_memories(
         self,
@@ -531,7 +472,7 @@ class MemoryOps:
         flt = build_filter([cube_id], filters, None)
         self.access.flush()
         with self.store.read_session() as s:
-            self._require(s, cube_id, user_id, _READ)
+            acl.require(s, cube_id, user_id, acl.READ)
             stmt = select(MemoryRow).where(MemoryRow.cube_id == cube_id)
             if state_list:
                 stmt = stmt.where(MemoryRow.state.in_([str(x) for x in state_list]))
@@ -556,7 +497,7 @@ class MemoryOps:
     def history(self, memory_id: str, *, user_id: str) -> History:
         """Every version of a memory and every lifecycle event, oldest first."""
         with self.store.read_session() as s:
-            self._memory(s, memory_id, user_id, _READ)
+            acl.memory(s, memory_id, user_id, acl.READ)
             versions = s.scalars(
                 select(MemoryVersionRow)
                 .where(MemoryVersionRow.memory_id == memory_id)
@@ -594,9 +535,9 @@ class MemoryOps:
         ):
             raise InvalidInput("importance must be a number between 0 and 1")
         now = self.clock()
-        with self._write_lock:
+        with self.write_lock:
             with self.store.session() as s:
-                row = self._memory(s, memory_id, user_id, _WRITE)
+                row = acl.memory(s, memory_id, user_id, acl.WRITE)
                 if row.state not in ("active", "archived"):
                     raise InvalidState(f"memory {memory_id} is {row.state}; restore it before updating")
                 changed = []
@@ -654,9 +595,9 @@ class MemoryOps:
         self, memory_id: str, user_id: str, allowed_from: set[str], to: str, action: str, reason: str | None
     ) -> MemoryItem:
         now = self.clock()
-        with self._write_lock:
+        with self.write_lock:
             with self.store.session() as s:
-                row = self._memory(s, memory_id, user_id, _WRITE)
+                row = acl.memory(s, memory_id, user_id, acl.WRITE)
                 if row.state not in allowed_from:
                     raise InvalidState(f"cannot {action} memory {memory_id}: it is {row.state}")
                 previous = row.state
@@ -686,9 +627,9 @@ class MemoryOps:
         Returns the purged ids.
         """
         now = self.clock()
-        with self._write_lock:
+        with self.write_lock:
             with self.store.session() as s:
-                row = self._memory(s, memory_id, user_id, _WRITE)
+                row = acl.memory(s, memory_id, user_id, acl.WRITE)
                 cube_id = row.cube_id
                 ids = [row.id, *self._derived_only_from(s, cube_id, row.id)]
                 entity_ids = set(
@@ -785,33 +726,6 @@ class MemoryOps:
                 s.execute(delete(EntityRow).where(EntityRow.id == eid))
 
     # ------------------------------------------------------------------ maintenance
-    def _maintained_cubes(
-        self, s: Session, user_id: str | None, cube_ids: Sequence[str] | None, allowed: set[Role]
-    ) -> builtins.list[str]:
-        """The cubes a maintenance call covers: the ones named, else every cube of the home
-        (no ``user_id``: the operator, e.g. the CLI without ``--user``) or every cube
-        ``user_id`` holds one of the ``allowed`` roles on."""
-        if isinstance(cube_ids, str):
-            cube_ids = [cube_ids]
-        if user_id is None:
-            if cube_ids is None:
-                return builtins.list(s.scalars(select(CubeRow.id)))
-            for c in cube_ids:
-                if s.get(CubeRow, c) is None:
-                    raise NotFound(f"unknown cube {c!r}")
-            return builtins.list(dict.fromkeys(cube_ids))
-        if cube_ids is None:
-            return builtins.list(
-                s.scalars(
-                    select(AclRow.cube_id).where(
-                        AclRow.user_id == user_id, AclRow.role.in_([str(r) for r in allowed])
-                    )
-                )
-            )
-        for c in cube_ids:
-            self._require(s, c, user_id, allowed)
-        return builtins.list(dict.fromkeys(cube_ids))
-
     def check_index(
         self, *, user_id: str | None = None, cube_ids: Sequence[str] | None = None
     ) -> dict[str, Any]:
@@ -823,7 +737,7 @@ class MemoryOps:
         index refused (see :mod:`memos.indexer`), each with the reason — an update of the
         memory or a ``reindex`` tries them again."""
         with self.store.read_session() as s:
-            cubes = self._maintained_cubes(s, user_id, cube_ids, _READ)
+            cubes = acl.maintained_cubes(s, user_id, cube_ids, acl.READ)
         report: dict[str, Any] = {
             "cubes": len(cubes),
             "searchable_rows": 0,
@@ -877,8 +791,8 @@ class MemoryOps:
         payloads were sealed (:mod:`memos.sealing`)."""
         whole_home = user_id is None and cube_ids is None
         with self.store.read_session() as s:
-            cube_ids = self._maintained_cubes(s, user_id, cube_ids, _WRITE)
-        with self._write_lock:
+            cube_ids = acl.maintained_cubes(s, user_id, cube_ids, acl.WRITE)
+        with self.write_lock:
             if whole_home and isinstance(self.index, SealedIndex):
                 self.index.seal(self.store)
             n = self.indexer.rebuild(builtins.list(cube_ids), after_batch=self._optimize_in_rounds)
@@ -900,7 +814,7 @@ class MemoryOps:
             if user_id is None and cube_ids is None:  # the operator: every cube with a queue
                 cubes = builtins.list(s.scalars(select(ExtractTaskRow.cube_id).distinct()))
             else:
-                cubes = self._maintained_cubes(s, user_id, cube_ids, _WRITE)
+                cubes = acl.maintained_cubes(s, user_id, cube_ids, acl.WRITE)
         if self.extractor is None:
             return 0  # extractor "none": the queue waits for a home configured with one
         done = 0
@@ -913,7 +827,7 @@ class MemoryOps:
         return done
 
     def _run_deferred_batch(self, cube_id: str, batch: int) -> int:
-        with self._write_lock:
+        with self.write_lock:
             now = self.clock()
             with self.store.session() as s:
                 tasks = s.execute(
@@ -973,7 +887,7 @@ class MemoryOps:
         optimize = getattr(self.index, "optimize", None)
         if optimize is None:
             return False
-        with self._write_lock:
+        with self.write_lock:
             return bool(optimize())
 
     def stats(self, *, user_id: str | None = None) -> dict[str, Any]:
@@ -1072,10 +986,6 @@ class _NewMemory:
 
 
 _MEMORY_COLUMNS = [(attr.key, attr.columns[0].name) for attr in MemoryRow.__mapper__.column_attrs]
-
-
-#: the cubes a user may read (built once: every search runs it)
-_CUBES_OF_USER = select(AclRow.cube_id).where(AclRow.user_id == bindparam("user_id"))
 
 
 def _row_values(row: MemoryRow) -> dict[str, Any]:

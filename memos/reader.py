@@ -205,7 +205,7 @@ class Reader:
     def _supersede(self, old_id: str, new_id: str, user_id: str) -> None:
         mos = self.mos
         now = mos.clock()
-        with mos._write_lock:
+        with mos.write_lock:
             with mos.store.session() as s:
                 row = s.get(MemoryRow, old_id)
                 if row is None or row.state != "active":
@@ -223,7 +223,7 @@ class Reader:
     def _count_failure(self, user_id: str, source_id: str | None, error: str) -> None:
         mos = self.mos
         now = mos.clock()
-        with mos._write_lock, mos.store.session() as s:
+        with mos.write_lock, mos.store.session() as s:
             counter = s.get(MetaRow, "reader_failures")
             count = int(counter.value.get("count", 0)) + 1 if counter else 1
             s.merge(MetaRow(key="reader_failures", value={"count": count, "last_error": error[:500]}))

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import Table, select
 
 import memos
+from memos import acl
 from memos.archive.format import (
     _BATCH,
-    _READ,
     MANIFEST,
     MEMBERS,
     Conflict,
@@ -60,7 +60,7 @@ def export_cube(mos: MemOS, cube_id: str, path: Path, *, user_id: str, overwrite
     try:
         mos.access.flush()
         with mos.store.session() as s, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-            mos._require(s, cube_id, user_id, _READ)
+            acl.require(s, cube_id, user_id, acl.READ)
             cube = s.get(CubeRow, cube_id)
             assert cube is not None  # _require checked it
             now = mos.clock()

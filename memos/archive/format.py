@@ -35,7 +35,6 @@ _CHUNK = 1024**2  # bytes read from a member at a time
 _BATCH = 500  # rows per INSERT and per IN (…) check: well under SQLite's parameter limit
 _BATCH_BYTES = 16 * 1024**2  # and at most about this much JSON per INSERT
 _UNBOUNDED = 8 * 1024**2  # room in a line for the columns no setting bounds (see _Rules)
-_READ = {Role.owner, Role.writer, Role.reader}
 _BLOB_MEMBER = re.compile(r"blobs/sha256/[0-9a-f]{64}")
 _LIST_FIELDS = frozenset({"tags", "source_ids"})  # JSON columns holding arrays, not objects
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
+from memos import acl
 from memos.archive.format import _BATCH, _BATCH_BYTES, MEMBERS, Conflict, Manifest, _Member
 from memos.archive.reading import _lines, _open, _row, _Rules, _verify
 from memos.errors import ArchiveError
@@ -68,7 +69,7 @@ def import_cube(
             details["copy"] = True  # memory ids are new; the audit events keep the old ones in details
         cube = CubeRow(**{**src.model_dump(), "id": new_id, "name": new_name, "owner_id": user_id})
         acl = AclRow(cube_id=new_id, user_id=user_id, role=Role.owner, granted_at=now, granted_by=user_id)
-        with mos._write_lock:
+        with mos.write_lock:
             try:
                 with mos.store.session() as s:
                     _check_target(mos, s, memory_ids, target)
@@ -102,7 +103,7 @@ class _Target:
 
 def _check_target(mos: MemOS, s: Session, memory_ids: set[str], t: _Target) -> None:
     """Refuse, before writing anything, what would collide with this home; say what avoids it."""
-    mos._user(s, t.user_id)
+    acl.user(s, t.user_id)
     ids = sorted(memory_ids) if not t.copy else []
     for start in range(0, len(ids), _BATCH):
         batch = ids[start : start + _BATCH]

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from memos import acl
 from memos.errors import FingerprintMismatch, InvalidInput, InvalidState, NotFound
 from memos.parametric.data import Example, build_examples, data_hash
 from memos.parametric.train import EpochReport, TrainConfig
@@ -142,7 +143,6 @@ class ParametricMemory:
 
         ``cancel`` (an Event set from another thread) stops training between steps with
         :class:`~memos.errors.Cancelled`; nothing is stored then."""
-        from memos.operations import _WRITE
         from memos.parametric.train import Trainer
 
         mos = self.mos
@@ -151,7 +151,7 @@ class ParametricMemory:
         cfg = self._config(config)
         mos.access.flush()  # the selectors order by hits
         with mos.store.session() as s:
-            mos._require(s, cube_id, user_id, _WRITE)
+            acl.require(s, cube_id, user_id, acl.WRITE)
             rows = self._choose(s, cube_id, memory_ids, top_n)
             chosen = [(r.id, r.text, r.version) for r in rows]
         owner_name = mos.get_user(user_id).name  # its own session: not inside the write one above
@@ -195,7 +195,7 @@ class ParametricMemory:
                 "system_prompt": system_prompt,
             }
             now = mos.clock()
-            with mos._write_lock, mos.store.session() as s:
+            with mos.write_lock, mos.store.session() as s:
                 if state == "active":
                     self._deactivate_others(s, cube_id, rt.fingerprint.as_dict(), sha)
                 row = s.get(BlobRow, sha)
@@ -319,34 +319,31 @@ class ParametricMemory:
     # ------------------------------------------------------------------ read and manage
     def list(self, cube_id: str, *, user_id: str) -> builtins.list[AdapterInfo]:
         """The cube's adapters (every state), newest first."""
-        from memos.operations import _READ
 
         mos = self.mos
         with mos.store.session() as s:
-            mos._require(s, cube_id, user_id, _READ)
+            acl.require(s, cube_id, user_id, acl.READ)
             out = [self._info_row(r) for r in self._rows(s, cube_id)]
         self._refresh(out)
         return sorted(out, key=lambda i: i.created_at, reverse=True)
 
     def show(self, adapter_id: str, *, user_id: str) -> AdapterInfo:
-        from memos.operations import _READ
 
         mos = self.mos
         with mos.store.session() as s:
             row = self._row(s, adapter_id)
-            mos._require(s, row.cube_id, user_id, _READ)
+            acl.require(s, row.cube_id, user_id, acl.READ)
             info = self._info_row(row)
         self._refresh([info])
         return info
 
     def activate(self, adapter_id: str, *, user_id: str) -> AdapterInfo:
         """Make an adapter that passed its gate the cube's active one for its base model."""
-        from memos.operations import _WRITE
 
         mos = self.mos
-        with mos._write_lock, mos.store.session() as s:
+        with mos.write_lock, mos.store.session() as s:
             row = self._row(s, adapter_id)
-            mos._require(s, row.cube_id, user_id, _WRITE)
+            acl.require(s, row.cube_id, user_id, acl.WRITE)
             state = row.manifest.get("state")
             if state != "inactive":
                 why = row.manifest.get("reason") or ""
@@ -358,24 +355,22 @@ class ParametricMemory:
         return info
 
     def deactivate(self, adapter_id: str, *, user_id: str) -> AdapterInfo:
-        from memos.operations import _WRITE
 
         mos = self.mos
-        with mos._write_lock, mos.store.session() as s:
+        with mos.write_lock, mos.store.session() as s:
             row = self._row(s, adapter_id)
-            mos._require(s, row.cube_id, user_id, _WRITE)
+            acl.require(s, row.cube_id, user_id, acl.WRITE)
             if row.manifest.get("state") == "active":
                 row.manifest = {**row.manifest, "state": "inactive", "reason": "deactivated"}
             return self._info_row(row)
 
     def drop(self, adapter_id: str, *, user_id: str) -> None:
         """Delete an adapter: its manifest row and its blob files."""
-        from memos.operations import _WRITE
 
         mos = self.mos
-        with mos._write_lock, mos.store.session() as s:
+        with mos.write_lock, mos.store.session() as s:
             row = self._row(s, adapter_id)
-            mos._require(s, row.cube_id, user_id, _WRITE)
+            acl.require(s, row.cube_id, user_id, acl.WRITE)
             self._unlink(row)
             s.delete(row)
 
@@ -417,7 +412,7 @@ class ParametricMemory:
         mos = self.mos
         hit: builtins.list[str] = []
         now = mos.clock().isoformat()
-        with mos._write_lock, mos.store.session() as s:
+        with mos.write_lock, mos.store.session() as s:
             for row in s.scalars(select(BlobRow).where(BlobRow.kind == KIND)):
                 m = dict(row.manifest)
                 inside = {x["id"] for x in m.get("memories", [])}
@@ -454,7 +449,7 @@ class ParametricMemory:
                 if (r := s.get(MemoryRow, mid)) is not None and r.state == "active"
             ]  # fmt: skip
         if not left:
-            with self.mos._write_lock, self.mos.store.session() as s:
+            with self.mos.write_lock, self.mos.store.session() as s:
                 row = self._row(s, info.id)
                 row.manifest = {**row.manifest, "retrain": None}
             return None
