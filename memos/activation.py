@@ -46,6 +46,7 @@ from sqlalchemy import select
 
 from memos import acl
 from memos.errors import FingerprintMismatch, InvalidInput, InvalidState, NotFound
+from memos.events import Event
 from memos.runtime import ChatMessage, KVPrefix, Runtime, sha256_file
 from memos.storage.relational.models import BlobRow, MemoryRow
 from memos.types import MemoryItem
@@ -376,6 +377,10 @@ class ActivationMemory:
         return None
 
     # ------------------------------------------------------------------ invalidation
+    def on_purge(self, event: Event) -> None:
+        """Erasure: the subscriber to ``memory_purged`` (:mod:`memos.events`)."""
+        self.invalidate(event.memory_ids, "a memory inside was purged", purge=True)
+
     def invalidate(self, memory_ids: Sequence[str], reason: str, *, purge: bool = False) -> builtins.list[str]:
         """Mark every prefix containing one of ``memory_ids`` stale; with ``purge``, delete
         their blob files and scrub the token ids and text from their manifests."""

@@ -27,13 +27,14 @@ from sqlalchemy import select
 from memos import acl
 from memos.activation import ActivationMemory, memories_block, memory_text
 from memos.errors import ContextOverflow, InvalidInput
+from memos.events import Event, EventBus, EventKind
 from memos.extract import Entity
 from memos.extract._text import sentences
 from memos.extract.rules import RuleExtractor
 from memos.ingest import check_text
 from memos.parametric import ParametricMemory
 from memos.runtime import ChatMessage, Generation, GenerationParams, Runtime
-from memos.storage.relational.models import CubeRow, MemoryRow, MessageRow, MetaRow
+from memos.storage.relational.models import CubeRow, MemoryRow, MessageRow
 from memos.types import SearchHit
 
 if TYPE_CHECKING:
@@ -240,25 +241,9 @@ class ChatOps:
         clock: Any
         write_lock: Any
         _runtime_lock: Any
-
-    # ------------------------------------------------------------------ memories of other kinds
-    @property
-    def activation(self) -> ActivationMemory:
-        """Activation memory: compiled KV prefixes (:mod:`memos.activation`)."""
-        am: ActivationMemory | None = getattr(self, "_activation", None)
-        if am is None:
-            am = ActivationMemory(self)  # type: ignore[arg-type]
-            self._activation = am
-        return am
-
-    @property
-    def parametric(self) -> ParametricMemory:
-        """Parametric memory: LoRA adapters consolidated from memories (:mod:`memos.parametric`)."""
-        pm: ParametricMemory | None = getattr(self, "_parametric", None)
-        if pm is None:
-            pm = ParametricMemory(self)  # type: ignore[arg-type]
-            self._parametric = pm
-        return pm
+        activation: ActivationMemory
+        parametric: ParametricMemory
+        events: EventBus
 
     # ------------------------------------------------------------------ runtimes
     def runtime(self, name: str | None = None, **overrides: Any) -> Runtime:
@@ -523,6 +508,16 @@ class ChatOps:
             )
             result.reader = report.model_dump()
             result.extracted += report.written
+        self.events.publish(
+            Event(
+                EventKind.chat_turn,
+                now,
+                turn.user_id,
+                turn.cube_id,
+                tuple(result.written),
+                details={"session_id": turn.session_id, "memories": result.memory_ids},
+            )
+        )
 
     def read_memories(
         self,
@@ -541,25 +536,6 @@ class ChatOps:
         rt = runtime or self.runtime()
         reader = Reader(self, rt, max_tokens=max_tokens, timeout_s=timeout_s)  # type: ignore[arg-type]
         return reader.read(text, user_id=user_id, cube_id=cube_id, source_id=source_id)
-
-    def purge(self, memory_id: str, *, user_id: str, reason: str | None = None) -> builtins.list[str]:
-        """``MemoryOps.purge``, then erasure from derived artifacts: every compiled KV prefix
-        holding a purged memory loses its blob file and the token ids in its manifest;
-        every adapter trained on one is retired (blob files deleted, a retrain queued)."""
-        ids: builtins.list[str] = super().purge(memory_id, user_id=user_id, reason=reason)  # type: ignore[misc]
-        self.activation.invalidate(ids, "a memory inside was purged", purge=True)
-        self.parametric.invalidate(ids, "a memory it was trained on was purged", purge=True)
-        return ids
-
-    def stats(self, *, user_id: str | None = None) -> dict[str, Any]:
-        """The store's statistics plus the LLM reader's failure count (``reader_failures``)."""
-        out: dict[str, Any] = super().stats(user_id=user_id)  # type: ignore[misc]
-        with self.store.session() as s:
-            row = s.get(MetaRow, "reader_failures")
-        out["reader_failures"] = int(row.value.get("count", 0)) if row else 0
-        if row and row.value.get("last_error"):
-            out["reader_last_error"] = row.value["last_error"]
-        return out
 
     # ------------------------------------------------------------------ helpers
     def _write_cube(self, user_id: str, cube_ids: Sequence[str] | None, write: bool) -> str:

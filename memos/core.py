@@ -21,12 +21,15 @@ from sqlalchemy.orm import Session
 
 from memos import acl
 from memos.access import AccessStats
+from memos.activation import ActivationMemory
 from memos.chat import ChatOps
 from memos.config import Settings, load_settings
 from memos.errors import AlreadyExists, InvalidInput, NotFound
+from memos.events import EventBus, EventKind
 from memos.graph import GraphCache
 from memos.ingest import MAX_KEY_CHARS, check_id
 from memos.operations import MemoryOps
+from memos.parametric import ParametricMemory
 from memos.protocols import Embedder, VectorIndex
 from memos.runtime import Runtime
 from memos.storage.relational.engine import RelationalStore
@@ -104,6 +107,14 @@ class MemOS(ChatOps, MemoryOps):
                 self.store, self.index, self.embedder, self.graphs, self.settings.search
             )
             self.extractor = backends.make_extractor(self.settings.extractor)
+            #: what happened, for subscribers, after each commit (memos.events)
+            self.events = EventBus()
+            #: activation memory: compiled KV prefixes (memos.activation)
+            self.activation = ActivationMemory(self)
+            #: parametric memory: LoRA adapters consolidated from memories (memos.parametric)
+            self.parametric = ParametricMemory(self)
+            for artifacts in (self.activation, self.parametric):  # erasure reaches what was built
+                self.events.subscribe(artifacts.on_purge, [EventKind.memory_purged])
             self.repair()
         except BaseException:
             if self._lock is not None:

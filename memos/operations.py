@@ -23,6 +23,7 @@ from memos import acl
 from memos.config import Settings
 from memos.convert import event_from_row, memory_event, memory_from_row, snapshot, version_from_row
 from memos.errors import InvalidInput, InvalidState
+from memos.events import Event, EventBus, EventKind
 from memos.ingest import (
     Message,
     check_metadata,
@@ -89,6 +90,7 @@ class MemoryOps:
     access: AccessStats
     extractor: Extractor | None
     write_lock: threading.RLock
+    events: EventBus
     _failures: int = 0
 
     # ------------------------------------------------------------------ access checks
@@ -230,7 +232,27 @@ class MemoryOps:
             if result.superseded:
                 self.indexer.sync(result.superseded)
             self._optimize_in_rounds()
+        self._published(
+            cube_id, user_id, now, added=[r.id for r in new_rows + derived], superseded=result.superseded
+        )
         return result
+
+    def _published(
+        self,
+        cube_id: str,
+        actor: str | None,
+        now: datetime,
+        *,
+        added: Sequence[str] = (),
+        superseded: Sequence[str] = (),
+    ) -> None:
+        """Publish what an ``add`` (or a deferred extraction) committed."""
+        events = []
+        if added:
+            events.append(Event(EventKind.memory_added, now, actor, cube_id, tuple(added)))
+        if superseded:
+            events.append(Event(EventKind.memory_superseded, now, actor, cube_id, tuple(superseded)))
+        self.events.publish(*events)
 
     def _insert_new(
         self,
@@ -434,6 +456,17 @@ class MemoryOps:
         )
         if hits:
             self._touch([h.memory.id for h in hits])
+            if self.events.has_subscribers:
+                by_cube: dict[str, builtins.list[str]] = {}
+                for h in hits:
+                    by_cube.setdefault(h.memory.cube_id, []).append(h.memory.id)
+                now = self.clock()
+                self.events.publish(
+                    *(
+                        Event(EventKind.memory_accessed, now, user_id, c, tuple(ids))
+                        for c, ids in by_cube.items()
+                    )
+                )
         return hits
 
     def _touch(self, ids: builtins.list[str]) -> None:
@@ -579,6 +612,9 @@ class MemoryOps:
                 cube_id = row.cube_id
             self.graphs.invalidate(cube_id)
             self.indexer.sync()
+        self.events.publish(
+            Event(EventKind.memory_updated, now, user_id, cube_id, (memory_id,), reason, {"changed": changed})
+        )
         return item
 
     def delete(self, memory_id: str, *, user_id: str, reason: str | None = None) -> MemoryItem:
@@ -617,6 +653,8 @@ class MemoryOps:
                 )
                 item = memory_from_row(row)
             self.indexer.sync([memory_id])
+        kind = EventKind.memory_restored if action == "restore" else EventKind.memory_deleted
+        self.events.publish(Event(kind, now, user_id, item.cube_id, (memory_id,), reason))
         return item
 
     def purge(self, memory_id: str, *, user_id: str, reason: str | None = None) -> builtins.list[str]:
@@ -669,6 +707,8 @@ class MemoryOps:
                     )
             self.graphs.invalidate(cube_id)
             self.indexer.sync(following)
+        # erasure from derived artifacts (KV prefixes, adapters) subscribes to this
+        self.events.publish(Event(EventKind.memory_purged, now, user_id, cube_id, tuple(ids), reason))
         return ids
 
     @staticmethod
@@ -868,6 +908,7 @@ class MemoryOps:
             if superseded:
                 self.indexer.sync(superseded)
             self._optimize_in_rounds()
+        self._published(cube_id, actor, now, added=[r.id for r in derived], superseded=superseded)
         return len(run)
 
     def _optimize_in_rounds(self) -> None:
@@ -929,6 +970,7 @@ class MemoryOps:
                 select(func.count()).select_from(ExtractTaskRow).where(ExtractTaskRow.cube_id.in_(cubes))
             )
             failures = s.get(MetaRow, "extraction_failures")
+            reader = s.get(MetaRow, "reader_failures")
             users = s.scalar(select(func.count()).select_from(UserRow))
         return {
             "users": users,
@@ -946,6 +988,13 @@ class MemoryOps:
             "relational": self.store.dialect,
             "vector_index": self.index.name,
             "embedder": self.embedder.id,
+            # the LLM reader's failures (extractor = "llm"; memos.reader)
+            "reader_failures": int(reader.value.get("count", 0)) if reader else 0,
+            **(
+                {"reader_last_error": reader.value["last_error"]}
+                if reader and reader.value.get("last_error")
+                else {}
+            ),
         }
 
     # ``list`` last: inside the class body it would shadow the builtin for later annotations

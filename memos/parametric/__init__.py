@@ -48,6 +48,7 @@ from sqlalchemy import select
 
 from memos import acl
 from memos.errors import FingerprintMismatch, InvalidInput, InvalidState, NotFound
+from memos.events import Event
 from memos.parametric.data import Example, build_examples, data_hash
 from memos.parametric.train import EpochReport, TrainConfig
 from memos.runtime import Runtime
@@ -402,6 +403,10 @@ class ParametricMemory:
         return out
 
     # ------------------------------------------------------------------ erasure and changes
+    def on_purge(self, event: Event) -> None:
+        """Erasure: the subscriber to ``memory_purged`` (:mod:`memos.events`)."""
+        self.invalidate(event.memory_ids, "a memory it was trained on was purged", purge=True)
+
     def invalidate(self, memory_ids: Sequence[str], reason: str, *, purge: bool = False) -> builtins.list[str]:
         """Adapters trained on one of ``memory_ids``: with ``purge``, *retired* (blob files
         deleted, purged ids scrubbed); otherwise ``stale``. Both queue a retrain on the

@@ -1,0 +1,97 @@
+"""What happened in a home, as typed events, for whoever needs to react.
+
+Every state change of a memory publishes an :class:`Event` *after* its transaction
+committed — so a subscriber never sees a change that was rolled back — with the actor,
+the cube, the memory ids and the time (the home's clock). Subscribers run in the thread
+that made the change, in the order they subscribed; one that fails does not keep the
+others from running, and its error reaches the caller once all have run (erasure must
+never fail silently).
+
+Who listens today: activation and parametric memory, which retire every KV prefix and
+adapter built from a purged memory. The scheduler's policies (heat, promotion,
+consolidation, expiry) will be subscribers too. The audit log stays the durable record,
+written in the same transaction as the change.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class EventKind(StrEnum):
+    memory_added = "memory_added"
+    memory_accessed = "memory_accessed"  # returned by a search
+    memory_updated = "memory_updated"
+    memory_deleted = "memory_deleted"
+    memory_restored = "memory_restored"
+    memory_purged = "memory_purged"
+    memory_superseded = "memory_superseded"
+    chat_turn = "chat_turn"
+    artifact_compiled = "artifact_compiled"  # a KV prefix or a LoRA adapter
+    artifact_retired = "artifact_retired"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    kind: EventKind
+    at: datetime
+    actor: str | None
+    cube_id: str | None
+    memory_ids: tuple[str, ...] = ()
+    reason: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+Handler = Callable[[Event], None]
+
+
+class EventBus:
+    """Synchronous publish/subscribe within one process."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[tuple[frozenset[EventKind] | None, Handler]] = []
+        self._lock = threading.Lock()
+
+    def subscribe(self, handler: Handler, kinds: Iterable[EventKind] | None = None) -> Callable[[], None]:
+        """Call ``handler`` with every event (of ``kinds``, if given); returns the unsubscriber."""
+        entry = (frozenset(kinds) if kinds is not None else None, handler)
+        with self._lock:
+            self._subscribers.append(entry)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if entry in self._subscribers:
+                    self._subscribers.remove(entry)
+
+        return unsubscribe
+
+    @property
+    def has_subscribers(self) -> bool:
+        return bool(self._subscribers)
+
+    def publish(self, *events: Event) -> None:
+        """Hand ``events`` to their subscribers (call it after the commit)."""
+        with self._lock:
+            subscribers = list(self._subscribers)
+        if not subscribers:
+            return
+        errors: list[BaseException] = []
+        for event in events:
+            for kinds, handler in subscribers:
+                if kinds is not None and event.kind not in kinds:
+                    continue
+                try:
+                    handler(event)
+                except Exception as exc:  # noqa: BLE001 - the others still run; raised below
+                    log.exception("subscriber %r failed on %s", handler, event.kind)
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
