@@ -1,13 +1,71 @@
 """memos — a memory operating system for LLM applications.
 
-``import memos`` is cheap: heavy dependencies (torch, transformers, qdrant, llama_cpp)
-load only when a component that needs them is first used.
+>>> from memos import MemOS                       # doctest: +SKIP
+>>> mos = MemOS(home="~/.memos")                  # doctest: +SKIP
+
+Where things are (the map is in docs/ARCHITECTURE.md): :class:`MemOS` (``memos.core``)
+is the facade every interface calls; :mod:`memos.acl` checks who may do what;
+:mod:`memos.events` says what happened; ``memos.operations`` stores, reads and forgets
+plaintext memories; :mod:`memos.chat` runs the memory-augmented forward pass;
+:mod:`memos.activation` and :mod:`memos.parametric` hold KV prefixes and LoRA adapters;
+:mod:`memos.archive` moves a cube in and out of a ``.memcube``.
+
+``import memos`` is cheap: the facade and heavy dependencies (torch, transformers,
+qdrant, llama_cpp) load only when first used.
 """
 
 from __future__ import annotations
 
-from memos.errors import MemosError
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from memos.errors import (
+    AlreadyExists,
+    ConfigError,
+    InvalidInput,
+    InvalidState,
+    MemosError,
+    NotFound,
+    PermissionDenied,
+    StorageError,
+)
+
+if TYPE_CHECKING:
+    from memos.aio import AsyncMemOS
+    from memos.config import Settings, load_settings
+    from memos.core import MemOS
 
 __version__ = "0.1.0"
 
-__all__ = ["MemosError", "__version__"]
+#: public names imported on first use, and where from
+_LAZY = {
+    "MemOS": "memos.core",
+    "AsyncMemOS": "memos.aio",
+    "Settings": "memos.config",
+    "load_settings": "memos.config",
+}
+
+__all__ = [
+    "AlreadyExists",
+    "AsyncMemOS",
+    "ConfigError",
+    "InvalidInput",
+    "InvalidState",
+    "MemOS",
+    "MemosError",
+    "NotFound",
+    "PermissionDenied",
+    "Settings",
+    "StorageError",
+    "__version__",
+    "load_settings",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'memos' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -98,3 +98,20 @@ def test_input_limits_are_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("MEMOS_MAX_METADATA_DEPTH", "0")
     with pytest.raises(ConfigError, match="max_metadata_depth"):
         load_settings(tmp_path)
+
+
+def test_the_facade_is_importable_from_the_package_lazily() -> None:
+    code = (
+        "import sys, memos; assert 'memos.core' not in sys.modules, 'import memos loaded the facade';"
+        "from memos import MemOS, AsyncMemOS, Settings, MemosError, NotFound;"
+        "import memos.core, memos.aio, memos.config, memos.errors;"
+        "assert MemOS is memos.core.MemOS and AsyncMemOS is memos.aio.AsyncMemOS;"
+        "assert Settings is memos.config.Settings and NotFound is memos.errors.NotFound;"
+        "assert issubclass(NotFound, MemosError); print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"
+    import memos
+
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        memos.Nope  # noqa: B018
