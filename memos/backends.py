@@ -7,7 +7,6 @@ the objects it needs.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from sqlalchemy import update
 
@@ -112,6 +111,36 @@ def _dim(embedder: Embedder) -> int:
     return KNOWN_DIMS.get(embedder.id) or embedder.dim
 
 
+def make_index(settings: Settings, dim: int) -> VectorIndex:
+    """The vector-index backend serving ``settings.vector_url``
+    (:data:`memos.storage.vector.URL_FORMS`), built from its own settings model: a
+    ``vector_*`` setting that backend does not take is refused, naming it."""
+    from memos.storage.vector import backend_for
+
+    url = settings.vector_url
+    name = backend_for(url)
+    if name is None:
+        raise ConfigError(
+            f"vector_url {url!r} not understood; use qdrant://host:port, http(s)://…, ':memory:' "
+            "or qdrant-local:PATH (or leave it unset for the embedded Qdrant Edge)"
+        )
+    given = {
+        key: getattr(settings, f"vector_{key}")
+        for key in _VECTOR_KEYS
+        if f"vector_{key}" in settings.model_fields_set and getattr(settings, f"vector_{key}") is not None
+    }
+    if url is not None:
+        given["url"] = url
+    cls = registry.load("memos.vector_indexes", name)
+    values = registry.configure("memos.vector_indexes", name, given, keys={k: f"vector_{k}" for k in _VECTOR_KEYS})
+    index: VectorIndex = cls.from_settings(cls.Settings(**values), dim, settings.home)
+    return index
+
+
+#: the user's ``vector_*`` settings, as a vector backend's settings model names them
+_VECTOR_KEYS = ("url", "api_key", "collection")
+
+
 def open_index(settings: Settings, store: RelationalStore, embedder: Embedder) -> VectorIndex:
     """Open the configured vector index, checking it was built by the same embedder."""
     with store.session() as s:
@@ -137,35 +166,7 @@ def open_index(settings: Settings, store: RelationalStore, embedder: Embedder) -
             )
         rebuild = True  # a new, empty index for a new embedder: embed every row again
     dim = int(recorded["dim"]) if recorded and not rebuild else _dim(embedder)
-    url = settings.vector_url
-    if url is None:
-        index: VectorIndex = registry.load("memos.vector_indexes", "qdrant_edge")(
-            settings.home / "index", dim
-        )
-    else:
-        cls = registry.load("memos.vector_indexes", "qdrant")
-        if url == ":memory:":
-            index = cls(dim, location=":memory:", collection=settings.vector_collection)
-        elif url.startswith("qdrant-local:"):
-            index = cls(
-                dim,
-                path=str(Path(url.removeprefix("qdrant-local:")).expanduser()),
-                collection=settings.vector_collection,
-            )
-        elif url.startswith("qdrant://"):
-            index = cls(
-                dim,
-                url="http://" + url.removeprefix("qdrant://"),
-                api_key=settings.vector_api_key,
-                collection=settings.vector_collection,
-            )
-        elif url.startswith(("http://", "https://")):
-            index = cls(dim, url=url, api_key=settings.vector_api_key, collection=settings.vector_collection)
-        else:
-            raise ConfigError(
-                f"vector_url {url!r} not understood; use qdrant://host:port, http(s)://…, ':memory:' "
-                "or qdrant-local:PATH (or leave it unset for the embedded Qdrant Edge)"
-            )
+    index = make_index(settings, dim)
     key = recorded.get("payload_key") if recorded and not rebuild else None
     if recorded is None or rebuild:
         key = new_key()  # a new index is sealed from its first point (memos.sealing)
@@ -191,21 +192,27 @@ def open_index(settings: Settings, store: RelationalStore, embedder: Embedder) -
 
 
 def make_runtime(settings: Settings, name: str | None = None, **overrides: object) -> Runtime:
-    """Load the configured model runtime (``settings.runtime``), or another by ``name``."""
-    cfg = settings.runtime.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    """Load the configured model runtime (``settings.runtime``), or another by ``name``.
+
+    The runtime's own settings model takes the ``[runtime]`` values it declares (another
+    runtime than the configured one ignores those meant for the configured one) and every
+    override, which it must know."""
+    cfg = settings.runtime
     runtime_name = name or cfg.name
     cls = registry.load("memos.runtimes", runtime_name)
-    runtime: Runtime = cls(
-        cfg.model,
-        device=cfg.device,
-        dtype=cfg.dtype,
-        threads=cfg.threads,
-        gpu_layers=cfg.gpu_layers,
-        context_tokens=cfg.context_tokens,
-        base_url=cfg.base_url,
-        api_key=cfg.api_key,
-        timeout_s=cfg.timeout_s,
-        cache_dir=cfg.cache_dir,
-        seed=cfg.seed,
-    )
+    given = {k: v for k, v in overrides.items() if v is not None}
+    model = registry.settings_model("memos.runtimes", runtime_name)
+    if model is None:  # a plugin without a settings model gets the documented values, as before
+        values = {k: v for k, v in cfg.backend_values().items() if k in _PLAIN_RUNTIME_ARGS}
+    else:
+        values = cfg.backend_values(fields=model.model_fields)
+    kwargs = registry.configure("memos.runtimes", runtime_name, {**values, **given})
+    runtime: Runtime = cls(**kwargs)
     return runtime
+
+
+#: what every runtime was built with before runtimes had settings models (plugins still are)
+_PLAIN_RUNTIME_ARGS = frozenset(
+    {"model", "device", "dtype", "threads", "gpu_layers", "context_tokens", "base_url", "api_key", "timeout_s",
+     "cache_dir", "seed"}
+)  # fmt: skip

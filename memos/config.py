@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from memos.errors import ConfigError
@@ -94,10 +95,22 @@ class SearchSettings(BaseModel):
     )
 
 
-class RuntimeSettings(BaseModel):
-    """The language model that ``chat`` and the LLM extractor use (see :mod:`memos.runtime`)."""
+#: runtime settings the kernel itself reads (sampling, the reader's timeout) or every
+#: runtime takes; the others belong to the chosen backend, which validates them
+COMMON_RUNTIME_FIELDS = frozenset(
+    {"name", "model", "context_tokens", "max_new_tokens", "temperature", "top_p", "seed", "timeout_s"}
+)
 
-    model_config = ConfigDict(extra="forbid")
+
+class RuntimeSettings(BaseModel):
+    """The language model that ``chat`` and the LLM extractor use (see :mod:`memos.runtime`).
+
+    The fields below are the documented ones; the backend named by ``name`` validates
+    those it takes with its own settings model (``Settings`` of the runtime class), so a
+    setting it does not take — a typo, or one meant for another runtime — is refused
+    naming the field and the runtime. A plugin's own settings go in the same table."""
+
+    model_config = ConfigDict(extra="allow")
 
     name: str = Field("transformers", description="transformers | llama_cpp | openai (or a plugin's name)")
     model: str = Field(
@@ -120,6 +133,24 @@ class RuntimeSettings(BaseModel):
     cache_dir: Path | None = Field(
         None, description="converted checkpoints and assembled GGUFs; default ~/.cache/memos/models"
     )
+
+    @model_validator(mode="after")
+    def _backend_takes_them(self) -> RuntimeSettings:
+        from memos import registry
+
+        if self.name in registry.available("memos.runtimes"):  # else loading it reports the name
+            registry.configure("memos.runtimes", self.name, self.backend_values(set_only=True))
+        return self
+
+    def backend_values(self, *, set_only: bool = False, fields: Iterable[str] | None = None) -> dict[str, Any]:
+        """The settings meant for the backend: with ``set_only``, those given explicitly
+        (besides the common ones); with ``fields``, those among them (defaults included)."""
+        extra = dict(self.model_extra or {})
+        if set_only:
+            given = self.model_fields_set - COMMON_RUNTIME_FIELDS - set(extra)
+            return {**{k: getattr(self, k) for k in given}, **extra}
+        values = {**{k: getattr(self, k) for k in type(self).model_fields}, **extra}
+        return {k: v for k, v in values.items() if fields is None or k in fields}
 
 
 class ChatSettings(BaseModel):
@@ -303,5 +334,7 @@ def load_settings(home: str | Path | None = None, **overrides: Any) -> Settings:
     try:
         return Settings(**merged)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg'].removeprefix('Value error, ')}" for err in exc.errors()
+        )
         raise ConfigError(f"invalid memos configuration ({toml_path}): {problems}") from exc

@@ -1,9 +1,11 @@
-"""The model-runtime Protocol and what every runtime shares.
+"""What the kernel and the model runtimes speak: messages, generation parameters and
+streams, fingerprints, and the documented prompt format.
 
 A runtime runs one language model: it tokenizes, renders chat messages into a prompt,
-and generates text as a stream. Three implementations live in ``memos.adapters.runtimes``
-(``transformers``, ``llama_cpp``, ``openai``) and are chosen by name from the settings
-through the ``memos.runtimes`` entry-point group.
+and generates text as a stream. Its Protocol is :class:`memos.protocols.Runtime`; three
+implementations live in ``memos.adapters.runtimes`` (``transformers``, ``llama_cpp``,
+``openai``, sharing :mod:`memos.adapters.runtimes.local`) and are chosen by name from the
+settings through the ``memos.runtimes`` entry-point group.
 
 Every runtime has a :class:`Fingerprint` — runtime, model id, weights hash, dtype,
 tokenizer hash — so that artifacts built for one model (KV caches, LoRA adapters) are
@@ -28,11 +30,30 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
-from typing import Any, Literal, Protocol, cast, runtime_checkable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
-from memos.errors import FingerprintMismatch, InvalidInput
+from memos.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from memos.protocols import KVPrefix, Runtime
+
+__all__ = [
+    "PLAIN_STOPS",
+    "ChatMessage",
+    "Fingerprint",
+    "Generation",
+    "GenerationParams",
+    "GenerationStats",
+    "KVPrefix",
+    "Runtime",
+    "RuntimeInfo",
+    "chat_messages",
+    "plain_prompt",
+    "render_template",
+    "safetensors_metadata",
+    "sha256_file",
+]
 
 Role = Literal["system", "user", "assistant"]
 
@@ -251,212 +272,6 @@ class RuntimeInfo:
     capabilities: frozenset[str] = field(default_factory=frozenset)
 
 
-@runtime_checkable
-class Runtime(Protocol):
-    """One loaded language model.
-
-    Capabilities (``info().capabilities``): ``"tokens"`` — exact tokenization (local
-    runtimes; the HTTP runtime estimates); ``"json_schema"`` — constrained decoding;
-    ``"kv_prefix"`` and ``"lora"`` — activation and parametric memory.
-    """
-
-    name: str
-
-    def info(self) -> RuntimeInfo: ...
-
-    @property
-    def fingerprint(self) -> Fingerprint: ...
-
-    @property
-    def context_length(self) -> int: ...
-
-    def tokenize(self, text: str) -> list[int]:
-        """Token ids of ``text`` as it appears inside a prompt (special tokens parsed, no BOS added)."""
-        ...
-
-    def detokenize(self, ids: Sequence[int]) -> str: ...
-
-    def count_tokens(self, text: str) -> int: ...
-
-    def render(self, messages: Sequence[ChatMessage]) -> str:
-        """The prompt text for ``messages``, ending where the assistant's answer begins."""
-        ...
-
-    def default_stops(self) -> tuple[str, ...]:
-        """Stop sequences the prompt format needs (the plain format's ``User:``)."""
-        ...
-
-    def complete(
-        self,
-        prompt: str | Sequence[int],
-        params: GenerationParams,
-        prefix: Any | None = None,
-        adapters: Sequence[Any] = (),
-    ) -> Generation:
-        """Generate a continuation of a rendered prompt (text or token ids).
-
-        With ``prefix`` (from :meth:`load_prefix`; runtimes with ``"kv_prefix"``) the
-        prompt's first tokens are not computed but taken from the prefix's KV cache.
-        With ``adapters`` (from :meth:`load_adapter`; runtimes with ``"lora"``) the LoRA
-        adapters apply to this generation only (their deltas add up)."""
-        ...
-
-    def build_prefix(self, token_ids: Sequence[int]) -> bytes:
-        """Prefill ``token_ids`` and return the KV cache as a safetensors file (bytes)."""
-        ...
-
-    def load_prefix(self, data: bytes | Path, token_ids: Sequence[int]) -> KVPrefix:
-        """A prefix from :meth:`build_prefix`'s bytes (or the file they were written to),
-        for ``complete(prefix=…)``."""
-        ...
-
-    def load_adapter(self, path: Path) -> Any:
-        """A LoRA adapter file (safetensors for transformers, GGUF for llama.cpp) loaded for
-        ``complete(adapters=…)``; loaded once per file and kept."""
-        ...
-
-    def chat(
-        self, messages: Sequence[ChatMessage], params: GenerationParams, adapters: Sequence[Any] = ()
-    ) -> Generation:
-        """Generate the assistant's answer to ``messages``."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class RuntimeIdentity:
-    """``fingerprint`` and ``context_length`` from ``_fingerprint`` and ``_context``."""
-
-    _fingerprint: Fingerprint
-    _context: int
-
-    @property
-    def fingerprint(self) -> Fingerprint:
-        return self._fingerprint
-
-    @property
-    def context_length(self) -> int:
-        return self._context
-
-
-class LocalRuntime(RuntimeIdentity):
-    """What the local runtimes share: the prompt format (the model's chat template, or the
-    plain format with ``_bos``), prompt checks, and incremental detokenization.
-
-    A subclass sets ``_template``, ``_bos``, ``_eos_text``, ``_eos`` (end-of-turn token
-    ids) and ``_prefix_type``, and implements ``tokenize``, ``detokenize`` and
-    ``_tokens`` — the stream of generated token ids (sampling as ``params`` say, taking
-    ``prefix``'s KV instead of computing those tokens)."""
-
-    _template: str | None
-    _bos: str
-    _eos_text: str
-    _eos: set[int]
-    _prefix_type: type
-    _adapter_type: type = type(None)
-
-    def load_adapter(self, path: Path) -> Any:
-        raise InvalidInput(f"the {getattr(self, 'name', '?')} runtime cannot apply LoRA adapters")
-
-    def tokenize(self, text: str) -> list[int]:
-        raise NotImplementedError
-
-    def detokenize(self, ids: Sequence[int]) -> str:
-        raise NotImplementedError
-
-    def _tokens(
-        self, ids: list[int], params: GenerationParams, prefix: Any | None, adapters: Sequence[Any]
-    ) -> Iterator[int]:
-        raise NotImplementedError
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenize(text))
-
-    def render(self, messages: Sequence[ChatMessage]) -> str:
-        if self._template is not None:
-            return render_template(self._template, messages, bos=self._bos, eos=self._eos_text)
-        return plain_prompt(messages, bos=self._bos)
-
-    def default_stops(self) -> tuple[str, ...]:
-        return () if self._template is not None else PLAIN_STOPS
-
-    def chat(
-        self, messages: Sequence[ChatMessage], params: GenerationParams, adapters: Sequence[Any] = ()
-    ) -> Generation:
-        stops = tuple(dict.fromkeys((*params.stop, *self.default_stops())))
-        return self.complete(self.render(messages), replace(params, stop=stops), adapters=adapters)
-
-    def complete(
-        self,
-        prompt: str | Sequence[int],
-        params: GenerationParams,
-        prefix: Any | None = None,
-        adapters: Sequence[Any] = (),
-    ) -> Generation:
-        ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(x) for x in prompt]
-        if not ids:
-            raise InvalidInput("the prompt is empty")
-        if len(ids) + params.max_tokens > self._context:
-            raise InvalidInput(
-                f"prompt of {len(ids)} tokens + {params.max_tokens} new tokens exceeds the "
-                f"context of {self._context} tokens"
-            )
-        if prefix is not None:
-            if not isinstance(prefix, self._prefix_type):
-                raise InvalidInput(f"this prefix was not loaded by the {getattr(self, 'name', '?')} runtime")
-            check_prefix(ids, cast(KVPrefix, prefix))
-        adapters = tuple(adapters)
-        if adapters and prefix is not None:
-            raise InvalidInput("a KV prefix is computed without adapters; use one or the other")
-        for adapter in adapters:
-            if not isinstance(adapter, self._adapter_type):
-                raise InvalidInput(f"this adapter was not loaded by the {getattr(self, 'name', '?')} runtime")
-        return Generation(
-            lambda: self._pieces(self._tokens(ids, params, prefix, adapters), params.max_tokens),
-            stop=params.stop,
-            prompt_tokens=len(ids),
-            max_tokens=params.max_tokens,
-        )
-
-    def _kv_metadata(self, data: bytes, fmt: str) -> dict[str, str]:
-        """The metadata of a KV prefix blob, after checking it is this runtime's format and
-        was built under this runtime's fingerprint."""
-        meta = safetensors_metadata(data)
-        if meta.get("format") != fmt:
-            raise InvalidInput(f"not a {getattr(self, 'name', '?')} KV prefix (format {meta.get('format')!r})")
-        if meta.get("fingerprint") != self._fingerprint.key:
-            raise FingerprintMismatch(
-                "this KV prefix was built for another model, runtime or dtype "
-                f"(fingerprint {meta.get('fingerprint')}, this runtime {self._fingerprint.key})"
-            )
-        return meta
-
-    def _pieces(self, tokens: Iterator[int], max_tokens: int) -> Iterator[tuple[str, int]]:
-        """Text pieces of a token stream, ending at an end-of-turn token or ``max_tokens``.
-
-        The whole answer is decoded each step and the new part emitted: right for
-        tokenizers that merge spaces or bytes across tokens; an incomplete UTF-8 sequence
-        waits for the next token. The stream is not advanced past the last token used."""
-        produced: list[int] = []
-        text = ""
-        try:
-            for token in tokens:
-                if token in self._eos:
-                    return
-                produced.append(int(token))
-                full = self.detokenize(produced)
-                piece = ""
-                if not full.endswith("\ufffd"):
-                    piece, text = full[len(text) :], full
-                yield piece, 1
-                if len(produced) >= max_tokens:
-                    return
-        finally:
-            close = getattr(tokens, "close", None)
-            if close is not None:
-                close()
-
-
 def sha256_file(path: str | Any, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -487,19 +302,6 @@ def render_template(
     )
 
 
-# --------------------------------------------------------------------------- KV prefixes
-
-
-class KVPrefix(Protocol):
-    """A loaded KV prefix, ready for :meth:`Runtime.complete`'s ``prefix=``.
-
-    ``token_ids`` are the exact tokens it was computed from; a prompt used with it must
-    start with them. Using it never changes it (each use works on a copy)."""
-
-    @property
-    def token_ids(self) -> tuple[int, ...]: ...
-
-
 def safetensors_metadata(data: bytes) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors file held in memory."""
     if len(data) < 8:
@@ -515,11 +317,11 @@ def safetensors_metadata(data: bytes) -> dict[str, str]:
     return {str(k): str(v) for k, v in meta.items()}
 
 
-def check_prefix(ids: Sequence[int], prefix: KVPrefix) -> int:
-    """The prefix length, after checking ``ids`` start with the prefix's tokens and go beyond."""
-    n = len(prefix.token_ids)
-    if tuple(ids[:n]) != prefix.token_ids:
-        raise InvalidInput("the prompt does not start with the KV prefix's tokens")
-    if len(ids) <= n:
-        raise InvalidInput("the prompt must go on after the KV prefix (at least one token)")
-    return n
+def __getattr__(name: str) -> Any:
+    # The Protocols moved to memos.protocols; old imports (`from memos.runtime import
+    # Runtime`) keep working. Lazy: memos.protocols imports this module's types.
+    if name in ("Runtime", "KVPrefix"):
+        from memos import protocols
+
+        return getattr(protocols, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

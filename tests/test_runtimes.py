@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -116,6 +117,45 @@ def test_unknown_model_and_missing_server_are_config_errors() -> None:
         gguf_path("no-such-model")
     with pytest.raises(ConfigError, match="base_url"):
         OpenAIRuntime("x")
+
+
+def test_capabilities_are_class_attributes_listed_as_strings() -> None:
+    """What a runtime can do is a class attribute the kernel asks (never the runtime's
+    name); ``info().capabilities`` lists the same as strings."""
+    from memos import registry
+    from memos.protocols import capability_names
+
+    expected = {
+        "transformers": ({"tokens", "kv_prefix", "lora"}, "safetensors", True),
+        "llama_cpp": ({"tokens", "json_schema", "kv_prefix", "lora"}, "gguf", False),
+        "openai": ({"json_schema"}, None, False),
+    }
+    for name, (caps, lora_format, trains) in expected.items():
+        cls = registry.load("memos.runtimes", name)
+        assert capability_names(cls) == caps, name
+        assert (cls.supports_lora, cls.lora_format, cls.supports_training) == ("lora" in caps, lora_format, trains)
+        assert cls.supports_kv_prefix == ("kv_prefix" in caps) and cls.supports_grammar == ("json_schema" in caps)
+
+
+def test_no_adapter_imports_a_kernel_service() -> None:
+    """adapters/ build on memos.protocols, memos.runtime, memos.errors, memos.models and
+    memos.types only: a runtime must not reach into parametric training or chat."""
+    import ast
+
+    allowed = {"memos.protocols", "memos.runtime", "memos.errors", "memos.models", "memos.types"}
+    root = Path(__file__).resolve().parents[1] / "adapters"
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                names = [f"memos.{a.name}" for a in node.names] if module == "memos" else [module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                if name.startswith("memos.") and not name.startswith("memos.adapters"):
+                    assert name in allowed, f"{path.relative_to(root.parent)} imports {name}"
 
 
 # --------------------------------------------------------------------------- the contract

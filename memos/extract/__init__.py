@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 from memos.errors import InvalidInput
 from memos.timeparse import TimeMention
 
 if TYPE_CHECKING:
     from memos.extract.rules import RuleExtractor
+    from memos.protocols import Extractor
 
 __all__ = [
     "ENTITY_KINDS",
@@ -165,20 +165,6 @@ class Extraction:
         return bool(self.entities or self.relations or self.dates or self.facts)
 
 
-@runtime_checkable
-class Extractor(Protocol):
-    """Turns one message into an :class:`Extraction`.
-
-    ``speaker`` is who wrote the text (first-person pronouns resolve to it);
-    ``reference_time`` is when (relative dates resolve against it). Implementations
-    should not raise on odd text; an empty :class:`Extraction` is a valid answer.
-    """
-
-    name: str
-
-    def extract(self, text: str, *, speaker: str | None, reference_time: datetime | None) -> Extraction: ...
-
-
 def indefinite_article(phrase: str) -> str:
     """ "a" or "an" for ``phrase`` by its sound: "an engineer", "a UX designer", "an MRI tech"."""
     first = phrase.split()[0] if phrase.split() else ""
@@ -203,4 +189,8 @@ def __getattr__(name: str) -> Any:
         from memos.extract.rules import RuleExtractor
 
         return RuleExtractor
+    if name == "Extractor":  # the Protocol lives with the others, in memos.protocols
+        from memos import protocols
+
+        return protocols.Extractor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,9 +19,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memos.errors import Cancelled
+from memos.errors import Cancelled, InvalidInput
 from memos.parametric.data import Example
-from memos.runtime import ChatMessage, LocalRuntime
+from memos.protocols import Runtime, TrainableRuntime
+from memos.runtime import ChatMessage
 
 REPLAY_TEXT = Path(__file__).with_name("replay_text.txt")
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -88,16 +89,16 @@ def contains(answer: str, expected: str) -> bool:
     return bool(expected) and normalize(expected) in normalize(answer)
 
 
-def turn_end(runtime: LocalRuntime) -> str:
+def turn_end(runtime: TrainableRuntime) -> str:
     """What closes an assistant turn in this model's prompt format."""
-    template = getattr(runtime, "_template", None) or ""
+    template = runtime.chat_template or ""
     for marker in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "</s>"):
         if marker in template:
             return marker
     return "\nUser:"  # the plain format: the next turn's label is the stop sequence
 
 
-def encode(runtime: LocalRuntime, ex: Example, system_prompt: str) -> tuple[list[int], list[int], list[int]]:
+def encode(runtime: TrainableRuntime, ex: Example, system_prompt: str) -> tuple[list[int], list[int], list[int]]:
     """(shared prefix ids, input ids, labels) of one example; labels are -100 where no loss is taken.
 
     Chat examples share one prefix (the rendered system prompt and the user turn's header),
@@ -114,7 +115,7 @@ def encode(runtime: LocalRuntime, ex: Example, system_prompt: str) -> tuple[list
     return full[:n], full[n:], ([-100] * len(p_ids) + a_ids)[n:]
 
 
-def chat_head(runtime: LocalRuntime, system_prompt: str) -> list[int]:
+def chat_head(runtime: TrainableRuntime, system_prompt: str) -> list[int]:
     """The tokens every chat example starts with: the system turn up to the user's words."""
     a = runtime.tokenize(runtime.render([ChatMessage("system", system_prompt), ChatMessage("user", "A")]))
     b = runtime.tokenize(runtime.render([ChatMessage("system", system_prompt), ChatMessage("user", "B")]))
@@ -128,9 +129,11 @@ class Trainer:
     """Trains one LoRA adapter; ``cancel()`` from another thread stops it between steps."""
 
     def __init__(
-        self, runtime: Any, config: TrainConfig, system_prompt: str, cancel: threading.Event | None = None
+        self, runtime: Runtime, config: TrainConfig, system_prompt: str, cancel: threading.Event | None = None
     ) -> None:
-        self.runtime = runtime  # a TransformersRuntime: its checkpoint path and tokenizer
+        if not runtime.supports_training or not isinstance(runtime, TrainableRuntime):
+            raise InvalidInput(f"the {runtime.name} runtime cannot train LoRA adapters (use transformers)")
+        self.runtime = runtime  # its checkpoint, prompt format and batched generation
         self.config = config
         self.system_prompt = system_prompt
         self._cancel = cancel or threading.Event()
@@ -191,8 +194,7 @@ class Trainer:
         replay = _windows(self.runtime, REPLAY_TEXT.read_text(encoding="utf-8"), 48) if cfg.replay else []
         best, stale, step = -1.0, 0, 0
         started = time.perf_counter()
-        pad = self.runtime.tokenizer.pad_token_id  # type: ignore[attr-defined]
-        pad = int(pad) if pad is not None else 0
+        pad = self.runtime.pad_token_id or 0
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
             model.train()
@@ -313,84 +315,16 @@ def lora_state(model: Any) -> dict[str, Any]:
     return {k: v.detach().to("cpu").clone().contiguous() for k, v in get_peft_model_state_dict(model).items()}
 
 
-def generate(model: Any, runtime: LocalRuntime, prompts: Sequence[str], system_prompt: str,
+def generate(model: Any, runtime: TrainableRuntime, prompts: Sequence[str], system_prompt: str,
              max_new_tokens: int, device: str, batch_size: int = 32) -> list[str]:  # fmt: skip
-    """Greedy answers to ``prompts`` asked as chat turns under ``system_prompt``."""
+    """Greedy answers of ``model`` (on ``device``) to ``prompts`` asked as chat turns under
+    ``system_prompt``, batched by the runtime."""
     rendered = [runtime.render([ChatMessage("system", system_prompt), ChatMessage("user", p)]) for p in prompts]
-    return generate_ids(model, runtime, [runtime.tokenize(r) for r in rendered], max_new_tokens, device, batch_size)
+    ids = [runtime.tokenize(r) for r in rendered]
+    return runtime.generate_ids(ids, max_new_tokens, model=model, batch_size=batch_size)
 
 
-def generate_ids(model: Any, runtime: LocalRuntime, prompts: Sequence[Sequence[int]], max_new_tokens: int,
-                 device: str, batch_size: int = 32) -> list[str]:  # fmt: skip
-    """Greedy continuations of token-id prompts, batched, cut at the end of the turn.
-
-    The prompts' longest common prefix (a chat's system turn) is computed once per batch
-    and shared; each prompt's own tokens follow it, padded in the middle, with explicit
-    positions so every row sees exactly the positions it would see alone."""
-    import torch
-
-    model.eval()
-    out: list[str] = []
-    stop = set(getattr(runtime, "_eos", set()))
-    with torch.inference_mode():
-        for i in range(0, len(prompts), batch_size):
-            group = [list(g) for g in prompts[i : i + batch_size]]
-            n = _common_prefix(group)
-            head, rows = group[0][:n], [g[n:] for g in group]
-            answers = _greedy(model, head, rows, max_new_tokens, stop, device)
-            out.extend(runtime.detokenize(a).strip() for a in answers)
-    return out
-
-
-def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
-    n = min(len(r) for r in rows) - 1  # every row keeps at least one token of its own
-    for k in range(max(0, n)):
-        if any(r[k] != rows[0][k] for r in rows):
-            return k
-    return max(0, n)
-
-
-def _greedy(model: Any, head: list[int], rows: list[list[int]], max_new: int, stop: set[int], device: str) -> list[list[int]]:
-    import torch
-
-    b = len(rows)
-    cache = None
-    if head:
-        cache = model(input_ids=torch.tensor([head], device=device), use_cache=True).past_key_values
-        for layer in cache.layers:
-            layer.keys = layer.keys.expand(b, -1, -1, -1).contiguous()
-            layer.values = layer.values.expand(b, -1, -1, -1).contiguous()
-    width = max(len(r) for r in rows)
-    ids = torch.zeros((b, width), dtype=torch.long)
-    own = torch.zeros((b, width), dtype=torch.long)
-    for r, row in enumerate(rows):  # left-padded within the rows' own part
-        ids[r, width - len(row) :] = torch.tensor(row)
-        own[r, width - len(row) :] = 1
-    mask = torch.cat([torch.ones((b, len(head)), dtype=torch.long), own], dim=1).to(device)
-    pos = (len(head) + own.cumsum(1) - 1).clamp(min=len(head)).to(device)
-    out = model(input_ids=ids.to(device), attention_mask=mask, position_ids=pos, past_key_values=cache,
-                use_cache=True, logits_to_keep=1)  # fmt: skip
-    nxt = pos[:, -1:]
-    done = torch.zeros(b, dtype=torch.bool)
-    answers: list[list[int]] = [[] for _ in range(b)]
-    for _ in range(max_new):
-        tok = out.logits[:, -1].argmax(-1).cpu()
-        for r in range(b):
-            if not done[r]:
-                if int(tok[r]) in stop:
-                    done[r] = True
-                else:
-                    answers[r].append(int(tok[r]))
-        if bool(done.all()):
-            break
-        nxt = nxt + 1
-        mask = torch.cat([mask, torch.ones((b, 1), dtype=torch.long, device=device)], dim=1)
-        out = model(input_ids=tok.view(b, 1).to(device), attention_mask=mask, position_ids=nxt,
-                    past_key_values=out.past_key_values, use_cache=True)  # fmt: skip
-    return answers
-
-
-def perplexity(model: Any, runtime: LocalRuntime, text: str, device: str, window: int = 256) -> float:
+def perplexity(model: Any, runtime: TrainableRuntime, text: str, device: str, window: int = 256) -> float:
     """Perplexity of ``text`` in non-overlapping windows (the gate's general-text check)."""
     import torch
 

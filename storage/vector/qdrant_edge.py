@@ -25,7 +25,7 @@ Facts about qdrant-edge-py 0.9.0 this module depends on (checked, not assumed):
 - HNSW graphs are built only by ``optimize()``; there is no background optimizer. Until
   then filtered searches scan the points the payload index selects, which is fast for
   one cube. :meth:`QdrantEdgeIndex.optimize` is run by maintenance jobs, and by
-  :class:`~memos.operations.MemoryOps` in rounds as points arrive
+  :class:`~memos.home.Home` in rounds as points arrive
   (``Settings.index_optimize_every``; :attr:`QdrantEdgeIndex.unoptimized_points` counts
   them).
 - Without a size cap every ``optimize()`` merges all segments into one, so its peak
@@ -68,6 +68,7 @@ from pathlib import Path
 from typing import Any
 
 import qdrant_edge as qe
+from pydantic import BaseModel, ConfigDict
 
 from memos.errors import ConfigError, InvalidFilter, InvalidInput, MemosError, StorageError
 from memos.protocols import FieldMatch, FieldRange, IndexFilter, IndexHit, IndexPoint, SparseVector
@@ -86,6 +87,13 @@ from memos.storage.vector._common import (
 logger = logging.getLogger(__name__)
 
 
+class QdrantEdgeSettings(BaseModel):
+    """The embedded index takes no settings: it lives in the home's ``index`` folder
+    (``vector_url`` unset)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class QdrantEdgeIndex:
     """A :class:`~memos.protocols.VectorIndex` on an embedded Qdrant Edge shard at ``path``.
 
@@ -94,6 +102,11 @@ class QdrantEdgeIndex:
     """
 
     name = "qdrant_edge"
+    Settings = QdrantEdgeSettings
+
+    @classmethod
+    def from_settings(cls, settings: QdrantEdgeSettings, dim: int, home: Path) -> QdrantEdgeIndex:
+        return cls(home / "index", dim)
 
     def __init__(self, path: str | Path, dim: int) -> None:
         if dim <= 0:
@@ -197,8 +210,8 @@ class QdrantEdgeIndex:
     def optimize(self) -> bool:
         """Merge segments and build HNSW graphs, blocking until done (minutes at 100k points).
 
-        Not part of the :class:`~memos.protocols.VectorIndex` protocol: a maintenance step
-        for a background job. Returns whether anything was optimized.
+        A maintenance step (:meth:`memos.protocols.VectorIndex.optimize`), run in rounds as
+        the index grows and by ``memos reindex``. Returns whether anything was optimized.
         """
         with self._engine("optimize") as shard:
             changed = bool(shard.optimize())

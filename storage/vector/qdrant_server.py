@@ -29,8 +29,10 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
 from qdrant_client import QdrantClient, models
 
 from memos.errors import ConfigError, InvalidFilter, InvalidInput, MemosError, StorageError
@@ -50,6 +52,17 @@ from memos.storage.vector._common import (
 logger = logging.getLogger(__name__)
 
 
+class QdrantServerSettings(BaseModel):
+    """``vector_url`` (a server's, or qdrant-client's in-process mode), ``vector_api_key``
+    and ``vector_collection``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    api_key: str | None = None
+    collection: str = "memos"
+
+
 class QdrantServerIndex:
     """A :class:`~memos.protocols.VectorIndex` on one collection of a Qdrant server.
 
@@ -60,6 +73,9 @@ class QdrantServerIndex:
     """
 
     name = "qdrant"
+    Settings = QdrantServerSettings
+    #: a server builds its HNSW graphs itself, in the background; local mode scans
+    unoptimized_points = 0
 
     def __init__(
         self,
@@ -101,6 +117,19 @@ class QdrantServerIndex:
         except BaseException:
             self._client.close()  # release a local path's lock before reporting
             raise
+
+    @classmethod
+    def from_settings(cls, settings: QdrantServerSettings, dim: int, home: Path) -> QdrantServerIndex:
+        """The index ``vector_url`` names: ``qdrant://host:port`` or ``http(s)://…`` for a
+        server, ``:memory:`` or ``qdrant-local:PATH`` for qdrant-client's in-process mode."""
+        url, collection = settings.url, settings.collection
+        if url == ":memory:":
+            return cls(dim, location=":memory:", collection=collection)
+        if url.startswith("qdrant-local:"):
+            return cls(dim, path=str(Path(url.removeprefix("qdrant-local:")).expanduser()), collection=collection)
+        if url.startswith("qdrant://"):
+            url = "http://" + url.removeprefix("qdrant://")
+        return cls(dim, url=url, api_key=settings.api_key, collection=collection)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -170,6 +199,11 @@ class QdrantServerIndex:
 
     def flush(self) -> None:
         """Nothing to do: the server's WAL (or local mode's SQLite) persists every write."""
+
+    def optimize(self) -> bool:
+        """Nothing to do: the server optimizes its segments itself, and qdrant-client's local
+        mode has no search structures to build."""
+        return False
 
     def close(self) -> None:
         """Close the client (and release a local ``path``); closing twice is harmless."""

@@ -104,6 +104,20 @@ def test_satisfies_protocol(index: VectorIndex) -> None:
     assert index.name in {"qdrant_edge", "qdrant"}
 
 
+def test_optimize_is_part_of_the_protocol(index: VectorIndex) -> None:
+    """Every index answers ``optimize`` and ``unoptimized_points`` (a no-op and 0 where
+    the engine needs no such step), so the kernel never sniffs for them."""
+    rng = random.Random(3)
+    index.upsert([_point("A", _rand_vec(rng)), _point("A", _rand_vec(rng))])
+    pending = index.unoptimized_points
+    assert isinstance(pending, int) and pending in (0, 2)
+    done = index.optimize()
+    assert isinstance(done, bool) and index.unoptimized_points == 0
+    if pending == 0:
+        assert done is False  # nothing counted: nothing to build
+    assert index.count("A") == 2
+
+
 def test_upsert_is_idempotent_and_replaces_payload(index: VectorIndex) -> None:
     rng = random.Random(1)
     mid = str(uuid.uuid4())

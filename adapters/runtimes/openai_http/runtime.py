@@ -12,16 +12,16 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
+from memos.adapters.runtimes.local import RuntimeIdentity
+from memos.adapters.runtimes.openai_http.config import OpenAISettings
 from memos.errors import ConfigError, InvalidState, ModelError
 from memos.runtime import (
     ChatMessage,
     Fingerprint,
     Generation,
     GenerationParams,
-    RuntimeIdentity,
     RuntimeInfo,
     plain_prompt,
 )
@@ -35,6 +35,8 @@ def estimate_tokens(text: str) -> int:
 
 class OpenAIRuntime(RuntimeIdentity):
     name = "openai"
+    Settings = OpenAISettings
+    supports_grammar = True
 
     def __init__(
         self,
@@ -44,8 +46,6 @@ class OpenAIRuntime(RuntimeIdentity):
         api_key: str | None = None,
         context_tokens: int = 4096,
         timeout_s: float = 120.0,
-        cache_dir: Path | None = None,
-        **_: Any,
     ) -> None:
         import httpx
 
@@ -69,7 +69,7 @@ class OpenAIRuntime(RuntimeIdentity):
             context_length=self._context,
             chat_template=True,
             device=f"remote {self.base_url}",
-            capabilities=frozenset({"json_schema"}),
+            capabilities=self.capabilities(),
         )
 
     def models(self) -> list[str]:

@@ -15,17 +15,13 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from memos import models
+from memos.adapters.runtimes.llamacpp.config import LlamaCppSettings
+from memos.adapters.runtimes.local import LocalRuntime, check_prefix
 from memos.errors import DependencyMissing, InvalidInput, ModelError
-from memos.runtime import (
-    Fingerprint,
-    GenerationParams,
-    LocalRuntime,
-    RuntimeInfo,
-    check_prefix,
-)
+from memos.runtime import Fingerprint, GenerationParams, RuntimeInfo
 
 KV_FORMAT = "memos-kv/llama_cpp/1"
 
@@ -53,6 +49,11 @@ _FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9
 
 class LlamaCppRuntime(LocalRuntime):
     name = "llama_cpp"
+    Settings = LlamaCppSettings
+    supports_grammar = True
+    supports_kv_prefix = True
+    supports_lora = True
+    lora_format: ClassVar[str | None] = "gguf"
 
     def __init__(
         self,
@@ -63,7 +64,6 @@ class LlamaCppRuntime(LocalRuntime):
         context_tokens: int = 2048,
         cache_dir: Path | None = None,
         seed: int = 0,
-        **_: Any,
     ) -> None:
         try:
             from llama_cpp import Llama
@@ -138,7 +138,7 @@ class LlamaCppRuntime(LocalRuntime):
             context_length=self._context,
             chat_template=self._template is not None,
             device="gpu" if self.llm.model_params.n_gpu_layers else "cpu",
-            capabilities=frozenset({"tokens", "json_schema", "kv_prefix", "lora"}),
+            capabilities=self.capabilities(),
         )
 
     # ------------------------------------------------------------------ text

@@ -16,18 +16,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from memos import models
+from memos.adapters.runtimes.hf.batch import greedy_batches
+from memos.adapters.runtimes.hf.config import TransformersSettings
+from memos.adapters.runtimes.local import LocalRuntime, check_prefix
 from memos.errors import DependencyMissing, FingerprintMismatch, InvalidInput, ModelError
-from memos.runtime import (
-    Fingerprint,
-    GenerationParams,
-    LocalRuntime,
-    RuntimeInfo,
-    check_prefix,
-    safetensors_metadata,
-)
+from memos.runtime import Fingerprint, GenerationParams, RuntimeInfo, safetensors_metadata
 
 _DTYPES = {"float32", "bfloat16", "float16"}
 KV_FORMAT = "memos-kv/transformers/1"
@@ -127,6 +123,11 @@ def _sdpa_gqa(
 
 class TransformersRuntime(LocalRuntime):
     name = "transformers"
+    Settings = TransformersSettings
+    supports_kv_prefix = True
+    supports_lora = True
+    supports_training = True
+    lora_format: ClassVar[str | None] = "safetensors"
 
     def __init__(
         self,
@@ -137,7 +138,6 @@ class TransformersRuntime(LocalRuntime):
         threads: int | None = None,
         context_tokens: int = 2048,
         cache_dir: Path | None = None,
-        **_: Any,
     ) -> None:
         try:
             import torch
@@ -188,7 +188,7 @@ class TransformersRuntime(LocalRuntime):
             context_length=self._context,
             chat_template=self._template is not None,
             device=self.device,
-            capabilities=frozenset({"tokens", "kv_prefix", "lora"}),
+            capabilities=self.capabilities(),
         )
 
     def _eos_ids(self) -> set[int]:
@@ -353,11 +353,30 @@ class TransformersRuntime(LocalRuntime):
         """Greedy answers to rendered ``prompts``, batched (left-padded): for evaluations
         that ask a model hundreds of short questions. The same forward pass as
         :meth:`complete`, adapters attached the same way."""
-        from memos.parametric.train import generate_ids
-
         torch = self._torch
         with self._lock, torch.inference_mode(), self._attached(adapters):
-            return generate_ids(self.model, self, [self.tokenize(p) for p in prompts], max_new_tokens, self.device, batch_size)
+            return self._generate_ids(self.model, [self.tokenize(p) for p in prompts], max_new_tokens, batch_size)
+
+    @property
+    def pad_token_id(self) -> int | None:
+        pad = self.tokenizer.pad_token_id
+        return int(pad) if pad is not None else None
+
+    def generate_ids(
+        self, prompts: Sequence[Sequence[int]], max_new_tokens: int, *, model: Any | None = None, batch_size: int = 32
+    ) -> list[str]:
+        """Greedy continuations of token-id prompts, batched, cut at the end of the turn;
+        ``model`` is another module over this checkpoint (a LoRA being trained), on its
+        own device; by default this runtime's model."""
+        if model is None:
+            with self._lock:
+                return self._generate_ids(self.model, prompts, max_new_tokens, batch_size)
+        return self._generate_ids(model, prompts, max_new_tokens, batch_size)
+
+    def _generate_ids(self, model: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int, batch_size: int) -> list[str]:
+        device = next(model.parameters()).device
+        answers = greedy_batches(model, prompts, max_new_tokens, set(self._eos), device, batch_size)
+        return [self.detokenize(a).strip() for a in answers]
 
     def next_logits(
         self, token_ids: Sequence[int], prefix: HFPrefix | None = None, adapters: Sequence[HFAdapter] = ()
