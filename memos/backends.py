@@ -75,24 +75,19 @@ def embedder_backend(settings: Settings, store: RelationalStore) -> str:
 
 def make_embedder(settings: Settings) -> Embedder:
     backend = settings.embedder_backend or default_backend(settings)
+    values: dict[str, object] = {
+        "model": settings.embedder,
+        "device": settings.embedder_device,
+        "batch_size": settings.embed_batch_size,
+        "threads": settings.embedder_threads,
+    }
     if backend == "torch":
-        cls = registry.load("memos.embedders", "sentence_transformers")
-        embedder: Embedder = cls(
-            settings.embedder,
-            device=settings.embedder_device,
-            batch_size=settings.embed_batch_size,
-            threads=settings.embedder_threads,
-        )
-        return embedder
-    cls = registry.load("memos.embedders", "onnx")
-    embedder = cls(
-        settings.embedder,
-        device=settings.embedder_device,
-        batch_size=settings.embed_batch_size,
-        precision="int8" if backend == "onnx-int8" else "fp32",
-        threads=settings.embedder_threads,
-        cache_dir=settings.embedder_cache_dir,
-    )
+        name = "sentence_transformers"
+    else:
+        name = "onnx"
+        values.update(precision="int8" if backend == "onnx-int8" else "fp32", cache_dir=settings.embedder_cache_dir)
+    cls = registry.load("memos.embedders", name)
+    embedder: Embedder = cls(**registry.configure("memos.embedders", name, values))
     return embedder
 
 

@@ -133,7 +133,7 @@ def test_vector_settings_reach_the_server_backend(tmp_path: Path, embedder: Any)
         mos.close()
 
 
-@pytest.mark.parametrize("group", ["memos.runtimes", "memos.vector_indexes"])
+@pytest.mark.parametrize("group", ["memos.runtimes", "memos.vector_indexes", "memos.embedders"])
 def test_every_builtin_backend_brings_a_settings_model_that_forbids_unknown_fields(group: str) -> None:
     for name in registry.available(group):
         model = registry.settings_model(group, name)

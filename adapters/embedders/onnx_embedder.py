@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from memos.adapters.embedders.onnx_export import (
     EXTRA_HINT,
     PRECISIONS,
@@ -91,6 +93,20 @@ class OnnxSession:
         return out
 
 
+class OnnxSettings(BaseModel):
+    """What the ``onnx`` embedder is built with (the ``embedder*`` settings; ``precision``
+    from ``embedder_backend``); its own checks stay in the constructor."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "all-MiniLM-L6-v2"
+    device: str = "cpu"
+    batch_size: int | None = None
+    precision: str = "int8"
+    threads: int | None = None
+    cache_dir: Path | None = None
+
+
 class OnnxEmbedder:
     """Unit-normalised embeddings from a sentence-transformers model exported to ONNX.
 
@@ -100,6 +116,8 @@ class OnnxEmbedder:
     ``cache_dir``: where exports are kept (None: :func:`default_cache_dir`).
     Only ``device="cpu"`` is supported; use the sentence_transformers embedder on a GPU.
     """
+
+    Settings = OnnxSettings
 
     def __init__(
         self,

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from memos.errors import ConfigError, DependencyMissing
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,19 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+class SentenceTransformerSettings(BaseModel):
+    """What the ``sentence_transformers`` embedder is built with (``embedder``,
+    ``embedder_device``, ``embed_batch_size``, ``embedder_threads``); its own checks stay
+    in the constructor."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "all-MiniLM-L6-v2"
+    device: str = "cpu"
+    batch_size: int | None = None
+    threads: int | None = None
+
+
 class SentenceTransformerEmbedder:
     """Unit-normalised embeddings from a sentence-transformers model (loaded on first use).
 
@@ -55,6 +70,8 @@ class SentenceTransformerEmbedder:
     default). For a faster CPU path without torch at run time see
     :class:`~memos.adapters.embedders.onnx_embedder.OnnxEmbedder`.
     """
+
+    Settings = SentenceTransformerSettings
 
     def __init__(
         self,
