@@ -231,7 +231,7 @@ class ChatOps:
     settings: Settings
     _runtimes: dict[str, Runtime]
 
-    # the MemoryOps methods used here (declared for type checkers)
+    # the facade's methods used here (declared for type checkers)
     if TYPE_CHECKING:
         search: Any
         add: Any

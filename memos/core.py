@@ -8,13 +8,14 @@ index up to date (see :mod:`memos.indexer`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -27,8 +28,9 @@ from memos.config import Settings, load_settings
 from memos.errors import AlreadyExists, InvalidInput, NotFound
 from memos.events import EventBus, EventKind
 from memos.graph import GraphCache
+from memos.home import Home
 from memos.ingest import MAX_KEY_CHARS, check_id
-from memos.operations import MemoryOps
+from memos.memories import Adding, Lifecycle, Maintenance, Reading
 from memos.parametric import ParametricMemory
 from memos.protocols import Embedder, VectorIndex
 from memos.runtime import Runtime
@@ -54,21 +56,67 @@ from memos.types import (
     User,
 )
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from memos.extract import Extractor
+    from memos.indexer import Indexer
+    from memos.retrieval import Retriever
 
+log = logging.getLogger(__name__)
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class MemOS(ChatOps, MemoryOps):
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+def _via(service: str, method: Callable[Concatenate[Any, P], R]) -> Callable[Concatenate[Any, P], R]:
+    """A facade method that calls ``method`` on the service held in ``service``: the
+    signature, docstring and types are the service's, in one line of the facade."""
+
+    @functools.wraps(method)
+    def delegate(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return method(getattr(self, service), *args, **kwargs)
+
+    return delegate
+
+
+class _InHome(Generic[T]):
+    """A facade attribute that is the Home's own (``mos.store is mos.home.store``)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> T:
+        return cast(T, getattr(obj.home, self.name))
+
+    def __set__(self, obj: Any, value: T) -> None:
+        setattr(obj.home, self.name, value)
+
+
+class MemOS(ChatOps):
     """A memos home, opened for use by this process.
 
     >>> mos = MemOS(home="/tmp/memos-demo")          # doctest: +SKIP
     >>> mos.add_user("alice"); cube = mos.create_cube("alice", "personal")  # doctest: +SKIP
     >>> mos.add(text="Alice lives in Berlin", user_id="alice", cube_id=cube.id)  # doctest: +SKIP
     """
+
+    settings: _InHome[Settings] = _InHome()
+    clock: _InHome[Callable[[], datetime]] = _InHome()
+    store: _InHome[RelationalStore] = _InHome()
+    index: _InHome[VectorIndex] = _InHome()
+    embedder: _InHome[Embedder] = _InHome()
+    indexer: _InHome[Indexer] = _InHome()
+    graphs: _InHome[GraphCache] = _InHome()
+    retriever: _InHome[Retriever] = _InHome()
+    access: _InHome[AccessStats] = _InHome()
+    extractor: _InHome[Extractor | None] = _InHome()
+    write_lock: _InHome[threading.RLock] = _InHome()
+    events: _InHome[EventBus] = _InHome()
 
     def __init__(
         self,
@@ -79,36 +127,45 @@ class MemOS(ChatOps, MemoryOps):
         clock: Callable[[], datetime] | None = None,
         **overrides: Any,
     ) -> None:
-        self.settings = settings or load_settings(home, **overrides)
-        self.clock = clock or _utcnow
-        self.write_lock = threading.RLock()
+        settings = settings or load_settings(home, **overrides)
+        clock = clock or _utcnow
+        write_lock = threading.RLock()
         self._closed = False
         self._runtimes: dict[str, Runtime] = {}
         self._runtime_lock = threading.Lock()
         from memos import backends
 
-        self._lock = backends.lock_home(self.settings)
+        self._lock = backends.lock_home(settings)
         try:
-            self.store = RelationalStore(self.settings.resolved_relational_url)
-            if embedder is None and self.settings.embedder_backend is None:
-                backend = backends.embedder_backend(self.settings, self.store)
-                self.settings = self.settings.model_copy(update={"embedder_backend": backend})
-            self.embedder: Embedder = embedder or backends.make_embedder(self.settings)
-            self.index: VectorIndex = backends.open_index(self.settings, self.store, self.embedder)
+            store = RelationalStore(settings.resolved_relational_url)
+            if embedder is None and settings.embedder_backend is None:
+                backend = backends.embedder_backend(settings, store)
+                settings = settings.model_copy(update={"embedder_backend": backend})
+            embedder = embedder or backends.make_embedder(settings)
+            index = backends.open_index(settings, store, embedder)
             from memos.indexer import Indexer
             from memos.retrieval import Retriever
 
-            self.indexer = Indexer(self.store, self.index, self.embedder, self.clock)
-            self.access = AccessStats(
-                self.store, self.clock, self.settings.search.access_flush_seconds, self.write_lock
+            graphs = GraphCache(store)
+            #: what every service is built with (memos.home)
+            self.home = Home(
+                settings=settings,
+                clock=clock,
+                store=store,
+                index=index,
+                embedder=embedder,
+                indexer=Indexer(store, index, embedder, clock),
+                graphs=graphs,
+                retriever=Retriever(store, index, embedder, graphs, settings.search),
+                access=AccessStats(store, clock, settings.search.access_flush_seconds, write_lock),
+                extractor=backends.make_extractor(settings.extractor),
+                write_lock=write_lock,
+                events=EventBus(),
             )
-            self.graphs = GraphCache(self.store)
-            self.retriever = Retriever(
-                self.store, self.index, self.embedder, self.graphs, self.settings.search
-            )
-            self.extractor = backends.make_extractor(self.settings.extractor)
-            #: what happened, for subscribers, after each commit (memos.events)
-            self.events = EventBus()
+            self._adding = Adding(self.home)
+            self._reading = Reading(self.home)
+            self._lifecycle = Lifecycle(self.home)
+            self._maintenance = Maintenance(self.home)
             #: activation memory: compiled KV prefixes (memos.activation)
             self.activation = ActivationMemory(self)
             #: parametric memory: LoRA adapters consolidated from memories (memos.parametric)
@@ -164,6 +221,23 @@ class MemOS(ChatOps, MemoryOps):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # ------------------------------------------------------------------ plaintext memory (memos.memories)
+    add = _via("_adding", Adding.add)
+    search = _via("_reading", Reading.search)
+    get = _via("_reading", Reading.get)
+    list_memories = _via("_reading", Reading.list_memories)
+    history = _via("_reading", Reading.history)
+    readable_cubes = _via("_reading", Reading.readable_cubes)
+    update = _via("_lifecycle", Lifecycle.update)
+    delete = _via("_lifecycle", Lifecycle.delete)
+    restore = _via("_lifecycle", Lifecycle.restore)
+    purge = _via("_lifecycle", Lifecycle.purge)
+    check_index = _via("_maintenance", Maintenance.check_index)
+    reindex = _via("_maintenance", Maintenance.reindex)
+    run_deferred_extraction = _via("_maintenance", Maintenance.run_deferred_extraction)
+    optimize_index = _via("_maintenance", Maintenance.optimize_index)
+    stats = _via("_maintenance", Maintenance.stats)
 
     # ------------------------------------------------------------------ users
     def add_user(self, user_id: str, name: str | None = None) -> User:
@@ -405,3 +479,6 @@ class MemOS(ChatOps, MemoryOps):
         from memos import archive
 
         return archive.import_cube(self, Path(path), user_id=user_id, cube_id=cube_id, name=name, copy=copy)
+
+    # ``list`` last: inside the class body it would shadow the builtin for later annotations
+    list = _via("_reading", Reading.list_memories)

@@ -15,7 +15,7 @@ What the engine still keeps of a purged point until it vacuums its segment: its 
 vector and its lexical term ids (31-bit hashes of words, :mod:`memos.lexical`), no text.
 
 A home whose index was built before sealing (no key recorded) is read unsealed until a
-full ``reindex`` seals it (:meth:`memos.operations.MemoryOps.reindex`).
+full ``reindex`` seals it (:meth:`memos.memories.maintenance.Maintenance.reindex`).
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class SealedIndex:
 
         The key is recorded in the same transaction that marks every row pending, so a
         crash before the points are rebuilt leaves them to the repair on open, which
-        writes them sealed. The caller rebuilds (:meth:`MemoryOps.reindex`)."""
+        writes them sealed. The caller rebuilds (:meth:`Maintenance.reindex`)."""
         if self.sealer is not None:
             return False
         key = new_key()

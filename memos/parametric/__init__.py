@@ -395,7 +395,7 @@ class ParametricMemory:
         for info in found:
             if info.state != "active" or len(out) >= limit:
                 continue
-            path = self.blob_path(info.id) if runtime.name != "llama_cpp" else (
+            path = self.blob_path(info.id) if runtime.lora_format != "gguf" else (
                 self.blob_path(info.gguf["sha256"], ".gguf") if info.gguf else None)  # fmt: skip
             if path is None or not path.is_file():
                 continue  # no file for this runtime (not exported, or gone): plaintext serves

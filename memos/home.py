@@ -1,0 +1,70 @@
+"""A home, as the services see it: built once when a home opens, then handed to each.
+
+:class:`~memos.core.MemOS` opens the stores and builds a :class:`Home`; the services
+(adding, reading, lifecycle, maintenance of plaintext memories — :mod:`memos.memories` —
+and chat, activation, parametric memory, archive) each receive it and call one another
+only through public methods. What is in it:
+
+- ``settings`` and ``clock`` (injectable: tests and the scheduler move time themselves);
+- ``store`` (relational, the truth) and ``index`` (vector, derived), the ``embedder`` and
+  the ``indexer`` that keeps the index in step with the rows;
+- ``graphs`` (entity graphs per cube, cached) and the ``retriever`` (hybrid search);
+- ``access`` (hit statistics, written in batches), the ``extractor`` (or ``None``);
+- ``write_lock`` (one writer at a time in this process) and ``events`` (the bus).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from memos.config import Settings
+from memos.events import EventBus
+from memos.protocols import Embedder, VectorIndex
+from memos.storage.relational.engine import RelationalStore
+
+if TYPE_CHECKING:
+    from memos.access import AccessStats
+    from memos.extract import Extractor
+    from memos.graph import GraphCache
+    from memos.indexer import Indexer
+    from memos.retrieval import Retriever
+
+
+@dataclass(eq=False)
+class Home:
+    settings: Settings
+    clock: Callable[[], datetime]
+    store: RelationalStore
+    index: VectorIndex
+    embedder: Embedder
+    indexer: Indexer
+    graphs: GraphCache
+    retriever: Retriever
+    access: AccessStats
+    extractor: Extractor | None
+    write_lock: threading.RLock
+    events: EventBus
+
+    def optimize_index(self) -> bool:
+        """Build the index's search structures now (HNSW graphs, merged segments).
+
+        The embedded Qdrant Edge does this only when asked; until then dense search
+        scans. Worth running after a bulk import; ``reindex`` runs it. Returns whether
+        the backend had anything to do."""
+        optimize = getattr(self.index, "optimize", None)
+        if optimize is None:
+            return False
+        with self.write_lock:
+            return bool(optimize())
+
+    def optimize_in_rounds(self) -> None:
+        """Optimize once enough points arrived since the last time (the caller holds the
+        write lock): search stays on HNSW graphs as a home grows, and no single optimize
+        has more than a round of points to index (:mod:`memos.storage.vector.qdrant_edge`)."""
+        every = self.settings.index_optimize_every
+        if every > 0 and getattr(self.index, "unoptimized_points", 0) >= every:
+            self.optimize_index()

@@ -1,0 +1,270 @@
+"""A memory's life after it is added: new versions, soft delete and restore, purge."""
+
+from __future__ import annotations
+
+import builtins
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from memos import acl
+from memos.convert import memory_event, memory_from_row, snapshot
+from memos.errors import InvalidInput, InvalidState
+from memos.events import Event, EventKind
+from memos.home import Home
+from memos.ingest import (
+    check_metadata,
+    check_tags,
+    check_text,
+)
+from memos.memories.common import run_extractor
+from memos.storage.relational.models import (
+    AuditRow,
+    EdgeRow,
+    EntityRow,
+    ExtractTaskRow,
+    IndexTaskRow,
+    MemoryEntityRow,
+    MemoryRow,
+    MemoryVersionRow,
+    MessageRow,
+)
+from memos.turns import positions
+from memos.types import (
+    MemoryItem,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Lifecycle:
+    """``MemOS.update``, ``delete``, ``restore`` and ``purge``."""
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+
+    def update(
+        self,
+        memory_id: str,
+        *,
+        user_id: str,
+        text: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        tags: Sequence[str] | None = None,
+        importance: float | None = None,
+        reason: str | None = None,
+    ) -> MemoryItem:
+        """Write a new version; the previous one stays in the history."""
+        if text is None and metadata is None and tags is None and importance is None:
+            raise InvalidInput("nothing to update: give text, metadata, tags or importance")
+        new_text = check_text(text, self.home.settings.max_text_chars) if text is not None else None
+        new_meta = (
+            check_metadata(metadata, limits=self.home.settings.limits) if metadata is not None else None
+        )
+        new_tags = check_tags(tags, limits=self.home.settings.limits) if tags is not None else None
+        if importance is not None and (
+            isinstance(importance, bool)
+            or not isinstance(importance, int | float)
+            or not 0 <= importance <= 1
+        ):
+            raise InvalidInput("importance must be a number between 0 and 1")
+        now = self.home.clock()
+        with self.home.write_lock:
+            with self.home.store.session() as s:
+                row = acl.memory(s, memory_id, user_id, acl.WRITE)
+                if row.state not in ("active", "archived"):
+                    raise InvalidState(f"memory {memory_id} is {row.state}; restore it before updating")
+                changed = []
+                if new_text is not None and new_text != row.text:
+                    row.text = new_text
+                    changed.append("text")
+                if new_meta is not None and new_meta != row.meta:
+                    row.meta = new_meta
+                    changed.append("metadata")
+                if new_tags is not None and new_tags != row.tags:
+                    row.tags = new_tags
+                    changed.append("tags")
+                if importance is not None and float(importance) != row.importance:
+                    row.importance = float(importance)
+                    changed.append("importance")
+                if not changed:
+                    return memory_from_row(row)
+                row.version += 1
+                row.updated_at = now
+                row.index_state = "pending"
+                s.add(snapshot(row, user_id, reason or "updated"))
+                s.add(
+                    memory_event(
+                        row,
+                        "update",
+                        now=now,
+                        actor=user_id,
+                        reason=reason,
+                        details={"version": row.version, "changed": changed},
+                    )
+                )
+                if "text" in changed and self.home.extractor is not None:
+                    # re-derive the graph from the new text; old derived facts stay (they have their own history)
+                    s.execute(delete(MemoryEntityRow).where(MemoryEntityRow.memory_id == row.id))
+                    s.execute(delete(EdgeRow).where(EdgeRow.memory_id == row.id))
+                    s.execute(delete(ExtractTaskRow).where(ExtractTaskRow.memory_id == row.id))
+                    run_extractor(self.home, s, row.cube_id, [row], now, user_id, new=False)
+                item = memory_from_row(row)
+                cube_id = row.cube_id
+            self.home.graphs.invalidate(cube_id)
+            self.home.indexer.sync()
+        self.home.events.publish(
+            Event(EventKind.memory_updated, now, user_id, cube_id, (memory_id,), reason, {"changed": changed})
+        )
+        return item
+
+    def delete(self, memory_id: str, *, user_id: str, reason: str | None = None) -> MemoryItem:
+        """Soft-delete: the memory leaves search and lists but can be restored."""
+        return self._transition(
+            memory_id, user_id, {"active", "archived", "superseded", "expired"}, "deleted", "delete", reason
+        )
+
+    def restore(self, memory_id: str, *, user_id: str, reason: str | None = None) -> MemoryItem:
+        """Undo a soft delete."""
+        return self._transition(memory_id, user_id, {"deleted"}, "active", "restore", reason)
+
+    def _transition(
+        self, memory_id: str, user_id: str, allowed_from: set[str], to: str, action: str, reason: str | None
+    ) -> MemoryItem:
+        now = self.home.clock()
+        with self.home.write_lock:
+            with self.home.store.session() as s:
+                row = acl.memory(s, memory_id, user_id, acl.WRITE)
+                if row.state not in allowed_from:
+                    raise InvalidState(f"cannot {action} memory {memory_id}: it is {row.state}")
+                previous = row.state
+                row.state = to
+                row.retired_at = now if to == "deleted" else None
+                row.updated_at = now
+                row.index_state = "pending"
+                s.add(
+                    memory_event(
+                        row,
+                        action,
+                        now=now,
+                        actor=user_id,
+                        reason=reason,
+                        details={"from": previous, "to": to},
+                    )
+                )
+                item = memory_from_row(row)
+            self.home.indexer.sync([memory_id])
+        kind = EventKind.memory_restored if action == "restore" else EventKind.memory_deleted
+        self.home.events.publish(Event(kind, now, user_id, item.cube_id, (memory_id,), reason))
+        return item
+
+    def purge(self, memory_id: str, *, user_id: str, reason: str | None = None) -> builtins.list[str]:
+        """Hard-delete a memory and every memory derived only from it.
+
+        Rows, versions, messages, graph mentions and edges, and vector points go; orphaned
+        entities go too. The audit log keeps a tombstone (ids, actor, reason — no content).
+        Returns the purged ids.
+        """
+        now = self.home.clock()
+        with self.home.write_lock:
+            with self.home.store.session() as s:
+                row = acl.memory(s, memory_id, user_id, acl.WRITE)
+                cube_id = row.cube_id
+                ids = [row.id, *self._derived_only_from(s, cube_id, row.id)]
+                entity_ids = set(
+                    s.scalars(select(MemoryEntityRow.entity_id).where(MemoryEntityRow.memory_id.in_(ids)))
+                )
+                entity_ids |= set(s.scalars(select(EdgeRow.src_id).where(EdgeRow.memory_id.in_(ids))))
+                entity_ids |= set(s.scalars(select(EdgeRow.dst_id).where(EdgeRow.memory_id.in_(ids))))
+                # the turn after each purged one is lexically indexed with its words
+                # (memos.turns): index it again once they are gone
+                following = self._turns_after(s, ids)
+                s.execute(delete(MemoryEntityRow).where(MemoryEntityRow.memory_id.in_(ids)))
+                s.execute(delete(EdgeRow).where(EdgeRow.memory_id.in_(ids)))
+                s.execute(delete(MessageRow).where(MessageRow.memory_id.in_(ids)))
+                s.execute(delete(ExtractTaskRow).where(ExtractTaskRow.memory_id.in_(ids)))
+                s.execute(delete(MemoryVersionRow).where(MemoryVersionRow.memory_id.in_(ids)))
+                # other memories pointing at a purged one keep no trace of it
+                for other in s.scalars(select(MemoryRow).where(MemoryRow.superseded_by.in_(ids))):
+                    other.superseded_by = None
+                s.execute(delete(MemoryRow).where(MemoryRow.id.in_(ids)))
+                self._drop_orphan_entities(s, entity_ids)
+                # earlier audit events of these memories may carry details; keep only the skeleton
+                s.execute(update(AuditRow).where(AuditRow.memory_id.in_(ids)).values(details={}, reason=None))
+                for mid in ids:
+                    s.merge(IndexTaskRow(memory_id=mid, op="delete", created_at=now))
+                    s.add(
+                        AuditRow(
+                            ts=now,
+                            actor=user_id,
+                            cube_id=cube_id,
+                            memory_id=mid,
+                            action="purge",
+                            reason=reason,
+                            details={"tombstone": True, "with": memory_id}
+                            if mid != memory_id
+                            else {"tombstone": True},
+                        )
+                    )
+            self.home.graphs.invalidate(cube_id)
+            self.home.indexer.sync(following)
+        # erasure from derived artifacts (KV prefixes, adapters) subscribes to this
+        self.home.events.publish(Event(EventKind.memory_purged, now, user_id, cube_id, tuple(ids), reason))
+        return ids
+
+    @staticmethod
+    def _turns_after(s: Session, ids: builtins.list[str]) -> builtins.list[str]:
+        """The memories of the next message in the same session after each of ``ids``'
+        messages (not among ``ids``), marked for indexing again."""
+        out: builtins.list[str] = []
+        for p in positions(s, ids).values():
+            nxt = s.scalar(
+                select(MessageRow.memory_id)
+                .where(
+                    MessageRow.cube_id == p.cube_id,
+                    MessageRow.session_id == p.session_id,
+                    MessageRow.id > p.seq,
+                    MessageRow.memory_id.not_in(ids),
+                )
+                .order_by(MessageRow.id)
+                .limit(1)
+            )
+            if nxt is not None and nxt not in out:
+                out.append(nxt)
+        if out:
+            s.execute(
+                update(MemoryRow)
+                .where(MemoryRow.id.in_(out))
+                .values(index_state="pending")
+                .execution_options(synchronize_session=False)
+            )
+        return out
+
+    def _derived_only_from(self, s: Session, cube_id: str, memory_id: str) -> builtins.list[str]:
+        out = []
+        for r in s.scalars(
+            select(MemoryRow).where(MemoryRow.cube_id == cube_id, MemoryRow.type != "episode")
+        ):
+            sources = r.source_ids or []
+            if r.id != memory_id and memory_id in sources:
+                if sources == [memory_id]:
+                    out.append(r.id)
+                else:
+                    r.source_ids = [x for x in sources if x != memory_id]
+        return out
+
+    def _drop_orphan_entities(self, s: Session, entity_ids: set[int]) -> None:
+        for eid in entity_ids:
+            used = s.scalar(
+                select(func.count()).select_from(MemoryEntityRow).where(MemoryEntityRow.entity_id == eid)
+            )
+            edges = s.scalar(
+                select(func.count())
+                .select_from(EdgeRow)
+                .where(or_(EdgeRow.src_id == eid, EdgeRow.dst_id == eid))
+            )
+            if not used and not edges:
+                s.execute(delete(EntityRow).where(EntityRow.id == eid))
