@@ -53,18 +53,15 @@ class Home:
         """Build the index's search structures now (HNSW graphs, merged segments).
 
         The embedded Qdrant Edge does this only when asked; until then dense search
-        scans. Worth running after a bulk import; ``reindex`` runs it. Returns whether
-        the backend had anything to do."""
-        optimize = getattr(self.index, "optimize", None)
-        if optimize is None:
-            return False
+        scans (an engine that needs no such step does nothing). Worth running after a bulk
+        import; ``reindex`` runs it. Returns whether the backend had anything to do."""
         with self.write_lock:
-            return bool(optimize())
+            return self.index.optimize()
 
     def optimize_in_rounds(self) -> None:
         """Optimize once enough points arrived since the last time (the caller holds the
         write lock): search stays on HNSW graphs as a home grows, and no single optimize
         has more than a round of points to index (:mod:`memos.storage.vector.qdrant_edge`)."""
         every = self.settings.index_optimize_every
-        if every > 0 and getattr(self.index, "unoptimized_points", 0) >= every:
+        if every > 0 and self.index.unoptimized_points >= every:
             self.optimize_index()

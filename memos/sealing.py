@@ -119,7 +119,7 @@ class Sealer:
 
 class SealedIndex:
     """A :class:`~memos.protocols.VectorIndex` that seals payloads and filters on their way
-    to ``inner``; everything else (``optimize``, counters, …) is the inner index's."""
+    to ``inner``; everything else is the inner index's."""
 
     def __init__(self, inner: VectorIndex, key_hex: str | None) -> None:
         self.inner = inner
@@ -171,6 +171,17 @@ class SealedIndex:
 
     def ids(self, cube_id: str) -> set[str]:
         return self.inner.ids(cube_id)
+
+    @property
+    def unoptimized_points(self) -> int:
+        return self.inner.unoptimized_points
+
+    @unoptimized_points.setter
+    def unoptimized_points(self, value: int) -> None:
+        self.inner.unoptimized_points = value
+
+    def optimize(self) -> bool:
+        return self.inner.optimize()
 
     def count(self, cube_id: str | None = None) -> int:
         return self.inner.count(cube_id)
