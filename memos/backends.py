@@ -14,8 +14,7 @@ from memos import registry
 from memos.config import DEFAULT_EMBEDDER, Settings
 from memos.errors import ConfigError
 from memos.lock import HomeLock
-from memos.protocols import Embedder, VectorIndex
-from memos.runtime import Runtime
+from memos.protocols import Embedder, Runtime, VectorIndex
 from memos.sealing import SealedIndex, new_key
 from memos.storage.relational.engine import RelationalStore
 from memos.storage.relational.models import MemoryRow, MetaRow
