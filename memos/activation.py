@@ -47,7 +47,8 @@ from sqlalchemy import select
 from memos import acl
 from memos.errors import FingerprintMismatch, InvalidInput, InvalidState, NotFound
 from memos.events import Event
-from memos.runtime import ChatMessage, KVPrefix, Runtime, sha256_file
+from memos.protocols import KVPrefix, Runtime
+from memos.runtime import ChatMessage, sha256_file
 from memos.storage.relational.models import BlobRow, MemoryRow
 from memos.types import MemoryItem
 
@@ -354,7 +355,7 @@ class ActivationMemory:
     ) -> tuple[ActivationInfo, KVPrefix, str, builtins.list[str]] | None:
         """The newest ready prefix of ``cube_id`` for this runtime's fingerprint, with its
         text and memory lines."""
-        if "kv_prefix" not in runtime.info().capabilities:
+        if not runtime.supports_kv_prefix:
             return None
         mos = self.mos
         key = runtime.fingerprint.key
@@ -432,7 +433,7 @@ class ActivationMemory:
     # ------------------------------------------------------------------ helpers
     def _runtime(self, runtime: str | Runtime | None) -> Runtime:
         rt = runtime if runtime is not None and not isinstance(runtime, str) else self.mos.runtime(runtime)
-        if "kv_prefix" not in rt.info().capabilities:
+        if not rt.supports_kv_prefix:
             raise InvalidState(f"the {rt.name} runtime cannot hold activation memory (no KV prefix support)")
         return rt
 

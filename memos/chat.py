@@ -33,7 +33,8 @@ from memos.extract._text import sentences
 from memos.extract.rules import RuleExtractor
 from memos.ingest import check_text
 from memos.parametric import ParametricMemory
-from memos.runtime import ChatMessage, Generation, GenerationParams, Runtime
+from memos.protocols import Runtime
+from memos.runtime import ChatMessage, Generation, GenerationParams
 from memos.storage.relational.models import CubeRow, MemoryRow, MessageRow
 from memos.types import SearchHit
 

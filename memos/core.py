@@ -32,8 +32,7 @@ from memos.home import Home
 from memos.ingest import MAX_KEY_CHARS, check_id
 from memos.memories import Adding, Lifecycle, Maintenance, Reading
 from memos.parametric import ParametricMemory
-from memos.protocols import Embedder, VectorIndex
-from memos.runtime import Runtime
+from memos.protocols import Embedder, Runtime, VectorIndex
 from memos.storage.relational.engine import RelationalStore
 from memos.storage.relational.models import (
     AclRow,
@@ -57,8 +56,8 @@ from memos.types import (
 )
 
 if TYPE_CHECKING:
-    from memos.extract import Extractor
     from memos.indexer import Indexer
+    from memos.protocols import Extractor
     from memos.retrieval import Retriever
 
 log = logging.getLogger(__name__)

@@ -28,9 +28,9 @@ from memos.storage.relational.engine import RelationalStore
 
 if TYPE_CHECKING:
     from memos.access import AccessStats
-    from memos.extract import Extractor
     from memos.graph import GraphCache
     from memos.indexer import Indexer
+    from memos.protocols import Extractor
     from memos.retrieval import Retriever
 
 

@@ -27,7 +27,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from memos.convert import memory_event
 from memos.errors import MemosError
-from memos.runtime import ChatMessage, GenerationParams, Runtime
+from memos.protocols import Runtime
+from memos.runtime import ChatMessage, GenerationParams
 from memos.storage.relational.models import MemoryRow, MetaRow
 
 if TYPE_CHECKING:

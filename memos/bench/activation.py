@@ -21,7 +21,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from memos.runtime import GenerationParams, Runtime
+from memos.protocols import Runtime
+from memos.runtime import GenerationParams
 
 SIZES = (512, 1024, 2048, 4096)
 QUESTION = "\nQuestion: which friend lives in the city with the highest number, and what do they like?\nAnswer:"

@@ -51,7 +51,7 @@ from memos.errors import FingerprintMismatch, InvalidInput, InvalidState, NotFou
 from memos.events import Event
 from memos.parametric.data import Example, build_examples, data_hash
 from memos.parametric.train import EpochReport, TrainConfig
-from memos.runtime import Runtime
+from memos.protocols import Runtime
 from memos.storage.relational.models import BlobRow, MemoryRow
 
 if TYPE_CHECKING:
@@ -159,7 +159,7 @@ class ParametricMemory:
         if not chosen:
             raise InvalidInput("no memories to consolidate (the cube has no active facts, profile or preferences)")
         rt = runtime if runtime is not None else self._train_runtime(model)
-        if not hasattr(rt, "path") or getattr(rt, "name", "") != "transformers":
+        if not getattr(rt, "supports_training", False):
             raise InvalidInput("consolidation trains on the transformers runtime (a local checkpoint of the base model)")
         system_prompt = mos.settings.chat.system_prompt.replace("{user}", owner_name)
         examples = build_examples([(mid, text) for mid, text, _ in chosen], owner_name, seed=cfg.seed)
@@ -379,7 +379,7 @@ class ParametricMemory:
     def for_chat(self, cube_ids: Sequence[str], runtime: Runtime, limit: int) -> builtins.list[tuple[AdapterInfo, Any]]:
         """The active adapters of ``cube_ids`` (in order, one per cube, at most ``limit``)
         for this runtime's base model, loaded on the runtime."""
-        if limit <= 0 or "lora" not in runtime.info().capabilities:
+        if limit <= 0 or not runtime.supports_lora:
             return []
         fp = runtime.fingerprint.as_dict()
         found: builtins.list[AdapterInfo] = []
