@@ -73,9 +73,9 @@ class EventBus:
 
         return unsubscribe
 
-    @property
-    def has_subscribers(self) -> bool:
-        return bool(self._subscribers)
+    def wants(self, kind: EventKind) -> bool:
+        """Whether anyone listens for ``kind`` (so a hot path can skip building the event)."""
+        return any(kinds is None or kind in kinds for kinds, _ in self._subscribers)
 
     def publish(self, *events: Event) -> None:
         """Hand ``events`` to their subscribers (call it after the commit)."""

@@ -70,8 +70,10 @@ def test_a_failing_subscriber_does_not_stop_the_others_and_is_not_silent() -> No
     def broken(event: Event) -> None:
         raise RuntimeError("subscriber bug")
 
-    bus.subscribe(broken)
+    assert not bus.wants(EventKind.memory_purged)
     bus.subscribe(lambda e: got.append(e.kind), [EventKind.memory_purged])
+    assert bus.wants(EventKind.memory_purged) and not bus.wants(EventKind.memory_accessed)
+    bus.subscribe(broken)
     unsubscribe = bus.subscribe(lambda e: got.append("all"))
     event = Event(EventKind.memory_purged, datetime.now(UTC), "alice", "c", ("m",))
     with pytest.raises(RuntimeError, match="subscriber bug"):

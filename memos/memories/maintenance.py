@@ -228,7 +228,7 @@ class Maintenance:
             failures = s.get(MetaRow, "extraction_failures")
             reader = s.get(MetaRow, "reader_failures")
             users = s.scalar(select(func.count()).select_from(UserRow))
-        return {
+        out: dict[str, Any] = {
             "users": users,
             "cubes": len(cubes),
             "memories": sum(by_state.values()),
@@ -246,9 +246,7 @@ class Maintenance:
             "embedder": self.home.embedder.id,
             # the LLM reader's failures (extractor = "llm"; memos.reader)
             "reader_failures": int(reader.value.get("count", 0)) if reader else 0,
-            **(
-                {"reader_last_error": reader.value["last_error"]}
-                if reader and reader.value.get("last_error")
-                else {}
-            ),
         }
+        if reader and reader.value.get("last_error"):
+            out["reader_last_error"] = reader.value["last_error"]
+        return out

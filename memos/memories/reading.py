@@ -84,7 +84,7 @@ class Reading:
         )
         if hits:
             self._touch([h.memory.id for h in hits])
-            if self.home.events.has_subscribers:
+            if self.home.events.wants(EventKind.memory_accessed):
                 by_cube: dict[str, builtins.list[str]] = {}
                 for h in hits:
                     by_cube.setdefault(h.memory.cube_id, []).append(h.memory.id)
