@@ -41,8 +41,8 @@ BATCH = 256
 #: rows per embedding call and index update on the bulk path (larger batches embed faster)
 BULK_BATCH = 1024
 #: what a row's own content can make the embedder or the index raise (anything else — a
-#: closed index, a full disk — is the store's failure and is raised)
-ROW_ERRORS = (InvalidInput, ValueError, TypeError, UnicodeError, OverflowError)
+#: closed index, a full disk, a TypeError of our own — is raised, not quarantined)
+ROW_ERRORS = (InvalidInput, ValueError, UnicodeError)
 
 
 def index_text(row: MemoryRow) -> str:
