@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from memos.errors import NotFound, PermissionDenied
-from memos.ingest import check_key
+from memos.plaintext.validation import check_key
 from memos.storage.relational.engine import RelationalStore
 from memos.storage.relational.models import AclRow, CubeRow, MemoryRow, UserRow
 from memos.types import Role
@@ -110,7 +110,9 @@ def maintained_cubes(
     if cube_ids is None:
         return list(
             s.scalars(
-                select(AclRow.cube_id).where(AclRow.user_id == user_id, AclRow.role.in_([str(r) for r in allowed]))
+                select(AclRow.cube_id).where(
+                    AclRow.user_id == user_id, AclRow.role.in_([str(r) for r in allowed])
+                )
             )
         )
     for c in cube_ids:

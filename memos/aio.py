@@ -94,6 +94,7 @@ class AsyncMemOS:
         """``MemOS.chat`` without streaming; see :meth:`chat_stream` for pieces as they come."""
         if kwargs.get("stream"):
             raise InvalidInput("AsyncMemOS.chat does not stream; use `async for piece in mos.chat_stream(…)`")
+
         def run() -> ChatResult:
             result = self.sync.chat(message, **kwargs)
             assert isinstance(result, ChatResult)

@@ -39,7 +39,7 @@ _LIMITS = Limits()
 
 
 class SearchSettings(BaseModel):
-    """Weights and depths of the hybrid retrieval (see :mod:`memos.retrieval`).
+    """Weights and depths of the hybrid retrieval (see :mod:`memos.plaintext.retrieval.retriever`).
 
     The defaults were chosen on the LoCoMo development set (BENCHMARKS.md): the path
     weights, the three boosts and the context window are the only values fitted there,
@@ -142,7 +142,9 @@ class RuntimeSettings(BaseModel):
             registry.configure("memos.runtimes", self.name, self.backend_values(set_only=True))
         return self
 
-    def backend_values(self, *, set_only: bool = False, fields: Iterable[str] | None = None) -> dict[str, Any]:
+    def backend_values(
+        self, *, set_only: bool = False, fields: Iterable[str] | None = None
+    ) -> dict[str, Any]:
         """The settings meant for the backend: with ``set_only``, those given explicitly
         (besides the common ones); with ``fields``, those among them (defaults included)."""
         extra = dict(self.model_extra or {})
@@ -335,6 +337,7 @@ def load_settings(home: str | Path | None = None, **overrides: Any) -> Settings:
         return Settings(**merged)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg'].removeprefix('Value error, ')}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
         )
         raise ConfigError(f"invalid memos configuration ({toml_path}): {problems}") from exc

@@ -3,7 +3,7 @@
 One ``MemOS`` object owns one home: its relational store (the truth), its vector index
 (derived), its embedder and its graph cache. Every operation names the acting user and
 is checked against the cube's ACL. Writes commit relational rows first, then bring the
-index up to date (see :mod:`memos.indexer`).
+index up to date (see :mod:`memos.plaintext.indexer`).
 """
 
 from __future__ import annotations
@@ -21,17 +21,20 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from memos import acl
-from memos.access import AccessStats
 from memos.activation import ActivationMemory
 from memos.chat import ChatOps
 from memos.config import Settings, load_settings
 from memos.errors import AlreadyExists, InvalidInput, NotFound
 from memos.events import EventBus, EventKind
-from memos.graph import GraphCache
 from memos.home import Home
-from memos.ingest import MAX_KEY_CHARS, check_id
-from memos.memories import Adding, Lifecycle, Maintenance, Reading
 from memos.parametric import ParametricMemory
+from memos.plaintext.adding import Adding
+from memos.plaintext.graph import GraphCache
+from memos.plaintext.hits import AccessStats
+from memos.plaintext.lifecycle import Lifecycle
+from memos.plaintext.maintenance import Maintenance
+from memos.plaintext.reading import Reading
+from memos.plaintext.validation import MAX_KEY_CHARS, check_id
 from memos.protocols import Embedder, Runtime, VectorIndex
 from memos.storage.relational.engine import RelationalStore
 from memos.storage.relational.models import (
@@ -56,9 +59,9 @@ from memos.types import (
 )
 
 if TYPE_CHECKING:
-    from memos.indexer import Indexer
+    from memos.plaintext.indexer import Indexer
+    from memos.plaintext.retrieval.retriever import Retriever
     from memos.protocols import Extractor
-    from memos.retrieval import Retriever
 
 log = logging.getLogger(__name__)
 
@@ -132,18 +135,18 @@ class MemOS(ChatOps):
         self._closed = False
         self._runtimes: dict[str, Runtime] = {}
         self._runtime_lock = threading.Lock()
-        from memos import backends
+        from memos import factories
 
-        self._lock = backends.lock_home(settings)
+        self._lock = factories.lock_home(settings)
         try:
             store = RelationalStore(settings.resolved_relational_url)
             if embedder is None and settings.embedder_backend is None:
-                backend = backends.embedder_backend(settings, store)
+                backend = factories.embedder_backend(settings, store)
                 settings = settings.model_copy(update={"embedder_backend": backend})
-            embedder = embedder or backends.make_embedder(settings)
-            index = backends.open_index(settings, store, embedder)
-            from memos.indexer import Indexer
-            from memos.retrieval import Retriever
+            embedder = embedder or factories.make_embedder(settings)
+            index = factories.open_index(settings, store, embedder)
+            from memos.plaintext.indexer import Indexer
+            from memos.plaintext.retrieval.retriever import Retriever
 
             graphs = GraphCache(store)
             #: what every service is built with (memos.home)
@@ -157,7 +160,7 @@ class MemOS(ChatOps):
                 graphs=graphs,
                 retriever=Retriever(store, index, embedder, graphs, settings.search),
                 access=AccessStats(store, clock, settings.search.access_flush_seconds, write_lock),
-                extractor=backends.make_extractor(settings.extractor),
+                extractor=factories.make_extractor(settings.extractor),
                 write_lock=write_lock,
                 events=EventBus(),
             )
@@ -221,7 +224,7 @@ class MemOS(ChatOps):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ------------------------------------------------------------------ plaintext memory (memos.memories)
+    # ------------------------------------------------------------------ plaintext memory (memos.plaintext)
     add = _via("_adding", Adding.add)
     search = _via("_reading", Reading.search)
     get = _via("_reading", Reading.get)

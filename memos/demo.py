@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from memos.chatlog import load_chat
+from memos.archive.chatlog import load_chat
 from memos.core import MemOS
 from memos.runtime import GenerationParams
 from memos.types import SearchHit
@@ -184,11 +184,15 @@ def chat_step(mos: MemOS, cube_id: str, console: Console, timings: dict[str, flo
         "Please remember: my new dentist is Dr. Okafor on Oranienstrasse.",
         user_id="alice", cube_ids=[cube_id], max_tokens=32,
     )  # fmt: skip
-    console.print(f"  [dim]session {told.session_id}[/] alice: Please remember: my new dentist is Dr. Okafor on Oranienstrasse.")
+    console.print(
+        f"  [dim]session {told.session_id}[/] alice: Please remember: my new dentist is Dr. Okafor on Oranienstrasse."
+    )
     console.print(f"  [dim]session {told.session_id}[/] model: {told.answer}")
     question = "Who is my dentist?"
     for label, k in (("without memory", 0), ("with memory", None)):
-        res = mos.chat(question, user_id="alice", cube_ids=[cube_id], memories=k, max_tokens=32, write_back=k is None)
+        res = mos.chat(
+            question, user_id="alice", cube_ids=[cube_id], memories=k, max_tokens=32, write_back=k is None
+        )
         console.print(f"  [bold]{label}[/] [dim](new session {res.session_id})[/] alice: {question}")
         console.print(f"    model: {res.answer}")
         earlier = [m for m in res.memories if m.id in told.written]
@@ -200,7 +204,11 @@ def chat_step(mos: MemOS, cube_id: str, console: Console, timings: dict[str, flo
         )
         timings[f"chat {label} TTFT (ms)"] = res.timings.ttft_ms
     res = mos.chat(
-        "Where does my sister Mira live?", user_id="alice", cube_ids=[cube_id], max_tokens=32, write_back=False
+        "Where does my sister Mira live?",
+        user_id="alice",
+        cube_ids=[cube_id],
+        max_tokens=32,
+        write_back=False,
     )
     console.print(f"  alice: Where does my sister Mira live?\n    model: {res.answer}")
     for m in res.memories[:3]:
@@ -222,8 +230,12 @@ def chat_step(mos: MemOS, cube_id: str, console: Console, timings: dict[str, flo
         rt.reset()  # llama.cpp: no cached tokens, a real prefill
     plain = rt.complete(res.prompt or "", GenerationParams(max_tokens=32, stop=rt.default_stops()))
     plain.read()
-    console.print(f"  the same {res.prompt_tokens}-token prompt ({info.n_tokens} of them compiled), asked twice:")
-    console.print(f"  [bold]plain prefill[/]: first token {plain.stats.ttft_ms:.0f} ms — {plain.text.strip()}")
+    console.print(
+        f"  the same {res.prompt_tokens}-token prompt ({info.n_tokens} of them compiled), asked twice:"
+    )
+    console.print(
+        f"  [bold]plain prefill[/]: first token {plain.stats.ttft_ms:.0f} ms — {plain.text.strip()}"
+    )
     console.print(
         f"  [bold]with activation memory[/]: first token {res.timings.ttft_ms:.0f} ms"
         f"{'' if used else ' (prefix not used: ' + str((res.activation or {}).get('reason')) + ')'} — {res.answer}"
@@ -244,7 +256,9 @@ def parametric_step(mos: MemOS, cube_id: str, console: Console, timings: dict[st
     facts = mos.list(user_id="alice", cube_id=cube_id, filters={"type": "fact"}, limit=200).items
     chosen = [m for m in facts if parse_fact(m.text, "Alice").relation][:6]
     t0 = time.perf_counter()
-    info = mos.parametric.consolidate(cube_id, user_id="alice", memory_ids=[m.id for m in chosen], config=DEMO_TRAINING)
+    info = mos.parametric.consolidate(
+        cube_id, user_id="alice", memory_ids=[m.id for m in chosen], config=DEMO_TRAINING
+    )
     timings["consolidate (s)"] = time.perf_counter() - t0
     ev = info.evaluation
     for m in chosen:
@@ -255,17 +269,24 @@ def parametric_step(mos: MemOS, cube_id: str, console: Console, timings: dict[st
             f"{ev.recall_adapter:.0%} (base model {ev.recall_base:.0%}), general-text perplexity ×{ev.ppl_ratio:.3f} "
             f"→ [bold]{info.state}[/]" + (f" ({info.reason})" if info.reason else "")
         )
-    sample = next((m for m in chosen if parse_fact(m.text, "Alice").relation == "lives_in"), chosen[0] if chosen else None)
+    sample = next(
+        (m for m in chosen if parse_fact(m.text, "Alice").relation == "lives_in"),
+        chosen[0] if chosen else None,
+    )
     if sample is None:
         return
     fact = parse_fact(sample.text, "Alice")
     who = f"my {fact.rest}" if fact.about_user and fact.rest else fact.subject
-    question = f"Where does {who} live?" if fact.relation == "lives_in" else f"What do you remember about {who}?"
+    question = (
+        f"Where does {who} live?" if fact.relation == "lives_in" else f"What do you remember about {who}?"
+    )
     for label, parametric in (("base model", False), ("with the adapter", True)):
         res = mos.chat(question, user_id="alice", cube_ids=[cube_id], memories=0, max_tokens=32, write_back=False,
                        parametric=parametric, activation=False)  # fmt: skip
         applied = f"adapter {res.parametric[0]['id'][:12]}" if res.parametric else "no adapter"
-        console.print(f"  [bold]{label}[/] [dim](retrieval off, {applied})[/] alice: {question}\n    model: {res.answer}")
+        console.print(
+            f"  [bold]{label}[/] [dim](retrieval off, {applied})[/] alice: {question}\n    model: {res.answer}"
+        )
 
 
 def main() -> None:  # pragma: no cover - exercised through the CLI

@@ -1,7 +1,7 @@
 """A home, as the services see it: built once when a home opens, then handed to each.
 
 :class:`~memos.core.MemOS` opens the stores and builds a :class:`Home`; the services
-(adding, reading, lifecycle, maintenance of plaintext memories — :mod:`memos.memories` —
+(adding, reading, lifecycle, maintenance of plaintext memories — :mod:`memos.plaintext` —
 and chat, activation, parametric memory, archive) each receive it and call one another
 only through public methods. What is in it:
 
@@ -27,11 +27,11 @@ from memos.protocols import Embedder, VectorIndex
 from memos.storage.relational.engine import RelationalStore
 
 if TYPE_CHECKING:
-    from memos.access import AccessStats
-    from memos.graph import GraphCache
-    from memos.indexer import Indexer
+    from memos.plaintext.graph import GraphCache
+    from memos.plaintext.hits import AccessStats
+    from memos.plaintext.indexer import Indexer
+    from memos.plaintext.retrieval.retriever import Retriever
     from memos.protocols import Extractor
-    from memos.retrieval import Retriever
 
 
 @dataclass(eq=False)

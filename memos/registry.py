@@ -58,7 +58,9 @@ def settings_model(group: str, name: str) -> type[BaseModel] | None:
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def configure(group: str, name: str, values: Mapping[str, Any], *, keys: Mapping[str, str] | None = None) -> dict[str, Any]:
+def configure(
+    group: str, name: str, values: Mapping[str, Any], *, keys: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """``values`` validated by backend ``name``'s settings model: the keyword arguments to
     build it with (its defaults filled in). ``keys`` maps a field to the name the user
     wrote it under (``api_key`` -> ``vector_api_key``), for the message."""

@@ -280,9 +280,7 @@ def sha256_file(path: str | Any, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def render_template(
-    template: str, messages: Sequence[ChatMessage], *, bos: str = "", eos: str = ""
-) -> str:
+def render_template(template: str, messages: Sequence[ChatMessage], *, bos: str = "", eos: str = "") -> str:
     """Render a model's Jinja chat template the way transformers does (sandboxed,
     ``trim_blocks``/``lstrip_blocks``, generation prompt added), so the local runtimes
     build the same prompt text from the same template."""

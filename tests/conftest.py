@@ -131,7 +131,9 @@ def hf_runtime() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def llama_runtime() -> Iterator[Any]:
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'memcube-os[llama]')")
+    pytest.importorskip(
+        "llama_cpp", reason="llama-cpp-python is not installed (pip install 'memcube-os[llama]')"
+    )
     from memos.adapters.runtimes.llamacpp import LlamaCppRuntime
 
     rt = LlamaCppRuntime("smollm2-135m-instruct", context_tokens=2048, threads=2)
@@ -150,7 +152,9 @@ def gemma_hf() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def gemma_llama() -> Iterator[Any]:
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'memcube-os[llama]')")
+    pytest.importorskip(
+        "llama_cpp", reason="llama-cpp-python is not installed (pip install 'memcube-os[llama]')"
+    )
     from memos.adapters.runtimes.llamacpp import LlamaCppRuntime
 
     rt = LlamaCppRuntime("gemma3-270m", context_tokens=1024, threads=2)
@@ -168,7 +172,7 @@ def openai_server() -> Iterator[str]:
 
     import httpx
 
-    from memos.models import gguf_path
+    from memos.weights import gguf_path
 
     port = _free_port()
     proc = subprocess.Popen(

@@ -34,11 +34,18 @@ FACTS = [
 
 
 def _text(n_facts: int) -> str:
-    return " ".join(f"Fact {i}: the user's friend number {i} lives in city {i * 7} and likes jazz." for i in range(n_facts))
+    return " ".join(
+        f"Fact {i}: the user's friend number {i} lives in city {i * 7} and likes jazz."
+        for i in range(n_facts)
+    )
 
 
-@pytest.mark.parametrize(("which", "n_prefix"), [("hf_runtime", 64), ("hf_runtime", 700), ("gemma_hf", 64), ("gemma_hf", 700)])
-def test_transformers_prefix_logits_equal_plain_prefill(which: str, n_prefix: int, request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize(
+    ("which", "n_prefix"), [("hf_runtime", 64), ("hf_runtime", 700), ("gemma_hf", 64), ("gemma_hf", 700)]
+)
+def test_transformers_prefix_logits_equal_plain_prefill(
+    which: str, n_prefix: int, request: pytest.FixtureRequest
+) -> None:
     rt = request.getfixturevalue(which)
     ids = rt.tokenize(_text(80))
     full = ids[: n_prefix + 24]
@@ -63,7 +70,9 @@ def test_a_prefix_loaded_from_its_file_is_mapped_and_exact(hf_runtime: Any, tmp_
     path.write_bytes(data)
     mapped = rt.load_prefix(path, ids[:200])
     from_bytes = rt.load_prefix(data, ids[:200])
-    assert float((rt.next_logits(ids[:230], mapped) - rt.next_logits(ids[:230], from_bytes)).abs().max()) == 0.0
+    assert (
+        float((rt.next_logits(ids[:230], mapped) - rt.next_logits(ids[:230], from_bytes)).abs().max()) == 0.0
+    )
     assert rt.complete(ids[:230], GenerationParams(max_tokens=8), prefix=mapped).read()
     assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(data).digest()
     truncated = tmp_path / "short.safetensors"
@@ -72,9 +81,10 @@ def test_a_prefix_loaded_from_its_file_is_mapped_and_exact(hf_runtime: Any, tmp_
         rt.load_prefix(truncated, ids[:200])
 
 
-
 @pytest.mark.parametrize("which", ["hf_runtime", "gemma_hf"])
-def test_in_kernel_grouped_query_attention_equals_transformers_sdpa(which: str, request: pytest.FixtureRequest) -> None:
+def test_in_kernel_grouped_query_attention_equals_transformers_sdpa(
+    which: str, request: pytest.FixtureRequest
+) -> None:
     """The runtime's attention (grouped-query heads read in place, no ``repeat_kv`` copy)
     gives the logits of transformers' own SDPA implementation, with and without a prefix
     (the masked case that made transformers copy the prefix's heads)."""
@@ -90,6 +100,7 @@ def test_in_kernel_grouped_query_attention_equals_transformers_sdpa(which: str, 
         rt.model.set_attn_implementation("memos_sdpa")
     for a, b in zip(ours, theirs, strict=True):
         assert float((a - b).abs().max()) <= 1e-4
+
 
 @pytest.mark.parametrize("which", ["llama_runtime", "gemma_llama"])
 def test_llama_cpp_restored_state_continues_identically(which: str, request: pytest.FixtureRequest) -> None:
@@ -175,7 +186,9 @@ def kv_mos(tmp_path: Path, embedder: Any) -> Iterator[tuple[Any, str]]:
 
 
 @pytest.mark.parametrize("which", ["hf_runtime", "llama_runtime"])
-def test_compile_and_chat_with_activation_memory(kv_mos: tuple[Any, str], which: str, request: pytest.FixtureRequest) -> None:
+def test_compile_and_chat_with_activation_memory(
+    kv_mos: tuple[Any, str], which: str, request: pytest.FixtureRequest
+) -> None:
     mos, cube = kv_mos
     rt = request.getfixturevalue(which)
     info = mos.activation.compile(cube, user_id="alice", runtime=rt)
@@ -271,7 +284,9 @@ def test_bad_compile_requests(kv_mos: tuple[Any, str], hf_runtime: Any, openai_r
     with pytest.raises(InvalidInput):
         mos.activation.compile(cube, user_id="alice", runtime=hf_runtime, token_budget=4)
     with pytest.raises(InvalidInput):
-        mos.activation.compile(cube, user_id="alice", runtime=hf_runtime, memory_ids=["x"], segments={"a": ["y"]})
+        mos.activation.compile(
+            cube, user_id="alice", runtime=hf_runtime, memory_ids=["x"], segments={"a": ["y"]}
+        )
     with pytest.raises(KeyError):
         mos.activation.compile(cube, user_id="alice", runtime=hf_runtime, memory_ids=["no-such-memory"])
     with pytest.raises(InvalidState, match="cannot hold activation memory"):

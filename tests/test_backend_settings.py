@@ -31,7 +31,7 @@ def _toml(home: Path, text: str) -> Path:
         ('name = "llama_cpp"\ngpu_layer = 1', "gpu_layer", "llama_cpp"),  # misspelt
         ('name = "transformers"\ngpu_layers = -1', "gpu_layers", "transformers"),  # another runtime's
         ('name = "openai"\nbase_url = "http://127.0.0.1:1/v1"\ndtype = "float16"', "dtype", "openai"),
-        ("devcie = \"cuda\"", "devcie", "transformers"),  # the default runtime
+        ('devcie = "cuda"', "devcie", "transformers"),  # the default runtime
     ],
 )
 def test_a_runtime_setting_the_runtime_does_not_take_is_refused(
@@ -61,9 +61,16 @@ def test_the_cli_refuses_a_misspelt_runtime_setting_in_one_line(tmp_path: Path) 
 
 
 def test_documented_runtime_keys_keep_working(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    home = _toml(tmp_path / "h", '[runtime]\nname = "llama_cpp"\ngpu_layers = -1\nthreads = 2\nmax_new_tokens = 16\n')
+    home = _toml(
+        tmp_path / "h", '[runtime]\nname = "llama_cpp"\ngpu_layers = -1\nthreads = 2\nmax_new_tokens = 16\n'
+    )
     s = load_settings(home)
-    assert (s.runtime.name, s.runtime.gpu_layers, s.runtime.threads, s.runtime.max_new_tokens) == ("llama_cpp", -1, 2, 16)
+    assert (s.runtime.name, s.runtime.gpu_layers, s.runtime.threads, s.runtime.max_new_tokens) == (
+        "llama_cpp",
+        -1,
+        2,
+        16,
+    )
     shown = s.public_dict()["runtime"]
     assert shown["gpu_layers"] == -1 and shown["threads"] == 2
     monkeypatch.setenv("MEMOS_RUNTIME__NAME", "llama_cpp")
@@ -77,7 +84,7 @@ def test_documented_runtime_keys_keep_working(tmp_path: Path, monkeypatch: pytes
 
 
 def test_a_runtime_override_the_runtime_does_not_take_is_refused_before_loading() -> None:
-    from memos.backends import make_runtime
+    from memos.factories import make_runtime
 
     with pytest.raises(ConfigError, match="'gpu_layers' is not a setting of the openai runtime"):
         make_runtime(Settings(), "openai", base_url="http://127.0.0.1:1/v1", gpu_layers=2)
@@ -88,7 +95,7 @@ def test_a_runtime_override_the_runtime_does_not_take_is_refused_before_loading(
 def test_another_runtime_by_name_ignores_the_configured_runtimes_own_settings(tmp_path: Path) -> None:
     """`mos.runtime("openai", …)` on a home configured for llama.cpp: the llama.cpp keys
     are not the openai runtime's business (only overrides must be its own)."""
-    from memos.backends import make_runtime
+    from memos.factories import make_runtime
 
     s = load_settings(tmp_path, runtime={"name": "llama_cpp", "gpu_layers": -1})
     rt = make_runtime(s, "openai", base_url="http://127.0.0.1:1/v1", model="m")
@@ -106,7 +113,9 @@ def _vector_home(tmp_path: Path, embedder: Any, **settings: Any) -> Any:
 
 def test_a_vector_setting_the_index_does_not_take_is_refused_on_open(tmp_path: Path, embedder: Any) -> None:
     """An API key without a vector_url would silently open the embedded index."""
-    with pytest.raises(ConfigError, match="'vector_api_key' is not a setting of the qdrant_edge vector index"):
+    with pytest.raises(
+        ConfigError, match="'vector_api_key' is not a setting of the qdrant_edge vector index"
+    ):
         _vector_home(tmp_path, embedder, vector_api_key="secret")
 
 

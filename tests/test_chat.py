@@ -16,7 +16,7 @@ import pytest
 from conftest import Clock
 
 from memos.errors import ContextOverflow, InvalidInput, PermissionDenied
-from memos.reader import ReaderItem, ReaderOutput, parse
+from memos.extract.llm import ReaderItem, ReaderOutput, parse
 
 pytestmark = pytest.mark.slow
 
@@ -57,10 +57,12 @@ def test_fact_from_an_earlier_session_reaches_the_prompt(chat_mos: Any, hf_runti
 
 
 def test_session_history_is_used_and_not_repeated_as_memory(chat_mos: Any, hf_runtime: Any) -> None:
-    a = chat_mos.chat("I adopted a cat named Pretzel.", user_id="alice", runtime=hf_runtime, session_id="s1",
-                      max_tokens=24)
-    b = chat_mos.chat("What is its name?", user_id="alice", runtime=hf_runtime, session_id="s1", explain=True,
-                      max_tokens=24)
+    a = chat_mos.chat(
+        "I adopted a cat named Pretzel.", user_id="alice", runtime=hf_runtime, session_id="s1", max_tokens=24
+    )
+    b = chat_mos.chat(
+        "What is its name?", user_id="alice", runtime=hf_runtime, session_id="s1", explain=True, max_tokens=24
+    )
     assert b.history_turns == 2
     assert not set(a.written) & set(b.memory_ids)  # already in the history block
     assert b.prompt is not None and b.prompt.count("I adopted a cat named Pretzel.") == 1
@@ -76,7 +78,9 @@ def test_prompt_never_exceeds_the_budget(tmp_path: Path, embedder: Any, context:
     try:
         mos.add_user("alice")
         cube = mos.create_cube("alice", "personal").id
-        long_fact = "Alice's garden has " + ", ".join(f"a {c} rose" for c in ["red", "white", "pink", "yellow"] * 12)
+        long_fact = "Alice's garden has " + ", ".join(
+            f"a {c} rose" for c in ["red", "white", "pink", "yellow"] * 12
+        )
         mos.add(text=long_fact, user_id="alice", cube_id=cube)
         for i in range(30):
             mos.add(
@@ -111,7 +115,9 @@ def test_streaming_chat_and_interrupt(chat_mos: Any, hf_runtime: Any) -> None:
     assert stream.result is not None
     assert "".join(pieces).strip() == stream.result.answer
     # stopping early still keeps both turns; the partial answer is marked
-    stream = chat_mos.chat("Tell me another story.", user_id="alice", runtime=hf_runtime, stream=True, max_tokens=40)
+    stream = chat_mos.chat(
+        "Tell me another story.", user_id="alice", runtime=hf_runtime, stream=True, max_tokens=40
+    )
     it = iter(stream)
     first = next(it)
     while not first.strip():
@@ -131,7 +137,9 @@ def test_bad_input_and_acl(chat_mos: Any, hf_runtime: Any) -> None:
     chat_mos.share_cube(cube, "alice", "bob", "reader")
     with pytest.raises(PermissionDenied):  # readers may chat with it, not write to it
         chat_mos.chat("hi", user_id="bob", cube_ids=[cube], runtime=hf_runtime)
-    res = chat_mos.chat("hi", user_id="bob", cube_ids=[cube], runtime=hf_runtime, write_back=False, max_tokens=4)
+    res = chat_mos.chat(
+        "hi", user_id="bob", cube_ids=[cube], runtime=hf_runtime, write_back=False, max_tokens=4
+    )
     assert res.written == []
     for bad in ({"message": ""}, {"message": "x", "max_tokens": 0}, {"message": "x", "session_id": " "}):
         with pytest.raises(InvalidInput):
@@ -146,8 +154,14 @@ def test_forgotten_memory_is_not_used(chat_mos: Any, hf_runtime: Any) -> None:
     res = chat_mos.chat("What is my locker code?", user_id="alice", runtime=hf_runtime, max_tokens=8)
     assert m.id in res.memory_ids
     chat_mos.delete(m.id, user_id="alice")
-    res = chat_mos.chat("What is my locker code?", user_id="alice", runtime=hf_runtime, max_tokens=8, explain=True)
-    assert m.id not in res.memory_ids and res.prompt is not None and "4711" not in res.prompt.split("Memories:")[-1].split("<|im_end|>")[0]
+    res = chat_mos.chat(
+        "What is my locker code?", user_id="alice", runtime=hf_runtime, max_tokens=8, explain=True
+    )
+    assert (
+        m.id not in res.memory_ids
+        and res.prompt is not None
+        and "4711" not in res.prompt.split("Memories:")[-1].split("<|im_end|>")[0]
+    )
 
 
 # --------------------------------------------------------------------------- the LLM reader
@@ -156,7 +170,9 @@ def test_forgotten_memory_is_not_used(chat_mos: Any, hf_runtime: Any) -> None:
 def test_reader_failure_loses_nothing(chat_mos: Any, hf_runtime: Any) -> None:
     chat_mos.settings.extractor = "llm"
     chat_mos.settings.chat.reader_max_tokens = 3  # the JSON answer cannot fit: a failure
-    res = chat_mos.chat("My brother Tom moved to Lisbon last year.", user_id="alice", runtime=hf_runtime, max_tokens=8)
+    res = chat_mos.chat(
+        "My brother Tom moved to Lisbon last year.", user_id="alice", runtime=hf_runtime, max_tokens=8
+    )
     assert res.reader is not None and res.reader["ok"] is False and res.reader["attempts"] == 2
     assert len(res.written) == 2  # both turns kept
     stored = chat_mos.get(res.written[0], user_id="alice")
@@ -182,12 +198,18 @@ def test_reader_with_grammar_gives_valid_decisions(chat_mos: Any, llama_runtime:
 
 
 def test_reader_decisions_are_applied(chat_mos: Any, llama_runtime: Any) -> None:
-    from memos.reader import Reader
+    from memos.extract.llm import Reader
 
     cube = _cube(chat_mos)
-    city = chat_mos.add(text="The user lives in Bergen", type="fact", user_id="alice", cube_id=cube, extract=False)
-    job = chat_mos.add(text="The user works as a nurse", type="fact", user_id="alice", cube_id=cube, extract=False)
-    tea = chat_mos.add(text="The user likes tea", type="preference", user_id="alice", cube_id=cube, extract=False)
+    city = chat_mos.add(
+        text="The user lives in Bergen", type="fact", user_id="alice", cube_id=cube, extract=False
+    )
+    job = chat_mos.add(
+        text="The user works as a nurse", type="fact", user_id="alice", cube_id=cube, extract=False
+    )
+    tea = chat_mos.add(
+        text="The user likes tea", type="preference", user_id="alice", cube_id=cube, extract=False
+    )
     known = [chat_mos.search(t, user_id="alice", cube_ids=[cube], top_k=1)[0] for t in
              ("lives in Bergen", "works as a nurse", "likes tea")]  # fmt: skip
     out = ReaderOutput(memories=[
@@ -197,21 +219,43 @@ def test_reader_decisions_are_applied(chat_mos: Any, llama_runtime: Any) -> None
         ReaderItem(action="ADD", text="The user has a dog named Rex", type="fact"),
         ReaderItem(action="UPDATE", text="bad target", type="fact", target=9),
     ])  # fmt: skip
-    report = Reader(chat_mos, llama_runtime)._apply(out, known, user_id="alice", cube_id=cube, source_id=None, attempts=1)
-    assert report.invalid == 1 and [a["action"] for a in report.actions] == ["SUPERSEDE", "UPDATE", "NOOP", "ADD"]
+    report = Reader(chat_mos, llama_runtime)._apply(
+        out, known, user_id="alice", cube_id=cube, source_id=None, attempts=1
+    )
+    assert report.invalid == 1 and [a["action"] for a in report.actions] == [
+        "SUPERSEDE",
+        "UPDATE",
+        "NOOP",
+        "ADD",
+    ]
     old = chat_mos.get(city.memories[0].id, user_id="alice")
-    assert old.state == "superseded" and old.valid_to is not None and old.superseded_by == report.actions[0]["id"]
+    assert (
+        old.state == "superseded"
+        and old.valid_to is not None
+        and old.superseded_by == report.actions[0]["id"]
+    )
     assert chat_mos.get(job.memories[0].id, user_id="alice").version == 2
     assert chat_mos.get(tea.memories[0].id, user_id="alice").version == 1
     hits = chat_mos.search("where does the user live", user_id="alice", cube_ids=[cube], top_k=5)
     assert city.memories[0].id not in [h.memory.id for h in hits]
-    assert chat_mos.history(city.memories[0].id, user_id="alice").versions[0].text == "The user lives in Bergen"
+    assert (
+        chat_mos.history(city.memories[0].id, user_id="alice").versions[0].text == "The user lives in Bergen"
+    )
 
 
 def test_reader_output_parsing() -> None:
     assert parse('```json\n{"memories": []}\n```').memories == []
-    assert parse('Sure! {"memories": [{"action": "ADD", "text": "The user likes jazz", "type": "preference"}]}').memories[0].type == "preference"
-    for bad in ("no json", '{"memories": [{"action": "MAYBE", "text": "xyz", "type": "fact"}]}', '{"memories": 3}'):
+    assert (
+        parse('Sure! {"memories": [{"action": "ADD", "text": "The user likes jazz", "type": "preference"}]}')
+        .memories[0]
+        .type
+        == "preference"
+    )
+    for bad in (
+        "no json",
+        '{"memories": [{"action": "MAYBE", "text": "xyz", "type": "fact"}]}',
+        '{"memories": 3}',
+    ):
         with pytest.raises(ValueError):
             parse(bad)
 
@@ -240,7 +284,9 @@ def test_async_chat(tmp_path: Path, embedder: Any, llama_runtime: Any) -> None:
         async with AsyncMemOS(home=tmp_path / "home", embedder=embedder) as amos:
             await amos.add_user("alice")
             await amos.create_cube("alice", "personal")
-            res = await amos.chat("Say hello.", user_id="alice", runtime=llama_runtime, max_tokens=8, write_back=False)
+            res = await amos.chat(
+                "Say hello.", user_id="alice", runtime=llama_runtime, max_tokens=8, write_back=False
+            )
             pieces = [p async for p in amos.chat_stream("Say hello.", user_id="alice", runtime=llama_runtime,
                                                         max_tokens=8, write_back=False)]  # fmt: skip
             with pytest.raises(InvalidInput):

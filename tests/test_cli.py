@@ -524,7 +524,9 @@ def test_reindex_and_doctor_on_an_sdk_made_home(tmp_path: Path, embedder: Any) -
     assert report["quarantined"][0]["error"] and report["searchable_rows"] == report["index_points"] == 1
     assert (report["missing"], report["extra"], report["ok"]) == (0, 0, False)
 
-    doctor = RUNNER.invoke(app, ["doctor"], env={"MEMOS_HOME": str(path), "MEMOS_USER": None, "COLUMNS": "80"})
+    doctor = RUNNER.invoke(
+        app, ["doctor"], env={"MEMOS_HOME": str(path), "MEMOS_USER": None, "COLUMNS": "80"}
+    )
     assert doctor.exit_code == 1
     assert bad in doctor.stdout and "memos reindex" in doctor.stdout and "quarantined" in doctor.stdout
     assert max(len(line) for line in doctor.stdout.splitlines()) <= 80
@@ -557,7 +559,17 @@ def test_tables_are_readable_at_80_columns(home: Path) -> None:
 
     text = "Ingrid's daughter practises the clarinet every Wednesday afternoon at the conservatory"
     mid = cli_json(home, "add", text, "--tag", "family", "--tag", "music")["memories"][0]["id"]
-    ok(cli(home, "update", mid, "--text", text + " downtown", "--reason", "moved to the downtown conservatory"))
+    ok(
+        cli(
+            home,
+            "update",
+            mid,
+            "--text",
+            text + " downtown",
+            "--reason",
+            "moved to the downtown conservatory",
+        )
+    )
     hits = cli_json(home, "search", "clarinet conservatory", "--top-k", "3")
     expected_words = _words(text) | {w for h in hits for w in _words(" ".join(h["why"]))}
     outputs = {
@@ -598,7 +610,11 @@ def test_only_the_cache_rename_notices_are_silenced(caplog: pytest.LogCaptureFix
             FutureWarning,
             stacklevel=1,
         )
-        warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning, stacklevel=1)
+        warnings.warn(
+            "`is_gradient_checkpointing` is deprecated and will be removed in v6.",
+            FutureWarning,
+            stacklevel=1,
+        )
         warnings.warn("something else will change", FutureWarning, stacklevel=1)
         warnings.warn("memos: our own warning", UserWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == ["something else will change", "memos: our own warning"]

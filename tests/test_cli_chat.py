@@ -59,13 +59,19 @@ def test_one_shot(home: Path) -> None:
 
 def test_errors_are_one_line(home: Path) -> None:
     proc = run(home, "chat", "-m", "   ")
-    assert proc.returncode == 1 and proc.stderr.startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
+    assert (
+        proc.returncode == 1
+        and proc.stderr.startswith("error:")
+        and len(proc.stderr.strip().splitlines()) == 1
+    )
     proc = run(home, "chat", "-m", "hi", "--runtime", "nonsense")
     assert proc.returncode == 1 and "no runtimes backend named 'nonsense'" in proc.stderr
 
 
 def test_piped_repl(home: Path) -> None:
-    fact = json.loads(run(home, "--json", "add", "The user's locker code is 4711.").stdout)["memories"][0]["id"]
+    fact = json.loads(run(home, "--json", "add", "The user's locker code is 4711.").stdout)["memories"][0][
+        "id"
+    ]
     script = "\n".join([
         "What is my locker code?", "/memories", f"/forget {fact}", "/session", "/session new", "/nope",
         "What is my locker code?", "/memories", "/exit", "never sent",
@@ -160,7 +166,11 @@ def test_activation_commands(home: Path) -> None:
     listed = json.loads(run(home, "--json", "activation", "list").stdout)
     assert [i["id"] for i in listed] == [info["id"]]
     shown = run(home, "activation", "show", info["id"][:10])
-    assert shown.returncode == 0 and "segment" in shown.stdout and info["fingerprint"]["weights_sha256"] in shown.stdout
+    assert (
+        shown.returncode == 0
+        and "segment" in shown.stdout
+        and info["fingerprint"]["weights_sha256"] in shown.stdout
+    )
     answer = json.loads(run(home, "--json", "chat", "-m", "Which seat do I like?", "--no-write").stdout)
     assert answer["activation"]["id"] == info["id"] and answer["activation"]["used"] is True
     other = run(home, "activation", "compile", "--runtime", "openai")

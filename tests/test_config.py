@@ -71,7 +71,7 @@ def test_embed_batch_size_defaults_to_the_device_and_can_be_set() -> None:
     GPU; a configured size reaches whichever backend is built (models load lazily)."""
     from memos.adapters.embedders.onnx_embedder import OnnxEmbedder
     from memos.adapters.embedders.sentence_transformers import SentenceTransformerEmbedder
-    from memos.backends import make_embedder
+    from memos.factories import make_embedder
 
     assert SentenceTransformerEmbedder().batch_size == 16
     assert SentenceTransformerEmbedder(device="cuda").batch_size == 64

@@ -179,7 +179,9 @@ def test_missing_onnxruntime_says_what_to_install(tmp_path: Path) -> None:
         "    print(exc)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "pip install onnxruntime onnx" in out.stdout and "embedder_backend='torch'" in out.stdout, out.stderr
+    assert "pip install onnxruntime onnx" in out.stdout and "embedder_backend='torch'" in out.stdout, (
+        out.stderr
+    )
     assert issubclass(DependencyMissing, ImportError)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import text as sql
 
-from memos import lexical
+from memos.plaintext.retrieval import lexical
 from memos.protocols import IndexFilter
 
 SECRET_WORD = "qzvxlocker"
@@ -116,7 +116,7 @@ def test_purge_leaves_no_trace_in_any_file_or_row(make_mos: Any, tmp_path: Path)
 
 
 def test_filters_match_as_before_on_the_sealed_index(make_mos: Any) -> None:
-    """Speaker, role, session, tags and metadata are sealed in the index (memos.sealing);
+    """Speaker, role, session, tags and metadata are sealed in the index (memos.plaintext.sealing);
     every filter the SDK offers still selects exactly the memories whose rows match."""
     mos = make_mos()
     mos.add_user("alice")

@@ -84,4 +84,3 @@ def test_a_failing_subscriber_does_not_stop_the_others_and_is_not_silent() -> No
     with pytest.raises(RuntimeError):
         bus.publish(Event(EventKind.memory_added, datetime.now(UTC), "alice", "c", ("m",)))
     assert got == []  # the kinds filter, and the unsubscribed one is gone
-

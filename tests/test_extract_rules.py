@@ -14,7 +14,7 @@ import pytest
 
 from memos.errors import InvalidInput
 from memos.extract import Entity, Extraction, Extractor, Relation, RuleExtractor
-from memos.timeparse import parse_timestamp
+from memos.plaintext.retrieval.timeparse import parse_timestamp
 
 REF = datetime(2024, 7, 14, 10, 15, tzinfo=UTC)  # a Sunday
 CONVERSATION = Path(__file__).resolve().parent.parent / "examples" / "data" / "conversation.json"

@@ -8,7 +8,15 @@ import sys
 
 import pytest
 
-from memos.lexical import AVG_DOC_LEN, K1, B, encode_document, encode_query, term_id, tokenize
+from memos.plaintext.retrieval.lexical import (
+    AVG_DOC_LEN,
+    K1,
+    B,
+    encode_document,
+    encode_query,
+    term_id,
+    tokenize,
+)
 from memos.protocols import SparseVector
 
 
@@ -76,7 +84,7 @@ def test_term_id_is_stable_and_31_bit() -> None:
     assert all(0 <= i < 2**31 for i in ids)
     assert term_id("caroline") == term_id("caroline")
     # Same value in a fresh interpreter with another hash seed: never Python's hash().
-    code = "from memos.lexical import term_id; print(term_id('caroline'))"
+    code = "from memos.plaintext.retrieval.lexical import term_id; print(term_id('caroline'))"
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

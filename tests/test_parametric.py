@@ -52,7 +52,11 @@ def test_examples_have_forms_a_heldout_split_and_no_duplicates() -> None:
     held = [e for e in ex if e.split == "heldout"]
     train_prompts = {e.prompt for e in ex if e.split == "train"}
     assert len(held) == 1 and held[0].prompt not in train_prompts
-    assert all(e.obj == "Tromsø" and "Your sister Mira lives in Tromsø" in e.answer for e in ex if e.form == "question")
+    assert all(
+        e.obj == "Tromsø" and "Your sister Mira lives in Tromsø" in e.answer
+        for e in ex
+        if e.form == "question"
+    )
     # the user asks as "my …" and by name
     assert any("my sister Mira" in e.prompt for e in ex) and any("Sam's sister Mira" in e.prompt for e in ex)
     twice = build_examples([("a", FACTS[0]), ("b", FACTS[0])], "Sam")
@@ -65,7 +69,9 @@ def test_examples_have_forms_a_heldout_split_and_no_duplicates() -> None:
 def test_benchmark_heldout_phrasings_are_never_generated_for_training() -> None:
     facts = synthetic_facts(100)
     assert len({f.text for f in facts}) == 100 and all(f.relation in HELDOUT for f in facts)
-    generated = {e.prompt.lower() for e in build_examples([(str(i), f.text) for i, f in enumerate(facts)], "Sam")}
+    generated = {
+        e.prompt.lower() for e in build_examples([(str(i), f.text) for i, f in enumerate(facts)], "Sam")
+    }
     for f in facts:
         assert parse_fact(f.text, "Sam").relation == f.relation
         for q in f.heldout:
@@ -89,7 +95,9 @@ def test_contains_ignores_case_and_accents() -> None:
 
 # --------------------------------------------------------------------------- one trained adapter
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, embedder: Any, hf_runtime: Any) -> Iterator[dict[str, Any]]:
+def trained(
+    tmp_path_factory: pytest.TempPathFactory, embedder: Any, hf_runtime: Any
+) -> Iterator[dict[str, Any]]:
     from memos.core import MemOS
 
     home = tmp_path_factory.mktemp("parametric") / "home"
@@ -97,7 +105,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory, embedder: Any, hf_runtime:
     mos.settings.parametric = mos.settings.parametric.model_copy(update={"max_ppl_increase": 100.0})
     mos.add_user("sam", "Sam")
     cube = mos.create_cube("sam", "personal").id
-    ids = [mos.add(text=t, type="fact", user_id="sam", cube_id=cube, extract=False).memories[0].id for t in FACTS]
+    ids = [
+        mos.add(text=t, type="fact", user_id="sam", cube_id=cube, extract=False).memories[0].id for t in FACTS
+    ]
     epochs: list[Any] = []
     info = mos.parametric.consolidate(cube, user_id="sam", memory_ids=ids, runtime=hf_runtime, config=FAST,
                                       on_epoch=epochs.append)  # fmt: skip
@@ -112,7 +122,9 @@ def test_consolidation_stores_a_gated_adapter(trained: dict[str, Any]) -> None:
     assert ev is not None and ev.n_heldout == len(FACTS)
     assert ev.recall_adapter > ev.recall_base and ev.recall_seen_adapter >= ev.recall_adapter - 0.5
     assert info.state == "active" and ev.passed and not ev.reasons
-    assert [m["id"] for m in info.memories] == trained["ids"] and all(m["version"] == 1 for m in info.memories)
+    assert [m["id"] for m in info.memories] == trained["ids"] and all(
+        m["version"] == 1 for m in info.memories
+    )
     assert info.hyper["rank"] == 16 and info.hyper["seed"] == 0 and len(info.data_hash) == 64
     assert info.n_examples["heldout"] == len(FACTS) and info.n_examples["train"] > 4 * len(FACTS)
     assert len(trained["epochs"]) == len(info.epochs) >= 1
@@ -125,7 +137,10 @@ def test_consolidation_stores_a_gated_adapter(trained: dict[str, Any]) -> None:
     assert hashlib.sha256(blob.read_bytes()).hexdigest() == info.id == info.id
     with safe_open(str(blob), framework="pt") as fh:
         meta = fh.metadata()
-        assert meta["format"] == "memos-lora/peft/1" and json.loads(meta["base"])["model_id"] == "smollm2-135m-instruct"
+        assert (
+            meta["format"] == "memos-lora/peft/1"
+            and json.loads(meta["base"])["model_id"] == "smollm2-135m-instruct"
+        )
         assert all(".lora_A." in k or ".lora_B." in k for k in fh.keys())  # noqa: SIM118
     assert info.gguf is not None and mos.parametric.blob_path(info.gguf["sha256"], ".gguf").is_file()
     shown = mos.parametric.show(info.id[:10], user_id="sam")
@@ -150,7 +165,9 @@ def test_attach_and_detach_leave_the_base_model_exact(trained: dict[str, Any], h
     assert not any(m._forward_hooks for m in hf_runtime.model.modules())
     # the hooks compute what peft computes at training time
     base = AutoModelForCausalLM.from_pretrained(str(hf_runtime.path), dtype=torch.float32)
-    peft_model = get_peft_model(base, LoraConfig(r=16, lora_alpha=32, target_modules=list(info.hyper["target_modules"])))
+    peft_model = get_peft_model(
+        base, LoraConfig(r=16, lora_alpha=32, target_modules=list(info.hyper["target_modules"]))
+    )
     set_peft_model_state_dict(peft_model, load_file(str(mos.parametric.blob_path(info.id))))
     with torch.inference_mode():
         ref = peft_model(input_ids=torch.tensor([ids])).logits[0, -1].float()
@@ -162,7 +179,9 @@ def test_attach_and_detach_leave_the_base_model_exact(trained: dict[str, Any], h
 
 
 @pytest.mark.slow
-def test_chat_answers_from_the_adapter_on_both_runtimes(trained: dict[str, Any], hf_runtime: Any, llama_runtime: Any) -> None:
+def test_chat_answers_from_the_adapter_on_both_runtimes(
+    trained: dict[str, Any], hf_runtime: Any, llama_runtime: Any
+) -> None:
     mos, cube, info = trained["mos"], trained["cube"], trained["info"]
     questions = {"Where does my sister Mira live?": "Tromsø", "What is my dog called?": "Biscuit"}
 
@@ -181,7 +200,9 @@ def test_chat_answers_from_the_adapter_on_both_runtimes(trained: dict[str, Any],
         assert recalled >= 1, f"{rt.name} recalled nothing from the adapter"
         # detached again: the base model answers exactly as before
         after = {q: ask(rt, q, False) for q in questions}
-        assert {q: r.answer for q, r in after.items()} == before and all(r.parametric == [] for r in after.values())
+        assert {q: r.answer for q, r in after.items()} == before and all(
+            r.parametric == [] for r in after.values()
+        )
 
 
 @pytest.mark.slow
@@ -201,7 +222,9 @@ def test_gguf_export_loads_in_llama_cpp(trained: dict[str, Any], llama_runtime: 
 
 
 @pytest.mark.slow
-def test_llama_cpp_adapter_matches_transformers_logits(trained: dict[str, Any], hf_runtime: Any, llama_runtime: Any) -> None:
+def test_llama_cpp_adapter_matches_transformers_logits(
+    trained: dict[str, Any], hf_runtime: Any, llama_runtime: Any
+) -> None:
     """The exported adapter moves llama.cpp's logits the way it moves transformers' (q/k rows
     permuted right): the change each runtime sees correlates strongly."""
     import numpy as np
@@ -234,7 +257,15 @@ def test_several_cubes_stack_their_active_adapters(trained: dict[str, Any], hf_r
                    memories=0, write_back=False, max_tokens=8)  # fmt: skip
     assert [p["cube_id"] for p in res.parametric] == [cube, other]
     mos.settings.chat = mos.settings.chat.model_copy(update={"max_adapters": 1})
-    res = mos.chat("Hi", user_id="sam", cube_ids=[other, cube], runtime=hf_runtime, memories=0, write_back=False, max_tokens=4)
+    res = mos.chat(
+        "Hi",
+        user_id="sam",
+        cube_ids=[other, cube],
+        runtime=hf_runtime,
+        memories=0,
+        write_back=False,
+        max_tokens=4,
+    )
     assert [p["id"] for p in res.parametric] == [second.id]
     mos.settings.chat = mos.settings.chat.model_copy(update={"max_adapters": 2})
     mos.parametric.drop(second.id, user_id="sam")
@@ -255,7 +286,9 @@ def test_activate_deactivate_and_permissions(trained: dict[str, Any], hf_runtime
         mos.parametric.show("ffffffffff", user_id="sam")
     off = mos.parametric.deactivate(info.id, user_id="sam")
     assert off.state == "inactive"
-    res = mos.chat("Hi", user_id="sam", cube_ids=[cube], runtime=hf_runtime, memories=0, write_back=False, max_tokens=4)
+    res = mos.chat(
+        "Hi", user_id="sam", cube_ids=[cube], runtime=hf_runtime, memories=0, write_back=False, max_tokens=4
+    )
     assert res.parametric == []
     with pytest.raises(PermissionDenied):
         mos.parametric.activate(info.id, user_id="eve")
@@ -316,7 +349,10 @@ def small(tmp_path: Path, embedder: Any) -> Iterator[tuple[Any, str, list[str]]]
     mos = MemOS(home=tmp_path / "home", embedder=embedder, clock=Clock())
     mos.add_user("sam", "Sam")
     cube = mos.create_cube("sam", "personal").id
-    ids = [mos.add(text=t, type="fact", user_id="sam", cube_id=cube, extract=False).memories[0].id for t in FACTS[:2]]
+    ids = [
+        mos.add(text=t, type="fact", user_id="sam", cube_id=cube, extract=False).memories[0].id
+        for t in FACTS[:2]
+    ]
     yield mos, cube, ids
     mos.close()
 
@@ -327,7 +363,9 @@ def _blob_files(mos: Any) -> list[Path]:
 
 
 @pytest.mark.slow
-def test_an_adapter_that_learns_nothing_is_rejected_and_never_applied(small: tuple[Any, str, list[str]], hf_runtime: Any) -> None:
+def test_an_adapter_that_learns_nothing_is_rejected_and_never_applied(
+    small: tuple[Any, str, list[str]], hf_runtime: Any
+) -> None:
     mos, cube, ids = small
     info = mos.parametric.consolidate(cube, user_id="sam", memory_ids=ids, runtime=hf_runtime,
                                       config={"epochs": 1, "lr": 1e-9, "batch_size": 8, "probe_size": 2})  # fmt: skip
@@ -360,7 +398,9 @@ def test_cancel_leaves_nothing(small: tuple[Any, str, list[str]], hf_runtime: An
 
 
 @pytest.mark.slow
-def test_purge_retires_the_adapter_and_queues_a_retrain(small: tuple[Any, str, list[str]], hf_runtime: Any) -> None:
+def test_purge_retires_the_adapter_and_queues_a_retrain(
+    small: tuple[Any, str, list[str]], hf_runtime: Any
+) -> None:
     mos, cube, ids = small
     mos.settings.parametric = mos.settings.parametric.model_copy(update={"max_ppl_increase": 100.0})
     info = mos.parametric.consolidate(cube, user_id="sam", memory_ids=ids, runtime=hf_runtime,
@@ -372,7 +412,9 @@ def test_purge_retires_the_adapter_and_queues_a_retrain(small: tuple[Any, str, l
     mos.update(ids[1], user_id="sam", text="The user has a dog named Pickle")
     stale = mos.parametric.show(info.id, user_id="sam")
     assert stale.state == "stale" and stale.retrain and ids[1] in stale.retrain["memory_ids"]
-    res = mos.chat("Hi", user_id="sam", cube_ids=[cube], runtime=hf_runtime, memories=0, write_back=False, max_tokens=4)
+    res = mos.chat(
+        "Hi", user_id="sam", cube_ids=[cube], runtime=hf_runtime, memories=0, write_back=False, max_tokens=4
+    )
     assert res.parametric == []
     # a purge retires it: files gone, the purged id scrubbed, a retrain without it queued
     mos.purge(ids[0], user_id="sam", reason="user request")
@@ -381,6 +423,8 @@ def test_purge_retires_the_adapter_and_queues_a_retrain(small: tuple[Any, str, l
     assert not any(p.exists() for p in files)
     assert ids[0] not in retired.memory_ids and retired.retrain["memory_ids"] == [ids[1]]
     assert [p.id for p in mos.parametric.pending(cube, user_id="sam")] == [info.id]
-    new = mos.parametric.retrain(info.id, user_id="sam", runtime=hf_runtime, config={**FAST, "epochs": 1, "min_epochs": 1})
+    new = mos.parametric.retrain(
+        info.id, user_id="sam", runtime=hf_runtime, config={**FAST, "epochs": 1, "min_epochs": 1}
+    )
     assert new is not None and new.memory_ids == [ids[1]] and new.memories[0]["version"] == 2
     assert mos.parametric.pending(cube, user_id="sam") == []

@@ -85,7 +85,7 @@ def test_a_row_the_index_refuses_is_quarantined_and_the_home_opens(tmp_path: Pat
 
 def test_a_whole_reindex_seals_an_old_index(tmp_path: Path, embedder: Any) -> None:
     """The old index held the NaN in clear; the sealed one holds no value a filter cannot
-    name (memos.sealing), so the row that was refused is indexed after a whole reindex."""
+    name (memos.plaintext.sealing), so the row that was refused is indexed after a whole reindex."""
     home = tmp_path / "home"
     cube, good, bad = _legacy_home_with_bad_row(home, embedder)
     with MemOS(home=home, embedder=embedder) as mos:

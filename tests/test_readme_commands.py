@@ -60,7 +60,11 @@ def readme_commands() -> list[list[str]]:
 
 def parse_only(args: list[str]) -> bool:
     """Whether a README command is only parsed (see the module docstring)."""
-    return args[1] == "bench" or args[1:3] == ["parametric", "consolidate"] or (args[1] == "parametric" and "ID" in args)
+    return (
+        args[1] == "bench"
+        or args[1:3] == ["parametric", "consolidate"]
+        or (args[1] == "parametric" and "ID" in args)
+    )
 
 
 def _cmd() -> list[str]:
@@ -83,7 +87,13 @@ class Tour:
 
     def run(self, args: list[str], stdin: str = "") -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*_cmd(), *args], cwd=self.cwd, env=self.env, input=stdin, capture_output=True, text=True, timeout=300
+            [*_cmd(), *args],
+            cwd=self.cwd,
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
 
     def json(self, *args: str) -> Any:
@@ -122,7 +132,7 @@ def dry_parse(args: list[str]) -> None:
     while hasattr(command, "commands") and rest and rest[0] in command.commands:
         command, rest = command.commands[rest[0]], rest[1:]
     assert not hasattr(command, "commands"), f"{shlex.join(args)}: no such command"
-    command.make_context(shlex.join(args[:-len(rest)] if rest else args), list(rest))
+    command.make_context(shlex.join(args[: -len(rest)] if rest else args), list(rest))
 
 
 def test_readme_lists_the_cli_tour() -> None:

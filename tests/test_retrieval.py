@@ -1,6 +1,6 @@
 """Ranking: score fusion, the query-aware boosts, session context, and their explanations.
 
-The pure pieces (:mod:`memos.fusion`) are checked on hand-computed numbers; the rest on
+The pure pieces (:mod:`memos.plaintext.retrieval.fusion`) are checked on hand-computed numbers; the rest on
 real homes (SQLite and PostgreSQL, Qdrant Edge, the bundled embedder).
 """
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from memos import lexical
-from memos.fusion import SpeakerMatcher, context_lift, fuse, fuse_rrf, minmax, rescale
+from memos.plaintext.retrieval import lexical
+from memos.plaintext.retrieval.fusion import SpeakerMatcher, context_lift, fuse, fuse_rrf, minmax, rescale
 
 # ---------------------------------------------------------------------------- fusion
 
@@ -103,7 +103,7 @@ def test_encode_document_with_context_adds_its_terms_and_expects_two_turns() -> 
 
 
 def test_previous_turns_and_positions_follow_the_session(alice: tuple[Any, str]) -> None:
-    from memos.turns import positions, previous_turns
+    from memos.plaintext.retrieval.turns import positions, previous_turns
 
     mos, cube = alice
 

@@ -78,7 +78,10 @@ def test_closing_a_stream_marks_it_interrupted() -> None:
 def test_plain_format_is_documented_shape() -> None:
     msgs = [ChatMessage("system", "Be brief."), ChatMessage("user", "Hi"), ChatMessage("assistant", "Hello"),
             ChatMessage("user", "Bye?")]  # fmt: skip
-    assert plain_prompt(msgs, bos="<bos>") == "<bos>System: Be brief.\n\nUser: Hi\nAssistant: Hello\nUser: Bye?\nAssistant:"
+    assert (
+        plain_prompt(msgs, bos="<bos>")
+        == "<bos>System: Be brief.\n\nUser: Hi\nAssistant: Hello\nUser: Bye?\nAssistant:"
+    )
     assert all(stop.startswith("\n") for stop in PLAIN_STOPS)
 
 
@@ -111,7 +114,7 @@ def test_fingerprint_key_covers_every_field() -> None:
 
 def test_unknown_model_and_missing_server_are_config_errors() -> None:
     from memos.adapters.runtimes.openai_http import OpenAIRuntime
-    from memos.models import gguf_path
+    from memos.weights import gguf_path
 
     with pytest.raises(ConfigError, match="bundled model"):
         gguf_path("no-such-model")
@@ -133,16 +136,22 @@ def test_capabilities_are_class_attributes_listed_as_strings() -> None:
     for name, (caps, lora_format, trains) in expected.items():
         cls = registry.load("memos.runtimes", name)
         assert capability_names(cls) == caps, name
-        assert (cls.supports_lora, cls.lora_format, cls.supports_training) == ("lora" in caps, lora_format, trains)
-        assert cls.supports_kv_prefix == ("kv_prefix" in caps) and cls.supports_grammar == ("json_schema" in caps)
+        assert (cls.supports_lora, cls.lora_format, cls.supports_training) == (
+            "lora" in caps,
+            lora_format,
+            trains,
+        )
+        assert cls.supports_kv_prefix == ("kv_prefix" in caps) and cls.supports_grammar == (
+            "json_schema" in caps
+        )
 
 
 def test_no_adapter_imports_a_kernel_service() -> None:
-    """adapters/ build on memos.protocols, memos.runtime, memos.errors, memos.models and
+    """adapters/ build on memos.protocols, memos.runtime, memos.errors, memos.weights and
     memos.types only: a runtime must not reach into parametric training or chat."""
     import ast
 
-    allowed = {"memos.protocols", "memos.runtime", "memos.errors", "memos.models", "memos.types"}
+    allowed = {"memos.protocols", "memos.runtime", "memos.errors", "memos.weights", "memos.types"}
     root = Path(__file__).resolve().parents[1] / "adapters"
     for path in root.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -268,7 +277,9 @@ def test_base_model_uses_the_plain_format(which: str, request: pytest.FixtureReq
 
 
 @pytest.mark.slow
-def test_two_models_two_fingerprints(hf_runtime: Any, gemma_hf: Any, llama_runtime: Any, gemma_llama: Any) -> None:
+def test_two_models_two_fingerprints(
+    hf_runtime: Any, gemma_hf: Any, llama_runtime: Any, gemma_llama: Any
+) -> None:
     keys = {rt.fingerprint.key for rt in (hf_runtime, gemma_hf, llama_runtime, gemma_llama)}
     assert len(keys) == 4
     # one GGUF under both local runtimes: same weights hash, different runtime and dtype
@@ -280,9 +291,12 @@ def test_two_models_two_fingerprints(hf_runtime: Any, gemma_hf: Any, llama_runti
 
 @pytest.mark.slow
 def test_converted_checkpoint_is_cached(hf_runtime: Any) -> None:
-    from memos.models import hf_checkpoint
+    from memos.weights import hf_checkpoint
 
     path = hf_checkpoint("smollm2")
     assert path == hf_runtime.path
     assert (path / "memos-source.json").is_file()
-    assert json.loads((path / "memos-source.json").read_text())["gguf_sha256"] == hf_runtime.fingerprint.weights_sha256
+    assert (
+        json.loads((path / "memos-source.json").read_text())["gguf_sha256"]
+        == hf_runtime.fingerprint.weights_sha256
+    )

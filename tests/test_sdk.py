@@ -489,8 +489,8 @@ def test_onnx_backend_from_settings(tmp_path: Any) -> None:
 
 def test_default_backend_is_onnx_int8_for_the_bundled_model_on_cpu() -> None:
     pytest.importorskip("onnxruntime")
-    from memos.backends import default_backend
     from memos.config import Settings
+    from memos.factories import default_backend
 
     assert default_backend(Settings()) == "onnx-int8"
     assert default_backend(Settings(embedder="sentence-transformers/all-MiniLM-L6-v2")) == "onnx-int8"

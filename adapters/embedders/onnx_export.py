@@ -55,7 +55,9 @@ EXPORTS = 0
 #: lowest cosine to the sentence-transformers embedding a fresh export may show on the probes
 #: (it catches a broken export; int8's worst case is a one-word text such as "ok", at ~0.94-0.96)
 MIN_PROBE_COSINE: dict[str, float] = {"fp32": 0.9999, "int8": 0.90}
-EXTRA_HINT = "pip install onnxruntime onnx (dependencies of memcube-os; set embedder_backend='torch' to do without)"
+EXTRA_HINT = (
+    "pip install onnxruntime onnx (dependencies of memcube-os; set embedder_backend='torch' to do without)"
+)
 
 _PROBES = (
     "Hi Caroline, how was the support group yesterday?",

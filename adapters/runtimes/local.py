@@ -147,7 +147,9 @@ class LocalRuntime(RuntimeIdentity):
         was built under this runtime's fingerprint."""
         meta = safetensors_metadata(data)
         if meta.get("format") != fmt:
-            raise InvalidInput(f"not a {getattr(self, 'name', '?')} KV prefix (format {meta.get('format')!r})")
+            raise InvalidInput(
+                f"not a {getattr(self, 'name', '?')} KV prefix (format {meta.get('format')!r})"
+            )
         if meta.get("fingerprint") != self._fingerprint.key:
             raise FingerprintMismatch(
                 "this KV prefix was built for another model, runtime or dtype "

@@ -16,7 +16,7 @@ from memos import acl
 from memos.archive.format import _BATCH, _BATCH_BYTES, MEMBERS, Conflict, Manifest, _Member
 from memos.archive.reading import _lines, _open, _row, _Rules, _verify
 from memos.errors import ArchiveError
-from memos.ingest import MAX_KEY_CHARS, check_id
+from memos.plaintext.validation import MAX_KEY_CHARS, check_id
 from memos.storage.relational.models import AclRow, AuditRow, BlobRow, CubeRow, MemoryRow
 from memos.types import Cube, Role
 

@@ -38,7 +38,7 @@ from memos.archive.format import (
 )
 from memos.config import Limits
 from memos.errors import ArchiveError, InvalidInput
-from memos.ingest import check_json, check_metadata, check_tags, check_text
+from memos.plaintext.validation import check_json, check_metadata, check_tags, check_text
 from memos.storage.relational.models import UTCDateTime
 
 if TYPE_CHECKING:

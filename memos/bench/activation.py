@@ -25,7 +25,9 @@ from memos.protocols import Runtime
 from memos.runtime import GenerationParams
 
 SIZES = (512, 1024, 2048, 4096)
-QUESTION = "\nQuestion: which friend lives in the city with the highest number, and what do they like?\nAnswer:"
+QUESTION = (
+    "\nQuestion: which friend lives in the city with the highest number, and what do they like?\nAnswer:"
+)
 
 
 def _text(rt: Runtime, tokens: int) -> list[int]:

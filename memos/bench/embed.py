@@ -42,7 +42,10 @@ def rounds_order(variants: Sequence[Any], round_no: int) -> list[Any]:
 
 def summarise(rates: dict[Any, list[float]]) -> dict[Any, dict[str, Any]]:
     """Per variant: the median rate over the rounds, and the rounds' rates."""
-    return {k: {"median": round(statistics.median(v), 1), "rounds": [round(x, 1) for x in v]} for k, v in rates.items()}
+    return {
+        k: {"median": round(statistics.median(v), 1), "rounds": [round(x, 1) for x in v]}
+        for k, v in rates.items()
+    }
 
 
 def run(
@@ -88,7 +91,10 @@ def run(
             t0 = time.perf_counter()
             e.embed_query(f"{q} ?")
             times.append((time.perf_counter() - t0) * 1000)
-        latency[backend] = {"p50_ms": round(percentile(times, 50), 2), "p95_ms": round(percentile(times, 95), 2)}
+        latency[backend] = {
+            "p50_ms": round(percentile(times, 50), 2),
+            "p95_ms": round(percentile(times, 95), 2),
+        }
     summary = summarise(rates)
     return {
         "texts": n_texts,
@@ -104,7 +110,7 @@ def run(
 
 def make_from_settings(settings: Settings) -> Callable[[str, int], Embedder]:
     """Embedders for the bench from the configured model, device, threads and cache."""
-    from memos.backends import make_embedder
+    from memos.factories import make_embedder
 
     def make(backend: str, batch_size: int) -> Embedder:
         cfg = settings.model_copy(update={"embedder_backend": backend, "embed_batch_size": batch_size})

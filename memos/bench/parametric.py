@@ -81,11 +81,15 @@ def bench_parametric(
             system = mos.settings.chat.system_prompt.replace("{user}", "Sam")
 
             def ask(questions: list[str], adapters: tuple[Any, ...]) -> list[str]:
-                prompts = [rt.render([ChatMessage("system", system), ChatMessage("user", q)]) for q in questions]
+                prompts = [
+                    rt.render([ChatMessage("system", system), ChatMessage("user", q)]) for q in questions
+                ]
                 return list(rt.generate_batch(prompts, 24, adapters))
 
             def score(answers: list[str], expected: list[str]) -> float:
-                return sum(contains(a, e) for a, e in zip(answers, expected, strict=True)) / max(1, len(expected))
+                return sum(contains(a, e) for a, e in zip(answers, expected, strict=True)) / max(
+                    1, len(expected)
+                )
 
             held_q = [q for f in facts for q in f.heldout]
             held_a = [f.answer for f in facts for _ in f.heldout]
@@ -117,7 +121,8 @@ def bench_parametric(
             out["hyper"] = info.hyper
             out["retrieval_questions"] = k
             out["examples"] = [
-                {"q": q, "expected": a, "adapter": ans} for q, a, ans in list(zip(held_q, held_a, adapter_answers, strict=True))[:6]
+                {"q": q, "expected": a, "adapter": ans}
+                for q, a, ans in list(zip(held_q, held_a, adapter_answers, strict=True))[:6]
             ]
             out["machine"] = machine()
             return out

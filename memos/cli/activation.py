@@ -19,7 +19,8 @@ activation_app = typer.Typer(
 app.add_typer(activation_app, name="activation", rich_help_panel=PANEL_MEMORIES)
 
 CubeOpt = Annotated[
-    str | None, typer.Option("--cube", "-c", help="Cube id or name (default: your 'default' cube).", show_default=False)
+    str | None,
+    typer.Option("--cube", "-c", help="Cube id or name (default: your 'default' cube).", show_default=False),
 ]
 IdArg = Annotated[str, typer.Argument(help="Activation memory id (a unique prefix of it is enough).")]
 
@@ -46,7 +47,9 @@ def compile_(
     tokens: Annotated[int, typer.Option("--tokens", help="Token budget of the prefix.")] = 1024,
     runtime: Annotated[str | None, typer.Option("--runtime", "-r", help="transformers | llama_cpp.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model name or path.")] = None,
-    name: Annotated[str, typer.Option(help="Name; a new compile replaces the old one of that name.")] = "default",
+    name: Annotated[
+        str, typer.Option(help="Name; a new compile replaces the old one of that name.")
+    ] = "default",
 ) -> None:
     """Compile memories (profile + top-N facts by importance, or --memory ids) into a KV prefix."""
     state = get_state(ctx)
@@ -63,7 +66,9 @@ def compile_(
     def render(console: Console) -> None:
         _row(console, info)
         for seg in info.segments:
-            console.print(f"  segment {seg.name}: tokens {seg.start}–{seg.end}, {len(seg.memory_ids)} memories")
+            console.print(
+                f"  segment {seg.name}: tokens {seg.start}–{seg.end}, {len(seg.memory_ids)} memories"
+            )
         console.print(f"  compiled in {info.compile_ms:.0f} ms")
 
     emit(state, info, render)

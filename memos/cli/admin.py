@@ -294,7 +294,8 @@ def reindex(
     check: Annotated[
         bool,
         typer.Option(
-            "--check", help="Only compare the index with the rows and report; rebuild nothing (exit 1 if off)."
+            "--check",
+            help="Only compare the index with the rows and report; rebuild nothing (exit 1 if off).",
         ),
     ] = False,
 ) -> None:

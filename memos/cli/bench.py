@@ -50,9 +50,9 @@ def scale(
     """Add throughput, index build, search latency, RSS and disk per memory at each size.
 
     The embedding model is the configured one (``MEMOS_EMBEDDER``/``MEMOS_EMBEDDER_BACKEND``)."""
-    from memos.backends import make_embedder
     from memos.bench.common import machine
     from memos.bench.scale import bench_size
+    from memos.factories import make_embedder
 
     state = get_state(ctx)
     embedder = make_embedder(settings_for(state))
@@ -96,10 +96,14 @@ def _table(console: Any, results: dict[str, dict[str, Any]]) -> None:
 @bench_app.command("embed")
 def embed(
     ctx: typer.Context,
-    backends: Annotated[str, typer.Option(help="Comma-separated: torch, onnx, onnx-int8.")] = "torch,onnx-int8",
+    backends: Annotated[
+        str, typer.Option(help="Comma-separated: torch, onnx, onnx-int8.")
+    ] = "torch,onnx-int8",
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "8,16,32,64",
     texts: Annotated[int, typer.Option(help="Texts embedded per variant and round.")] = 1024,
-    call: Annotated[int, typer.Option(help="Texts per embed() call (64: one cube's share of a bulk add).")] = 64,
+    call: Annotated[
+        int, typer.Option(help="Texts per embed() call (64: one cube's share of a bulk add).")
+    ] = 64,
     rounds: Annotated[int, typer.Option(help="Interleaved rounds; the median is reported.")] = 3,
     queries: Annotated[int, typer.Option(help="Queries timed per backend.")] = 100,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results to this file.")] = None,
@@ -129,14 +133,18 @@ def _embed_table(console: Any, result: dict[str, Any]) -> None:
 
     rates = result["texts_per_s"]
     sizes = list(next(iter(rates.values())))
-    table = Table(title=f"memos bench embed — texts/s, calls of {result['call']} texts, median of {result['rounds']}")
+    table = Table(
+        title=f"memos bench embed — texts/s, calls of {result['call']} texts, median of {result['rounds']}"
+    )
     table.add_column("backend")
     for size in sizes:
         table.add_column(f"batch {size}", justify="right")
     table.add_column("query p50 / p95 ms", justify="right")
     for backend, row in rates.items():
         lat = result["query_latency"][backend]
-        table.add_row(backend, *(f"{row[s]['median']:.0f}" for s in sizes), f"{lat['p50_ms']} / {lat['p95_ms']}")
+        table.add_row(
+            backend, *(f"{row[s]['median']:.0f}" for s in sizes), f"{lat['p50_ms']} / {lat['p95_ms']}"
+        )
     console.print(table)
 
 

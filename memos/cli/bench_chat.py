@@ -19,14 +19,21 @@ def chat(
     ctx: typer.Context,
     runtime: Annotated[
         list[str] | None,
-        typer.Option("--runtime", "-r", help="Runtime to measure (repeatable). Default: transformers and llama_cpp."),
+        typer.Option(
+            "--runtime", "-r", help="Runtime to measure (repeatable). Default: transformers and llama_cpp."
+        ),
     ] = None,
     server_url: Annotated[
-        str | None, typer.Option(help="Also measure the openai runtime against this server, e.g. http://127.0.0.1:8000/v1.")
+        str | None,
+        typer.Option(
+            help="Also measure the openai runtime against this server, e.g. http://127.0.0.1:8000/v1."
+        ),
     ] = None,
     server_model: Annotated[str, typer.Option(help="Model name to ask the server for.")] = "default",
     n: Annotated[int, typer.Option("--n", min=10, help="Memories in the cube.")] = 1000,
-    questions: Annotated[int, typer.Option(min=1, help="Questions timed per runtime (after one warm-up).")] = 8,
+    questions: Annotated[
+        int, typer.Option(min=1, help="Questions timed per runtime (after one warm-up).")
+    ] = 8,
     max_tokens: Annotated[int, typer.Option(min=1, help="Answer length.")] = 48,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results to this file.")] = None,
 ) -> None:
@@ -56,7 +63,15 @@ def chat(
         from rich.table import Table
 
         table = Table(title=f"memos bench chat — {n:,} memories, {questions} questions, {max_tokens} tokens")
-        for col in ("runtime", "model", "TTFT ms", "tokens/s", "retrieval ms", "retrieval share", "prompt tok"):
+        for col in (
+            "runtime",
+            "model",
+            "TTFT ms",
+            "tokens/s",
+            "retrieval ms",
+            "retrieval share",
+            "prompt tok",
+        ):
             table.add_column(col, justify="right" if col not in ("runtime", "model") else "left")
         for name, r in results.items():
             table.add_row(name, f"{r['model']} ({r['dtype']})", f"{r['ttft_ms']:.0f}", f"{r['tokens_per_s']:.1f}",
@@ -76,7 +91,9 @@ def activation(
         list[str] | None,
         typer.Option("--model", help="Bundled model or path (repeatable). Default: smollm2-135m-instruct."),
     ] = None,
-    sizes: Annotated[str, typer.Option(help="Comma-separated prefix lengths in tokens.")] = "512,1024,2048,4096",
+    sizes: Annotated[
+        str, typer.Option(help="Comma-separated prefix lengths in tokens.")
+    ] = "512,1024,2048,4096",
     repeats: Annotated[int, typer.Option(min=1, help="Runs per measurement (median).")] = 3,
     threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results to this file.")] = None,
@@ -107,7 +124,15 @@ def activation(
         from rich.table import Table
 
         table = Table(title="memos bench activation — TTFT with a compiled KV prefix vs plain prefill")
-        for col in ("runtime", "prefix tokens", "prefill ms", "KV ms (incl. load)", "speedup", "load ms", "bytes/token"):
+        for col in (
+            "runtime",
+            "prefix tokens",
+            "prefill ms",
+            "KV ms (incl. load)",
+            "speedup",
+            "load ms",
+            "bytes/token",
+        ):
             table.add_column(col, justify="left" if col == "runtime" else "right")
         for key, per in results.items():
             for size, r in per.items():
@@ -123,7 +148,9 @@ def activation(
 def parametric(
     ctx: typer.Context,
     facts: Annotated[int, typer.Option(min=4, max=1000, help="Synthetic facts to consolidate.")] = 100,
-    model: Annotated[str, typer.Option("--model", help="Base model (bundled name or path).")] = "smollm2-135m-instruct",
+    model: Annotated[
+        str, typer.Option("--model", help="Base model (bundled name or path).")
+    ] = "smollm2-135m-instruct",
     epochs: Annotated[int | None, typer.Option(help="At most this many epochs.")] = None,
     retrieval_questions: Annotated[
         int | None, typer.Option(help="Facts asked through MemOS.chat for the retrieval rows (default: all).")
@@ -146,8 +173,19 @@ def parametric(
     def render(console: Any) -> None:
         from rich.table import Table
 
-        table = Table(title=f"memos bench parametric — {facts} facts, exact-match recall (held-out phrasings)")
-        for col in ("adapter", "adapter (seen)", "retrieval", "both", "base", "ppl ratio", "train s", "adapter MB"):
+        table = Table(
+            title=f"memos bench parametric — {facts} facts, exact-match recall (held-out phrasings)"
+        )
+        for col in (
+            "adapter",
+            "adapter (seen)",
+            "retrieval",
+            "both",
+            "base",
+            "ppl ratio",
+            "train s",
+            "adapter MB",
+        ):
             table.add_column(col, justify="right")
         r = results
         table.add_row(f"{r['recall_adapter']:.0%}", f"{r['recall_adapter_seen']:.0%}", f"{r['recall_retrieval']:.0%}",

@@ -47,9 +47,13 @@ def _footer(result: ChatResult) -> str:
     )
 
 
-def _ask(mos: MemOS, state: State, message: str, cube_id: str, session: str | None, opts: dict[str, Any]) -> ChatResult:
+def _ask(
+    mos: MemOS, state: State, message: str, cube_id: str, session: str | None, opts: dict[str, Any]
+) -> ChatResult:
     """Stream one answer to stdout; return its result."""
-    stream = mos.chat(message, user_id=state.user, cube_ids=[cube_id], session_id=session, stream=True, **opts)
+    stream = mos.chat(
+        message, user_id=state.user, cube_ids=[cube_id], session_id=session, stream=True, **opts
+    )
     for piece in stream:
         sys.stdout.write(piece)
         sys.stdout.flush()
@@ -74,17 +78,24 @@ def chat(
     ctx: typer.Context,
     message: Annotated[
         str | None,
-        typer.Option("--message", "-m", help="Ask one question and exit (default: interactive).", show_default=False),
+        typer.Option(
+            "--message", "-m", help="Ask one question and exit (default: interactive).", show_default=False
+        ),
     ] = None,
     cube: Annotated[
-        str | None, typer.Option("--cube", "-c", help="Cube id or name (default: your 'default' cube).", show_default=False)
+        str | None,
+        typer.Option(
+            "--cube", "-c", help="Cube id or name (default: your 'default' cube).", show_default=False
+        ),
     ] = None,
     session: Annotated[
         str | None, typer.Option("--session", "-s", help="Continue this session.", show_default=False)
     ] = None,
     runtime: Annotated[
         str | None,
-        typer.Option("--runtime", "-r", help="transformers | llama_cpp | openai (default: config).", show_default=False),
+        typer.Option(
+            "--runtime", "-r", help="transformers | llama_cpp | openai (default: config).", show_default=False
+        ),
     ] = None,
     model: Annotated[
         str | None, typer.Option("--model", help="Model name or path (default: config).", show_default=False)
@@ -128,7 +139,9 @@ def _stderr() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def _repl(mos: MemOS, state: State, cube_id: str, session: str | None, opts: dict[str, Any], err: Console) -> None:
+def _repl(
+    mos: MemOS, state: State, cube_id: str, session: str | None, opts: dict[str, Any], err: Console
+) -> None:
     last: ChatResult | None = None
     interactive = sys.stdin.isatty()
     err.print(f"[dim]memos chat — user {state.user}; /help for commands, /exit to leave[/dim]")

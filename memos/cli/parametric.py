@@ -22,7 +22,7 @@ from memos.cli.app import (
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from memos.parametric import AdapterInfo
+    from memos.parametric import LoraInfo
 
 parametric_app = typer.Typer(
     help="Parametric memory: memories consolidated into a gated LoRA adapter for one base model.",
@@ -31,17 +31,20 @@ parametric_app = typer.Typer(
 app.add_typer(parametric_app, name="parametric", rich_help_panel=PANEL_MEMORIES)
 
 CubeOpt = Annotated[
-    str | None, typer.Option("--cube", "-c", help="Cube id or name (default: your 'default' cube).", show_default=False)
+    str | None,
+    typer.Option("--cube", "-c", help="Cube id or name (default: your 'default' cube).", show_default=False),
 ]
 IdArg = Annotated[str, typer.Argument(help="Adapter id (a unique prefix of it is enough).")]
 COLOURS = {"active": "green", "inactive": "white", "rejected": "red", "stale": "yellow", "retired": "red"}
 
 
-def _row(console: Console, info: AdapterInfo) -> None:
+def _row(console: Console, info: LoraInfo) -> None:
     colour = COLOURS[info.state]
     ev = info.evaluation
     scores = (
-        f"recall {ev.recall_adapter:.0%} (base {ev.recall_base:.0%}) · ppl ×{ev.ppl_ratio:.3f}" if ev else "not evaluated"
+        f"recall {ev.recall_adapter:.0%} (base {ev.recall_base:.0%}) · ppl ×{ev.ppl_ratio:.3f}"
+        if ev
+        else "not evaluated"
     )
     console.print(
         f"[cyan]{info.id[:16]}[/cyan] [{colour}]{info.state}[/{colour}] {info.name!r} "
@@ -57,7 +60,8 @@ def consolidate(
     ctx: typer.Context,
     cube: CubeOpt = None,
     memory: Annotated[
-        list[str] | None, typer.Option("--memory", "-m", help="Consolidate exactly these memories (repeatable).")
+        list[str] | None,
+        typer.Option("--memory", "-m", help="Consolidate exactly these memories (repeatable)."),
     ] = None,
     top_n: Annotated[int, typer.Option(help="Selector: facts, profile and preferences to take.")] = 200,
     model: Annotated[str | None, typer.Option("--model", help="Base model name or path.")] = None,
@@ -65,7 +69,9 @@ def consolidate(
     rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
     name: Annotated[str, typer.Option(help="Adapter name.")] = "default",
-    no_activate: Annotated[bool, typer.Option("--no-activate", help="Keep a passing adapter inactive.")] = False,
+    no_activate: Annotated[
+        bool, typer.Option("--no-activate", help="Keep a passing adapter inactive.")
+    ] = False,
 ) -> None:
     """Train a LoRA adapter on the cube's memories, gate it, store it (Ctrl-C cancels cleanly)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -143,9 +149,13 @@ def show(ctx: typer.Context, adapter_id: IdArg) -> None:
         console.print("  hyper-parameters: " + ", ".join(f"{k}={v}" for k, v in info.hyper.items()))
         console.print(f"  data {info.data_hash[:16]} · examples {info.n_examples}")
         if info.evaluation:
-            console.print("  evaluation: " + ", ".join(f"{k}={v}" for k, v in info.evaluation.model_dump().items()))
+            console.print(
+                "  evaluation: " + ", ".join(f"{k}={v}" for k, v in info.evaluation.model_dump().items())
+            )
         for e in info.epochs:
-            console.print(f"  epoch {e['epoch']}: loss {e['loss']:.3f}, held-out recall {e['heldout_recall']:.0%}")
+            console.print(
+                f"  epoch {e['epoch']}: loss {e['loss']:.3f}, held-out recall {e['heldout_recall']:.0%}"
+            )
         for m in info.memories:
             console.print(f"    {m['id']} v{m['version']}")
 
@@ -189,12 +199,17 @@ def retrain(ctx: typer.Context, cube: CubeOpt = None) -> None:
         done: list[dict[str, Any]] = []
         for info in mos.parametric.pending(cube_id, user_id=state.user):
             new = mos.parametric.retrain(info.id, user_id=state.user)
-            done.append({"retired": info.id, "new": new.id if new else None, "state": new.state if new else None})
+            done.append(
+                {"retired": info.id, "new": new.id if new else None, "state": new.state if new else None}
+            )
 
     def render(console: Console) -> None:
         if not done:
             console.print("no retrain queued")
         for d in done:
-            console.print(f"{d['retired'][:16]} → " + (f"{d['new'][:16]} {d['state']}" if d["new"] else "nothing left to train on"))
+            console.print(
+                f"{d['retired'][:16]} → "
+                + (f"{d['new'][:16]} {d['state']}" if d["new"] else "nothing left to train on")
+            )
 
     emit(state, done, render)

@@ -64,7 +64,12 @@ def grid(title: str | None = None, *, leading: int = 0) -> Table:
     """A table without vertical rules, two spaces between columns (a ruled table spends
     three columns of an 80-column terminal on each)."""
     return Table(
-        title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0), leading=leading
+        title=title,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+        leading=leading,
     )
 
 
@@ -145,7 +150,10 @@ def hits_table(hits: Sequence[SearchHit], query: str) -> Table:
         m = hit.memory
         why = f"[dim italic]{escape('; '.join(hit.why))}[/dim italic]" if hit.why else ""
         table.add_row(
-            str(rank), f"{hit.score:.3f}", m.id, "\n".join(x for x in (escape(short(m.text)), details(m), why) if x)
+            str(rank),
+            f"{hit.score:.3f}",
+            m.id,
+            "\n".join(x for x in (escape(short(m.text)), details(m), why) if x),
         )
     return table
 

@@ -1,6 +1,6 @@
 """Moving memories in and out: chat logs (``import-chat``) and ``.memcube`` archives.
 
-Chat logs are read by :func:`memos.chatlog.load_chat` (the same reader the demo uses):
+Chat logs are read by :func:`memos.archive.chatlog.load_chat` (the same reader the demo uses):
 a JSON list of messages, JSONL (one message per line), or the session format
 ``{"sessions": [{"id", "date", "messages": […]}, …]}``. The whole file is validated before
 anything is written (a bad message names its place in the file and stores nothing); then each
@@ -35,7 +35,7 @@ from memos.errors import AlreadyExists, InvalidInput
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from memos.chatlog import ChatSession
+    from memos.archive.chatlog import ChatSession
     from memos.config import Settings
 
 
@@ -52,7 +52,7 @@ def _validate(sessions: list[ChatSession], settings: Settings, default_session: 
     Here each session is checked whole (no count limit: the batches keep to it), so the
     error names ``messages[i]`` by its position in the file (in its session, if several).
     """
-    from memos.ingest import parse_messages
+    from memos.plaintext.validation import parse_messages
 
     for n, s in enumerate(sessions):
         where = f"session {n + 1} of {len(sessions)}" + (f" ({s.id!r})" if s.id is not None else "")
@@ -104,7 +104,7 @@ def import_chat(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from memos.chatlog import load_chat
+    from memos.archive.chatlog import load_chat
 
     state = get_state(ctx)
     settings = settings_for(state)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from memos.errors import InvalidInput
-from memos.timeparse import TimeMention
+from memos.plaintext.retrieval.timeparse import TimeMention
 
 if TYPE_CHECKING:
     from memos.extract.rules import RuleExtractor

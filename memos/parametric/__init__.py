@@ -63,13 +63,15 @@ GENERAL_TEXT = Path(__file__).with_name("general_text.txt")
 CONSOLIDATE_TYPES = ("fact", "profile", "preference", "procedure")
 State = Literal["active", "inactive", "rejected", "stale", "retired"]
 
-__all__ = ["AdapterInfo", "Evaluation", "ParametricMemory", "TrainConfig", "KIND", "gate"]
+__all__ = ["LoraInfo", "Evaluation", "ParametricMemory", "TrainConfig", "KIND", "gate"]
 
 
 class Evaluation(BaseModel):
     recall_base: float = Field(description="held-out exact-match recall of the base model")
     recall_adapter: float = Field(description="the same with the adapter")
-    recall_seen_adapter: float = Field(description="recall on one trained phrasing per fact, with the adapter")
+    recall_seen_adapter: float = Field(
+        description="recall on one trained phrasing per fact, with the adapter"
+    )
     ppl_base: float = Field(description="perplexity of the general text, base model")
     ppl_adapter: float
     ppl_ratio: float
@@ -78,7 +80,7 @@ class Evaluation(BaseModel):
     reasons: list[str] = Field(default_factory=list, description="why it failed the gate")
 
 
-class AdapterInfo(BaseModel):
+class LoraInfo(BaseModel):
     """The manifest of one parametric-memory adapter."""
 
     id: str = Field(description="sha256 of the adapter's safetensors blob")
@@ -97,7 +99,9 @@ class AdapterInfo(BaseModel):
     bytes: int
     gguf: dict[str, Any] | None = Field(None, description="{sha256, bytes} of the GGUF LoRA for llama.cpp")
     created_at: datetime
-    retrain: dict[str, Any] | None = Field(None, description="a queued retrain: {memory_ids, queued_at, reason}")
+    retrain: dict[str, Any] | None = Field(
+        None, description="a queued retrain: {memory_ids, queued_at, reason}"
+    )
 
     @property
     def memory_ids(self) -> list[str]:
@@ -136,7 +140,7 @@ class ParametricMemory:
         progress: ProgressFn | None = None,
         on_epoch: Callable[[EpochReport], None] | None = None,
         cancel: threading.Event | None = None,
-    ) -> AdapterInfo:
+    ) -> LoraInfo:
         """Train an adapter on the cube's memories (``memory_ids``, or the top ``top_n``
         facts, profile and preference memories by importance, use and recency), evaluate
         it, gate it, store it. Returns its manifest; ``state`` says whether it passed
@@ -157,10 +161,14 @@ class ParametricMemory:
             chosen = [(r.id, r.text, r.version) for r in rows]
         owner_name = mos.get_user(user_id).name  # its own session: not inside the write one above
         if not chosen:
-            raise InvalidInput("no memories to consolidate (the cube has no active facts, profile or preferences)")
+            raise InvalidInput(
+                "no memories to consolidate (the cube has no active facts, profile or preferences)"
+            )
         rt = runtime if runtime is not None else self._train_runtime(model)
         if not getattr(rt, "supports_training", False):
-            raise InvalidInput("consolidation trains on the transformers runtime (a local checkpoint of the base model)")
+            raise InvalidInput(
+                "consolidation trains on the transformers runtime (a local checkpoint of the base model)"
+            )
         system_prompt = mos.settings.chat.system_prompt.replace("{user}", owner_name)
         examples = build_examples([(mid, text) for mid, text, _ in chosen], owner_name, seed=cfg.seed)
         trainer = Trainer(rt, cfg, system_prompt, cancel)
@@ -201,7 +209,16 @@ class ParametricMemory:
                     self._deactivate_others(s, cube_id, rt.fingerprint.as_dict(), sha)
                 row = s.get(BlobRow, sha)
                 if row is None:
-                    s.add(BlobRow(sha256=sha, cube_id=cube_id, kind=KIND, size=len(data), created_at=now, manifest=manifest))
+                    s.add(
+                        BlobRow(
+                            sha256=sha,
+                            cube_id=cube_id,
+                            kind=KIND,
+                            size=len(data),
+                            created_at=now,
+                            manifest=manifest,
+                        )
+                    )
                 else:
                     row.manifest = manifest
                 self._clear_queued(s, cube_id, [mid for mid, _, _ in chosen])
@@ -240,7 +257,11 @@ class ParametricMemory:
             raise InvalidInput("top_n must be an integer from 1 to 5000")
         q = (
             select(MemoryRow)
-            .where(MemoryRow.cube_id == cube_id, MemoryRow.state == "active", MemoryRow.type.in_(CONSOLIDATE_TYPES))
+            .where(
+                MemoryRow.cube_id == cube_id,
+                MemoryRow.state == "active",
+                MemoryRow.type.in_(CONSOLIDATE_TYPES),
+            )
             .order_by(MemoryRow.importance.desc(), MemoryRow.hits.desc(), MemoryRow.recorded_at.desc())
             .limit(top_n)
         )
@@ -272,7 +293,9 @@ class ParametricMemory:
         def recall(items: Sequence[Example]) -> float:
             if not items:
                 return 0.0
-            answers = generate(model, rt, [e.prompt for e in items], system_prompt, cfg.max_new_tokens, device)
+            answers = generate(
+                model, rt, [e.prompt for e in items], system_prompt, cfg.max_new_tokens, device
+            )
             return sum(contains(a, e.obj) for a, e in zip(answers, items, strict=True)) / len(items)
 
         r_adapter, r_seen = recall(heldout), recall(list(seen.values()))
@@ -318,7 +341,7 @@ class ParametricMemory:
         return write_blob(self.blob_path(sha, suffix), data)
 
     # ------------------------------------------------------------------ read and manage
-    def list(self, cube_id: str, *, user_id: str) -> builtins.list[AdapterInfo]:
+    def list(self, cube_id: str, *, user_id: str) -> builtins.list[LoraInfo]:
         """The cube's adapters (every state), newest first."""
 
         mos = self.mos
@@ -328,7 +351,7 @@ class ParametricMemory:
         self._refresh(out)
         return sorted(out, key=lambda i: i.created_at, reverse=True)
 
-    def show(self, adapter_id: str, *, user_id: str) -> AdapterInfo:
+    def show(self, adapter_id: str, *, user_id: str) -> LoraInfo:
 
         mos = self.mos
         with mos.store.session() as s:
@@ -338,7 +361,7 @@ class ParametricMemory:
         self._refresh([info])
         return info
 
-    def activate(self, adapter_id: str, *, user_id: str) -> AdapterInfo:
+    def activate(self, adapter_id: str, *, user_id: str) -> LoraInfo:
         """Make an adapter that passed its gate the cube's active one for its base model."""
 
         mos = self.mos
@@ -348,14 +371,16 @@ class ParametricMemory:
             state = row.manifest.get("state")
             if state != "inactive":
                 why = row.manifest.get("reason") or ""
-                raise InvalidState(f"adapter {row.sha256[:12]} is {state}{': ' + why if why else ''}; only an inactive adapter that passed its gate can be activated")
+                raise InvalidState(
+                    f"adapter {row.sha256[:12]} is {state}{': ' + why if why else ''}; only an inactive adapter that passed its gate can be activated"
+                )
             self._deactivate_others(s, row.cube_id or "", row.manifest.get("base", {}), row.sha256)
             row.manifest = {**row.manifest, "state": "active", "reason": None}
             info = self._info_row(row)
         self._refresh([info])
         return info
 
-    def deactivate(self, adapter_id: str, *, user_id: str) -> AdapterInfo:
+    def deactivate(self, adapter_id: str, *, user_id: str) -> LoraInfo:
 
         mos = self.mos
         with mos.write_lock, mos.store.session() as s:
@@ -376,13 +401,15 @@ class ParametricMemory:
             s.delete(row)
 
     # ------------------------------------------------------------------ chat
-    def for_chat(self, cube_ids: Sequence[str], runtime: Runtime, limit: int) -> builtins.list[tuple[AdapterInfo, Any]]:
+    def for_chat(
+        self, cube_ids: Sequence[str], runtime: Runtime, limit: int
+    ) -> builtins.list[tuple[LoraInfo, Any]]:
         """The active adapters of ``cube_ids`` (in order, one per cube, at most ``limit``)
         for this runtime's base model, loaded on the runtime."""
         if limit <= 0 or not runtime.supports_lora:
             return []
         fp = runtime.fingerprint.as_dict()
-        found: builtins.list[AdapterInfo] = []
+        found: builtins.list[LoraInfo] = []
         with self.mos.store.session() as s:
             for cube_id in cube_ids:
                 for row in self._rows(s, cube_id):
@@ -391,7 +418,7 @@ class ParametricMemory:
                         found.append(self._info_row(row))
                         break
         self._refresh(found)
-        out: builtins.list[tuple[AdapterInfo, Any]] = []
+        out: builtins.list[tuple[LoraInfo, Any]] = []
         for info in found:
             if info.state != "active" or len(out) >= limit:
                 continue
@@ -407,7 +434,9 @@ class ParametricMemory:
         """Erasure: the subscriber to ``memory_purged`` (:mod:`memos.events`)."""
         self.invalidate(event.memory_ids, "a memory it was trained on was purged", purge=True)
 
-    def invalidate(self, memory_ids: Sequence[str], reason: str, *, purge: bool = False) -> builtins.list[str]:
+    def invalidate(
+        self, memory_ids: Sequence[str], reason: str, *, purge: bool = False
+    ) -> builtins.list[str]:
         """Adapters trained on one of ``memory_ids``: with ``purge``, *retired* (blob files
         deleted, purged ids scrubbed); otherwise ``stale``. Both queue a retrain on the
         remaining memories."""
@@ -437,11 +466,11 @@ class ParametricMemory:
                 row.manifest = m
         return hit
 
-    def pending(self, cube_id: str, *, user_id: str) -> builtins.list[AdapterInfo]:
+    def pending(self, cube_id: str, *, user_id: str) -> builtins.list[LoraInfo]:
         """Adapters with a queued retrain (retired or stale ones)."""
         return [i for i in self.list(cube_id, user_id=user_id) if i.retrain]
 
-    def retrain(self, adapter_id: str, *, user_id: str, **kwargs: Any) -> AdapterInfo | None:
+    def retrain(self, adapter_id: str, *, user_id: str, **kwargs: Any) -> LoraInfo | None:
         """Run a queued retrain: a new adapter on the remaining (still active) memories,
         same name and hyper-parameters. ``None`` when no memory is left to train on (the
         queue entry is cleared)."""
@@ -458,7 +487,9 @@ class ParametricMemory:
                 row = self._row(s, info.id)
                 row.manifest = {**row.manifest, "retrain": None}
             return None
-        kwargs.setdefault("config", TrainConfig(**{**info.hyper, "target_modules": tuple(info.hyper["target_modules"])}))
+        kwargs.setdefault(
+            "config", TrainConfig(**{**info.hyper, "target_modules": tuple(info.hyper["target_modules"])})
+        )
         kwargs.setdefault("name", info.name)
         return self.consolidate(info.cube_id, user_id=user_id, memory_ids=left, **kwargs)
 
@@ -470,19 +501,26 @@ class ParametricMemory:
             if q and set(q.get("memory_ids", [])) <= covered:
                 row.manifest = {**row.manifest, "retrain": None}
 
-    def _refresh(self, infos: Sequence[AdapterInfo]) -> None:
+    def _refresh(self, infos: Sequence[LoraInfo]) -> None:
         """Active adapters whose memories changed or went since training become stale."""
         live = [i for i in infos if i.state in ("active", "inactive")]
         if not live:
             return
         ids = {m["id"] for i in live for m in i.memories}
         with self.mos.store.session() as s:
-            current = {r.id: (r.state, r.version) for r in s.scalars(select(MemoryRow).where(MemoryRow.id.in_(list(ids))))}
+            current = {
+                r.id: (r.state, r.version)
+                for r in s.scalars(select(MemoryRow).where(MemoryRow.id.in_(list(ids))))
+            }
         for info in live:
             for m in info.memories:
                 state, version = current.get(m["id"], ("purged", None))
                 if state != "active" or version != m["version"]:
-                    why = f"memory {m['id']} is {state}" if state != "active" else f"memory {m['id']} changed (v{version})"
+                    why = (
+                        f"memory {m['id']} is {state}"
+                        if state != "active"
+                        else f"memory {m['id']} changed (v{version})"
+                    )
                     self.invalidate([m["id"]], why, purge=state == "purged")
                     with self.mos.store.session() as s:
                         row = s.get(BlobRow, info.id)
@@ -501,8 +539,16 @@ class ParametricMemory:
     # ------------------------------------------------------------------ helpers
     def _deactivate_others(self, s: Any, cube_id: str, base: Mapping[str, str], keep: str) -> None:
         for other in self._rows(s, cube_id):
-            if other.sha256 != keep and other.manifest.get("state") == "active" and _same_base(other.manifest.get("base", {}), base):
-                other.manifest = {**other.manifest, "state": "inactive", "reason": f"superseded by {keep[:12]}"}
+            if (
+                other.sha256 != keep
+                and other.manifest.get("state") == "active"
+                and _same_base(other.manifest.get("base", {}), base)
+            ):
+                other.manifest = {
+                    **other.manifest,
+                    "state": "inactive",
+                    "reason": f"superseded by {keep[:12]}",
+                }
 
     def _unlink(self, row: BlobRow) -> None:
         self.blob_path(row.sha256).unlink(missing_ok=True)
@@ -512,25 +558,35 @@ class ParametricMemory:
 
     @staticmethod
     def _rows(s: Any, cube_id: str) -> builtins.list[BlobRow]:
-        q = select(BlobRow).where(BlobRow.kind == KIND, BlobRow.cube_id == cube_id).order_by(BlobRow.created_at.desc())
+        q = (
+            select(BlobRow)
+            .where(BlobRow.kind == KIND, BlobRow.cube_id == cube_id)
+            .order_by(BlobRow.created_at.desc())
+        )
         return list(s.scalars(q))
 
     @staticmethod
     def _row(s: Any, adapter_id: str) -> BlobRow:
         if not isinstance(adapter_id, str) or len(adapter_id) < 6:
             raise InvalidInput("give an adapter id (at least 6 characters of it)")
-        rows = list(s.scalars(select(BlobRow).where(BlobRow.kind == KIND, BlobRow.sha256.startswith(adapter_id.lower()))))
+        rows = list(
+            s.scalars(
+                select(BlobRow).where(BlobRow.kind == KIND, BlobRow.sha256.startswith(adapter_id.lower()))
+            )
+        )
         if len(rows) != 1:
-            raise NotFound(f"no adapter {adapter_id!r}" if not rows else f"{adapter_id!r} is ambiguous; give more of it")
+            raise NotFound(
+                f"no adapter {adapter_id!r}" if not rows else f"{adapter_id!r} is ambiguous; give more of it"
+            )
         return rows[0]
 
-    def _info_row(self, row: BlobRow) -> AdapterInfo:
+    def _info_row(self, row: BlobRow) -> LoraInfo:
         return self._info(row.sha256, row.cube_id or "", row.size, row.created_at, row.manifest)
 
     @staticmethod
-    def _info(sha: str, cube_id: str, size: int, created: datetime, m: Mapping[str, Any]) -> AdapterInfo:
+    def _info(sha: str, cube_id: str, size: int, created: datetime, m: Mapping[str, Any]) -> LoraInfo:
         ev = m.get("evaluation")
-        return AdapterInfo(
+        return LoraInfo(
             id=sha, cube_id=cube_id, name=m.get("name", "default"), state=m.get("state", "inactive"),
             reason=m.get("reason"), base=dict(m.get("base", {})), memories=list(m.get("memories", [])),
             hyper=dict(m.get("hyper", {})), data_hash=m.get("data_hash", ""), n_examples=dict(m.get("n_examples", {})),
@@ -540,7 +596,9 @@ class ParametricMemory:
         )  # fmt: skip
 
 
-def gate(recall_base: float, recall_adapter: float, n_heldout: int, ppl_ratio: float, max_ppl_increase: float) -> list[str]:
+def gate(
+    recall_base: float, recall_adapter: float, n_heldout: int, ppl_ratio: float, max_ppl_increase: float
+) -> list[str]:
     """Why an adapter fails the gate (empty: it passes)."""
     reasons = []
     if n_heldout == 0:
@@ -548,16 +606,23 @@ def gate(recall_base: float, recall_adapter: float, n_heldout: int, ppl_ratio: f
     elif recall_adapter <= recall_base:
         reasons.append(f"held-out recall did not improve ({recall_adapter:.2f} vs base {recall_base:.2f})")
     if not ppl_ratio <= 1 + max_ppl_increase:
-        reasons.append(f"general-text perplexity rose {100 * (ppl_ratio - 1):.1f}% (limit {100 * max_ppl_increase:.0f}%)")
+        reasons.append(
+            f"general-text perplexity rose {100 * (ppl_ratio - 1):.1f}% (limit {100 * max_ppl_increase:.0f}%)"
+        )
     return reasons
 
 
 def _same_base(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
     """Same model weights and tokenizer (the runtime and its dtype may differ)."""
-    return bool(a) and a.get("model_id") == b.get("model_id") and a.get("weights_sha256") == b.get("weights_sha256")
+    return (
+        bool(a)
+        and a.get("model_id") == b.get("model_id")
+        and a.get("weights_sha256") == b.get("weights_sha256")
+    )
 
 
-def check_base(info: AdapterInfo, runtime: Runtime) -> None:
+def check_base(info: LoraInfo, runtime: Runtime) -> None:
     if not _same_base(info.base, runtime.fingerprint.as_dict()):
-        raise FingerprintMismatch(f"adapter {info.id[:12]} was trained for {info.base.get('model_id')}, not {runtime.fingerprint.model_id}")
-
+        raise FingerprintMismatch(
+            f"adapter {info.id[:12]} was trained for {info.base.get('model_id')}, not {runtime.fingerprint.model_id}"
+        )

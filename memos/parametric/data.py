@@ -23,7 +23,16 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
-__all__ = ["Example", "Fact", "Relation", "RELATIONS", "parse_fact", "examples_for", "build_examples", "data_hash"]
+__all__ = [
+    "Example",
+    "Fact",
+    "Relation",
+    "RELATIONS",
+    "parse_fact",
+    "examples_for",
+    "build_examples",
+    "data_hash",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +232,9 @@ def examples_for(memory_id: str, text: str, user_name: str | None = None, *, hel
     rng.shuffle(questions)
     cut = max(0, len(questions) - heldout)
     for i, question in enumerate(questions):
-        out.append(Example(memory_id, "question", question, said, "train" if i < cut else "heldout", fact.obj))
+        out.append(
+            Example(memory_id, "question", question, said, "train" if i < cut else "heldout", fact.obj)
+        )
     return out
 
 

@@ -34,7 +34,9 @@ _KEY = re.compile(r"(?:base_model\.model\.)?model\.layers\.(\d+)\.(.+)\.lora_([A
 def _permute_rows(weight: Any, n_head: int) -> Any:
     """llama.cpp's row order for a rotary projection with ``n_head`` heads."""
     rows = weight.shape[0]
-    return weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+    return (
+        weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+    )
 
 
 def export_gguf_lora(state: dict[str, Any], config: dict[str, Any], alpha: float, path: Path) -> Path:

@@ -98,7 +98,9 @@ def turn_end(runtime: TrainableRuntime) -> str:
     return "\nUser:"  # the plain format: the next turn's label is the stop sequence
 
 
-def encode(runtime: TrainableRuntime, ex: Example, system_prompt: str) -> tuple[list[int], list[int], list[int]]:
+def encode(
+    runtime: TrainableRuntime, ex: Example, system_prompt: str
+) -> tuple[list[int], list[int], list[int]]:
     """(shared prefix ids, input ids, labels) of one example; labels are -100 where no loss is taken.
 
     Chat examples share one prefix (the rendered system prompt and the user turn's header),
@@ -212,7 +214,9 @@ class Trainer:
                     for group in _by_prefix(train, idx):
                         losses.append(self._step(model, train, group, pad, device))
                     if replay:
-                        self._anchor(model, [replay[rng.randrange(len(replay))] for _ in range(cfg.replay)], device)
+                        self._anchor(
+                            model, [replay[rng.randrange(len(replay))] for _ in range(cfg.replay)], device
+                        )
                     torch.nn.utils.clip_grad_norm_(params, 1.0)
                     opt.step()
                     sched.step()
@@ -222,7 +226,9 @@ class Trainer:
                         progress(step, total, losses[-1])
             recall = -1.0
             if probe and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
-                answers = generate(model, self.runtime, [e.prompt for e in probe], self.system_prompt, 16, device)
+                answers = generate(
+                    model, self.runtime, [e.prompt for e in probe], self.system_prompt, 16, device
+                )
                 recall = sum(contains(a, e.obj) for a, e in zip(answers, probe, strict=True)) / len(probe)
             report = EpochReport(epoch, sum(losses) / max(1, len(losses)), recall, time.perf_counter() - t0)
             result.epochs.append(report)
@@ -319,7 +325,9 @@ def generate(model: Any, runtime: TrainableRuntime, prompts: Sequence[str], syst
              max_new_tokens: int, device: str, batch_size: int = 32) -> list[str]:  # fmt: skip
     """Greedy answers of ``model`` (on ``device``) to ``prompts`` asked as chat turns under
     ``system_prompt``, batched by the runtime."""
-    rendered = [runtime.render([ChatMessage("system", system_prompt), ChatMessage("user", p)]) for p in prompts]
+    rendered = [
+        runtime.render([ChatMessage("system", system_prompt), ChatMessage("user", p)]) for p in prompts
+    ]
     ids = [runtime.tokenize(r) for r in rendered]
     return runtime.generate_ids(ids, max_new_tokens, model=model, batch_size=batch_size)
 

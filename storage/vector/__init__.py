@@ -6,7 +6,7 @@
   server or cluster (``qdrant-client``), cubes as tenants.
 
 Both store a cosine ``dense`` vector and a ``lexical`` sparse vector (BM25 weights from
-:mod:`memos.lexical`, IDF applied by the engine), so they score alike. The registry
+:mod:`memos.plaintext.retrieval.lexical`, IDF applied by the engine), so they score alike. The registry
 imports a backend by name when it is configured; this package imports neither, so
 ``import memos.storage.vector`` never loads qdrant.
 """

@@ -5,7 +5,7 @@ data in ``path`` (segments, a write-ahead log and ``edge_config.json``). The sha
 every cube; each point is one memory, keyed by its UUID, with
 
 - ``dense``: the embedder's vector, cosine distance;
-- ``lexical``: the BM25 term-frequency vector from :mod:`memos.lexical`, with Qdrant's
+- ``lexical``: the BM25 term-frequency vector from :mod:`memos.plaintext.retrieval.lexical`, with Qdrant's
   ``IDF`` modifier so inverse document frequencies are computed by the engine at search
   time over the points present;
 - a payload with at least ``cube_id``; keyword indexes on ``cube_id`` (tenant),

@@ -4,7 +4,7 @@ Every cube shares one collection; ``cube_id`` is a keyword payload index marked
 ``is_tenant`` so the server keeps each cube's points together and every search carries
 a ``cube_id`` filter. Vectors and payload are laid out exactly as in the embedded index
 (:mod:`memos.storage.vector.qdrant_edge`): a cosine ``dense`` vector and a ``lexical``
-sparse vector with the ``IDF`` modifier, fed by :mod:`memos.lexical`, so an index can
+sparse vector with the ``IDF`` modifier, fed by :mod:`memos.plaintext.retrieval.lexical`, so an index can
 move between the two and score the same.
 
 qdrant-client's in-process mode (``location=":memory:"`` or ``path=...``) runs the same
@@ -126,7 +126,9 @@ class QdrantServerIndex:
         if url == ":memory:":
             return cls(dim, location=":memory:", collection=collection)
         if url.startswith("qdrant-local:"):
-            return cls(dim, path=str(Path(url.removeprefix("qdrant-local:")).expanduser()), collection=collection)
+            return cls(
+                dim, path=str(Path(url.removeprefix("qdrant-local:")).expanduser()), collection=collection
+            )
         if url.startswith("qdrant://"):
             url = "http://" + url.removeprefix("qdrant://")
         return cls(dim, url=url, api_key=settings.api_key, collection=collection)

@@ -2,7 +2,7 @@
 
 Backends: the embedded Qdrant Edge shard (in ``tmp_path``), and qdrant-client's
 in-process mode both in memory and on disk (``path=``). Vectors are small and handmade;
-lexical vectors come from :mod:`memos.lexical`, as in production.
+lexical vectors come from :mod:`memos.plaintext.retrieval.lexical`, as in production.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from memos.errors import ConfigError, InvalidFilter, InvalidInput, StorageError
-from memos.lexical import encode_document, encode_query
+from memos.plaintext.retrieval.lexical import encode_document, encode_query
 from memos.protocols import (
     FieldMatch,
     FieldRange,

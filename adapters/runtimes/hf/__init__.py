@@ -4,11 +4,11 @@ from memos.adapters.runtimes.hf.config import TransformersSettings
 from memos.adapters.runtimes.hf.runtime import (
     ADAPTER_FORMAT,
     KV_FORMAT,
-    HFAdapter,
+    HFLora,
     HFPrefix,
     TransformersRuntime,
     _quiet_cache_rename,
 )
 
-__all__ = ["ADAPTER_FORMAT", "KV_FORMAT", "HFAdapter", "HFPrefix", "TransformersRuntime", "TransformersSettings",
+__all__ = ["ADAPTER_FORMAT", "KV_FORMAT", "HFLora", "HFPrefix", "TransformersRuntime", "TransformersSettings",
            "_quiet_cache_rename"]  # fmt: skip

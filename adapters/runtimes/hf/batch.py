@@ -36,7 +36,9 @@ def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
     return max(0, n)
 
 
-def _greedy(model: Any, head: list[int], rows: list[list[int]], max_new: int, stop: set[int], device: str) -> list[list[int]]:
+def _greedy(
+    model: Any, head: list[int], rows: list[list[int]], max_new: int, stop: set[int], device: str
+) -> list[list[int]]:
     import torch
 
     b = len(rows)

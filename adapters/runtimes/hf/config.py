@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from memos.models import DEFAULT_MODEL
+from memos.weights import DEFAULT_MODEL
 
 
 class TransformersSettings(BaseModel):

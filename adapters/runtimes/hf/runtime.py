@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from memos import models
+from memos import weights as bundled
 from memos.adapters.runtimes.hf.batch import greedy_batches
 from memos.adapters.runtimes.hf.config import TransformersSettings
 from memos.adapters.runtimes.local import LocalRuntime, check_prefix
@@ -30,7 +30,7 @@ KV_FORMAT = "memos-kv/transformers/1"
 
 
 @dataclass(frozen=True, eq=False)
-class HFAdapter:
+class HFLora:
     """A LoRA adapter loaded for the transformers runtime: per adapted module, (A, B) on the
     model's device, and peft's scale ``alpha / rank``."""
 
@@ -109,14 +109,23 @@ def _sdpa_gqa(
         "output_attentions", False
     )
     if query.device.type != "cpu" or groups == 1 or special:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs
+        )
     q_length = query.shape[2]
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     causal = bool(q_length > 1 and attention_mask is None and causal)
     if causal and key.shape[2] > q_length:  # an empty static cache: attend to the filled part only
         key, value = key[:, :, :q_length], value[:, :, :q_length]
     out = torch.nn.functional.scaled_dot_product_attention(
-        query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling, is_causal=causal, enable_gqa=True
+        query,
+        key,
+        value,
+        attn_mask=attention_mask,
+        dropout_p=dropout,
+        scale=scaling,
+        is_causal=causal,
+        enable_gqa=True,
     )
     return out.transpose(1, 2).contiguous(), None
 
@@ -131,7 +140,7 @@ class TransformersRuntime(LocalRuntime):
 
     def __init__(
         self,
-        model: str = models.DEFAULT_MODEL,
+        model: str = bundled.DEFAULT_MODEL,
         *,
         device: str = "auto",
         dtype: str = "float32",
@@ -156,8 +165,8 @@ class TransformersRuntime(LocalRuntime):
         if threads:
             torch.set_num_threads(threads)
         self._torch = torch
-        self.model_name = models.canonical(model)
-        self.path = models.hf_checkpoint(model, cache_dir)
+        self.model_name = bundled.canonical(model)
+        self.path = bundled.hf_checkpoint(model, cache_dir)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
             self.model = AutoModelForCausalLM.from_pretrained(
@@ -170,15 +179,15 @@ class TransformersRuntime(LocalRuntime):
         self.dtype = dtype
         max_pos = int(getattr(self.model.config, "max_position_embeddings", context_tokens) or context_tokens)
         self._context = min(context_tokens, max_pos)
-        weights, tok = models.checkpoint_hashes(self.path, cache_dir)
+        weights, tok = bundled.checkpoint_hashes(self.path, cache_dir)
         self._fingerprint = Fingerprint(self.name, self.model_name, weights, dtype, tok)
         self._template = self.tokenizer.chat_template
         self._bos = self.tokenizer.bos_token or ""
         self._eos_text = self.tokenizer.eos_token or ""
         self._eos = self._eos_ids()
         self._prefix_type = HFPrefix
-        self._adapter_type = HFAdapter
-        self._adapters: dict[str, HFAdapter] = {}
+        self._adapter_type = HFLora
+        self._adapters: dict[str, HFLora] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ identity
@@ -224,7 +233,9 @@ class TransformersRuntime(LocalRuntime):
             raise InvalidInput(f"a KV prefix needs 1 to {self._context - 1} tokens, got {len(ids)}")
         torch = self._torch
         with self._lock, torch.inference_mode():
-            out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True, logits_to_keep=1)
+            out = self.model(
+                input_ids=torch.tensor([ids], device=self.device), use_cache=True, logits_to_keep=1
+            )
             cache = out.past_key_values
             tensors: dict[str, Any] = {}
             layers = []
@@ -265,7 +276,9 @@ class TransformersRuntime(LocalRuntime):
         if expected and expected != [layer["class"] for layer in layers]:
             raise FingerprintMismatch("the KV prefix's cache layers do not match this model's")
         tensors = load(buf) if isinstance(buf, bytes) else self._mapped_tensors(buf, n_header)
-        kv = [(tensors[f"k.{i}"].to(self.device), tensors[f"v.{i}"].to(self.device)) for i in range(len(layers))]
+        kv = [
+            (tensors[f"k.{i}"].to(self.device), tensors[f"v.{i}"].to(self.device)) for i in range(len(layers))
+        ]
         return HFPrefix(ids, kv, [int(layer["seq"]) for layer in layers])
 
     def _mapped_tensors(self, buf: Any, n_header: int) -> dict[str, Any]:
@@ -284,12 +297,14 @@ class TransformersRuntime(LocalRuntime):
             size = torch.empty((), dtype=dtype).element_size()
             if end > len(buf) - 8 - n_header or (end - start) % size:
                 raise InvalidInput("the KV prefix file is truncated")
-            flat = torch.frombuffer(buf, dtype=dtype, count=(end - start) // size, offset=8 + n_header + start)
+            flat = torch.frombuffer(
+                buf, dtype=dtype, count=(end - start) // size, offset=8 + n_header + start
+            )
             out[name] = flat.view(entry["shape"])
         return out
 
     # ------------------------------------------------------------------ LoRA adapters
-    def load_adapter(self, path: Path) -> HFAdapter:
+    def load_adapter(self, path: Path) -> HFLora:
         """A LoRA adapter saved by :mod:`memos.parametric` (peft tensor names, safetensors)."""
         import hashlib
 
@@ -322,11 +337,11 @@ class TransformersRuntime(LocalRuntime):
             except AttributeError as exc:
                 raise FingerprintMismatch(f"this model has no module {module} the adapter adapts") from exc
             modules[module] = (ab["A"].to(self.device, dtype), ab["B"].to(self.device, dtype))
-        adapter = HFAdapter(key, modules, float(meta["alpha"]) / float(meta["rank"]))
+        adapter = HFLora(key, modules, float(meta["alpha"]) / float(meta["rank"]))
         self._adapters[key] = adapter
         return adapter
 
-    def _attach(self, adapters: Sequence[HFAdapter]) -> list[Any]:
+    def _attach(self, adapters: Sequence[HFLora]) -> list[Any]:
         """Forward hooks adding each adapter's low-rank delta; the weights are never touched,
         so removing the hooks leaves the model exactly as it was."""
         import torch.nn.functional as F
@@ -348,14 +363,20 @@ class TransformersRuntime(LocalRuntime):
         return handles
 
     def generate_batch(
-        self, prompts: Sequence[str], max_new_tokens: int, adapters: Sequence[HFAdapter] = (), batch_size: int = 32
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int,
+        adapters: Sequence[HFLora] = (),
+        batch_size: int = 32,
     ) -> list[str]:
         """Greedy answers to rendered ``prompts``, batched (left-padded): for evaluations
         that ask a model hundreds of short questions. The same forward pass as
         :meth:`complete`, adapters attached the same way."""
         torch = self._torch
         with self._lock, torch.inference_mode(), self._attached(adapters):
-            return self._generate_ids(self.model, [self.tokenize(p) for p in prompts], max_new_tokens, batch_size)
+            return self._generate_ids(
+                self.model, [self.tokenize(p) for p in prompts], max_new_tokens, batch_size
+            )
 
     @property
     def pad_token_id(self) -> int | None:
@@ -363,7 +384,12 @@ class TransformersRuntime(LocalRuntime):
         return int(pad) if pad is not None else None
 
     def generate_ids(
-        self, prompts: Sequence[Sequence[int]], max_new_tokens: int, *, model: Any | None = None, batch_size: int = 32
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        *,
+        model: Any | None = None,
+        batch_size: int = 32,
     ) -> list[str]:
         """Greedy continuations of token-id prompts, batched, cut at the end of the turn;
         ``model`` is another module over this checkpoint (a LoRA being trained), on its
@@ -373,13 +399,15 @@ class TransformersRuntime(LocalRuntime):
                 return self._generate_ids(self.model, prompts, max_new_tokens, batch_size)
         return self._generate_ids(model, prompts, max_new_tokens, batch_size)
 
-    def _generate_ids(self, model: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int, batch_size: int) -> list[str]:
+    def _generate_ids(
+        self, model: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int, batch_size: int
+    ) -> list[str]:
         device = next(model.parameters()).device
         answers = greedy_batches(model, prompts, max_new_tokens, set(self._eos), device, batch_size)
         return [self.detokenize(a).strip() for a in answers]
 
     def next_logits(
-        self, token_ids: Sequence[int], prefix: HFPrefix | None = None, adapters: Sequence[HFAdapter] = ()
+        self, token_ids: Sequence[int], prefix: HFPrefix | None = None, adapters: Sequence[HFLora] = ()
     ) -> Any:
         """The next-token logits after ``token_ids`` (float32, on the CPU), with or without a
         prefix or adapters."""
@@ -391,7 +419,9 @@ class TransformersRuntime(LocalRuntime):
     def _next_logits(self, ids: list[int], prefix: HFPrefix | None) -> Any:
         torch = self._torch
         if prefix is None:
-            out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True, logits_to_keep=1)
+            out = self.model(
+                input_ids=torch.tensor([ids], device=self.device), use_cache=True, logits_to_keep=1
+            )
         else:
             check_prefix(ids, prefix)
             out = self.model(
@@ -419,7 +449,7 @@ class TransformersRuntime(LocalRuntime):
         return cache
 
     def _tokens(
-        self, ids: list[int], params: GenerationParams, prefix: HFPrefix | None, adapters: Sequence[HFAdapter]
+        self, ids: list[int], params: GenerationParams, prefix: HFPrefix | None, adapters: Sequence[HFLora]
     ) -> Iterator[int]:
         torch = self._torch
         with self._lock, torch.inference_mode(), self._attached(adapters):
@@ -452,7 +482,7 @@ class TransformersRuntime(LocalRuntime):
                 )
 
     @contextmanager
-    def _attached(self, adapters: Sequence[HFAdapter]) -> Iterator[None]:
+    def _attached(self, adapters: Sequence[HFLora]) -> Iterator[None]:
         handles = self._attach(adapters)
         try:
             yield

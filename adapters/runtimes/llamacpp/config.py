@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from memos.models import DEFAULT_MODEL
+from memos.weights import DEFAULT_MODEL
 
 
 class LlamaCppSettings(BaseModel):

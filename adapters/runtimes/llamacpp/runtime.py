@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from memos import models
+from memos import weights as bundled
 from memos.adapters.runtimes.llamacpp.config import LlamaCppSettings
 from memos.adapters.runtimes.local import LocalRuntime, check_prefix
 from memos.errors import DependencyMissing, InvalidInput, ModelError
@@ -35,7 +35,7 @@ class LlamaPrefix:
 
 
 @dataclass(frozen=True, eq=False)
-class LlamaAdapter:
+class LlamaLora:
     """A GGUF LoRA adapter initialised on the model (llama.cpp's handle)."""
 
     key: str  # sha256 of the GGUF file
@@ -57,7 +57,7 @@ class LlamaCppRuntime(LocalRuntime):
 
     def __init__(
         self,
-        model: str = models.DEFAULT_MODEL,
+        model: str = bundled.DEFAULT_MODEL,
         *,
         threads: int | None = None,
         gpu_layers: int = 0,
@@ -71,9 +71,9 @@ class LlamaCppRuntime(LocalRuntime):
             raise DependencyMissing(
                 "the llama_cpp runtime needs llama-cpp-python: pip install 'memcube-os[llama]'"
             ) from exc
-        self.model_name = models.canonical(model)
-        self.path = models.gguf_path(model, cache_dir)
-        self._cache = cache_dir or models.default_cache_dir()
+        self.model_name = bundled.canonical(model)
+        self.path = bundled.gguf_path(model, cache_dir)
+        self._cache = cache_dir or bundled.default_cache_dir()
         if threads is None:
             # llama.cpp's own default is half the CPUs (it assumes hyper-threads), which is
             # one thread on a 2-vCPU machine; use them all on small machines
@@ -96,14 +96,14 @@ class LlamaCppRuntime(LocalRuntime):
         self._context = min(context_tokens, trained, self.llm.n_ctx())
         self._template = meta.get("tokenizer.chat_template")
         file_type = _FILE_TYPES.get(int(meta.get("general.file_type", -1)), "gguf")
-        weights = models.cached_sha256(self.path, cache_dir or models.default_cache_dir())
+        weights = bundled.cached_sha256(self.path, cache_dir or bundled.default_cache_dir())
         self._fingerprint = Fingerprint(self.name, self.model_name, weights, file_type, self._vocab_hash())
         self._bos = self._piece(self.llm.token_bos())
         self._eos_text = self._piece(self.llm.token_eos())
         self._eos = self._eos_ids()
         self._prefix_type = LlamaPrefix
-        self._adapter_type = LlamaAdapter
-        self._adapters: dict[str, LlamaAdapter] = {}
+        self._adapter_type = LlamaLora
+        self._adapters: dict[str, LlamaLora] = {}
         self._active: tuple[str, ...] = ()  # the adapters set on the context now
         self._lock = threading.Lock()
         self._seq_header = self._state_header()
@@ -241,22 +241,24 @@ class LlamaCppRuntime(LocalRuntime):
         return seq_bytes[: len(seq_bytes) - len(memory)]
 
     # ------------------------------------------------------------------ LoRA adapters
-    def load_adapter(self, path: Path) -> LlamaAdapter:
+    def load_adapter(self, path: Path) -> LlamaLora:
         """A GGUF LoRA (see :func:`memos.parametric.gguf_lora.export_gguf_lora`)."""
         import llama_cpp
 
-        key = models.cached_sha256(Path(path), self._cache)
+        key = bundled.cached_sha256(Path(path), self._cache)
         with self._lock:
             if key in self._adapters:
                 return self._adapters[key]
             handle = llama_cpp.llama_adapter_lora_init(self.llm.model, str(path).encode())
             if not handle:
-                raise InvalidInput(f"llama.cpp refused the LoRA adapter {path} (not a GGUF LoRA for this model?)")
-            adapter = LlamaAdapter(key, handle)
+                raise InvalidInput(
+                    f"llama.cpp refused the LoRA adapter {path} (not a GGUF LoRA for this model?)"
+                )
+            adapter = LlamaLora(key, handle)
             self._adapters[key] = adapter
         return adapter
 
-    def _set_adapters(self, adapters: Sequence[LlamaAdapter]) -> None:
+    def _set_adapters(self, adapters: Sequence[LlamaLora]) -> None:
         """Set the context's adapters; a change forgets the cached tokens (their KV was
         computed under other weights)."""
         import llama_cpp
@@ -267,14 +269,16 @@ class LlamaCppRuntime(LocalRuntime):
         n = len(adapters)
         handles = (llama_cpp.llama_adapter_lora_p_ctypes * max(1, n))(*[a.handle for a in adapters])
         scales = (ctypes.c_float * max(1, n))(*[a.scale for a in adapters])
-        if llama_cpp.llama_set_adapters_lora(self.llm._ctx.ctx, handles if n else None, n, scales if n else None):
+        if llama_cpp.llama_set_adapters_lora(
+            self.llm._ctx.ctx, handles if n else None, n, scales if n else None
+        ):
             raise ModelError("llama.cpp could not set the LoRA adapters")
         self._active = keys
         self.llm.reset()
         self.llm._ctx.kv_cache_clear()
 
     def next_logits(
-        self, token_ids: Sequence[int], prefix: LlamaPrefix | None = None, adapters: Sequence[LlamaAdapter] = ()
+        self, token_ids: Sequence[int], prefix: LlamaPrefix | None = None, adapters: Sequence[LlamaLora] = ()
     ) -> Any:
         """The next-token logits after ``token_ids`` (a float32 numpy vector), computed from
         scratch or from a prefix's state, with or without adapters."""
@@ -302,7 +306,11 @@ class LlamaCppRuntime(LocalRuntime):
         return logits.astype(np.float32)
 
     def _tokens(
-        self, ids: list[int], params: GenerationParams, prefix: LlamaPrefix | None, adapters: Sequence[LlamaAdapter]
+        self,
+        ids: list[int],
+        params: GenerationParams,
+        prefix: LlamaPrefix | None,
+        adapters: Sequence[LlamaLora],
     ) -> Iterator[int]:
         grammar = None
         if params.json_schema is not None:

@@ -61,7 +61,9 @@ class OpenAIRuntime(RuntimeIdentity):
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
         self.model = model
         self._context = context_tokens
-        self._fingerprint = Fingerprint(self.name, f"{self.base_url}#{model}", "unknown", "unknown", "unknown")
+        self._fingerprint = Fingerprint(
+            self.name, f"{self.base_url}#{model}", "unknown", "unknown", "unknown"
+        )
 
     def info(self) -> RuntimeInfo:
         return RuntimeInfo(
@@ -138,7 +140,9 @@ class OpenAIRuntime(RuntimeIdentity):
                 with self._http.stream("POST", path, json=body) as resp:
                     if resp.status_code >= 400:
                         resp.read()
-                        raise ModelError(f"{self.base_url}{path} answered {resp.status_code}: {resp.text[:300]}")
+                        raise ModelError(
+                            f"{self.base_url}{path} answered {resp.status_code}: {resp.text[:300]}"
+                        )
                     for line in resp.iter_lines():
                         if not line.startswith("data:"):
                             continue

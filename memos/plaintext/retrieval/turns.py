@@ -62,7 +62,7 @@ def previous_turns(s: Session, memory_ids: Iterable[str]) -> dict[str, str]:
     """The text of the turn before each memory's message in the same session.
 
     Every memory that is a turn of a session gets an entry; the first turn of a session
-    gets ``""`` (it is still a turn: see :func:`memos.lexical.encode_document`).
+    gets ``""`` (it is still a turn: see :func:`memos.plaintext.retrieval.lexical.encode_document`).
 
     Messages of one ``add`` call are stored with consecutive ids, so the previous turn is
     almost always the message just before; one batched lookup finds those, and only a

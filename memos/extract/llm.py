@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from memos.convert import memory_event
 from memos.errors import MemosError
+from memos.plaintext.convert import memory_event
 from memos.protocols import Runtime
 from memos.runtime import ChatMessage, GenerationParams
 from memos.storage.relational.models import MemoryRow, MetaRow
@@ -62,7 +62,7 @@ SCHEMA: dict[str, Any] = {
 
 INSTRUCTIONS = (
     "You extract lasting facts and preferences about the user from their message, as short "
-    "third-person statements (\"The user's sister Mira lives in Tromso\"). Known memories are "
+    'third-person statements ("The user\'s sister Mira lives in Tromso"). Known memories are '
     "numbered. For each statement choose an action: ADD if it is new; UPDATE with target N if "
     "it refines memory N; SUPERSEDE with target N if it contradicts memory N; NOOP with target N "
     "if memory N already says it. Small talk and questions hold no facts: answer "
@@ -127,7 +127,11 @@ class Reader:
     def read(self, text: str, *, user_id: str, cube_id: str, source_id: str | None = None) -> ReaderReport:
         mos = self.mos
         known = mos.search(
-            text, user_id=user_id, cube_ids=[cube_id], top_k=self.candidates, filters={"type": ["fact", "preference"]}
+            text,
+            user_id=user_id,
+            cube_ids=[cube_id],
+            top_k=self.candidates,
+            filters={"type": ["fact", "preference"]},
         )
         listing = "\n".join(f"{i}. {h.memory.text}" for i, h in enumerate(known, start=1)) or "(none)"
         messages = [
@@ -147,7 +151,9 @@ class Reader:
         if output is None:
             self._count_failure(user_id, source_id, error or "unknown")
             return ReaderReport(ok=False, attempts=attempts, error=error)
-        return self._apply(output, known, user_id=user_id, cube_id=cube_id, source_id=source_id, attempts=attempts)
+        return self._apply(
+            output, known, user_id=user_id, cube_id=cube_id, source_id=source_id, attempts=attempts
+        )
 
     def _generate(self, messages: list[ChatMessage], params: GenerationParams) -> str:
         deadline = time.monotonic() + self.timeout_s
@@ -162,7 +168,14 @@ class Reader:
         return gen.text
 
     def _apply(
-        self, output: ReaderOutput, known: list[Any], *, user_id: str, cube_id: str, source_id: str | None, attempts: int
+        self,
+        output: ReaderOutput,
+        known: list[Any],
+        *,
+        user_id: str,
+        cube_id: str,
+        source_id: str | None,
+        attempts: int,
     ) -> ReaderReport:
         mos = self.mos
         report = ReaderReport(ok=True, attempts=attempts)
@@ -190,7 +203,12 @@ class Reader:
                 entry["target"] = target.id
             else:
                 added = mos.add(
-                    text=item.text, type=item.type, user_id=user_id, cube_id=cube_id, metadata=meta, extract=False
+                    text=item.text,
+                    type=item.type,
+                    user_id=user_id,
+                    cube_id=cube_id,
+                    metadata=meta,
+                    extract=False,
                 )
                 new_id = added.memories[0].id
                 report.written.append(new_id)
@@ -217,7 +235,11 @@ class Reader:
                 row.retired_at = now
                 row.updated_at = now
                 row.index_state = "pending"
-                s.add(memory_event(row, "supersede", now=now, actor=user_id, reason="llm reader", details={"by": new_id}))
+                s.add(
+                    memory_event(
+                        row, "supersede", now=now, actor=user_id, reason="llm reader", details={"by": new_id}
+                    )
+                )
             mos.indexer.sync([old_id])
             mos.graphs.invalidate(row.cube_id)
 

@@ -12,10 +12,10 @@ The key is random per home and lives in the relational store (``meta['index']``)
 truth that a purge does erase; an index file alone cannot be tested for a guessed tag.
 
 What the engine still keeps of a purged point until it vacuums its segment: its dense
-vector and its lexical term ids (31-bit hashes of words, :mod:`memos.lexical`), no text.
+vector and its lexical term ids (31-bit hashes of words, :mod:`memos.plaintext.retrieval.lexical`), no text.
 
 A home whose index was built before sealing (no key recorded) is read unsealed until a
-full ``reindex`` seals it (:meth:`memos.memories.maintenance.Maintenance.reindex`).
+full ``reindex`` seals it (:meth:`memos.plaintext.maintenance.Maintenance.reindex`).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class Sealer:
 
     def value(self, value: Any) -> str | None:
         """The sealed form of a value a filter can name (str, int, bool — bools equal to
-        their ints, as in Python and in :func:`memos.retrieval.row_matches`); ``None`` for
+        their ints, as in Python and in :func:`memos.plaintext.retrieval.retriever.row_matches`); ``None`` for
         values no filter can match (floats that are not whole, objects, null)."""
         if isinstance(value, str):
             return self._digest("s:" + value)

@@ -13,10 +13,11 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from memos import acl
-from memos.convert import memory_from_row
 from memos.errors import InvalidInput
 from memos.home import Home
-from memos.ingest import (
+from memos.plaintext.common import MemoryType, memory_type, new_row, publish_added, row_values, run_extractor
+from memos.plaintext.convert import memory_from_row
+from memos.plaintext.validation import (
     Message,
     check_metadata,
     check_session_id,
@@ -24,7 +25,6 @@ from memos.ingest import (
     check_text,
     parse_messages,
 )
-from memos.memories.common import MemoryType, memory_type, new_row, publish_added, row_values, run_extractor
 from memos.storage.relational.bulk import execute_many
 from memos.storage.relational.models import (
     AuditRow,
@@ -74,7 +74,7 @@ class Adding:
         :meth:`run_deferred_extraction`, which applies it in the order the memories were
         added. ``extract=False`` skips extraction for good.
         """
-        from memos.timeparse import parse_timestamp
+        from memos.plaintext.retrieval.timeparse import parse_timestamp
 
         if (messages is None) == (text is None):
             raise InvalidInput("give exactly one of messages=[…] or text='…'")

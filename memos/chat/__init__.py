@@ -31,8 +31,8 @@ from memos.events import Event, EventBus, EventKind
 from memos.extract import Entity
 from memos.extract._text import sentences
 from memos.extract.rules import RuleExtractor
-from memos.ingest import check_text
 from memos.parametric import ParametricMemory
+from memos.plaintext.validation import check_text
 from memos.protocols import Runtime
 from memos.runtime import ChatMessage, Generation, GenerationParams
 from memos.storage.relational.models import CubeRow, MemoryRow, MessageRow
@@ -40,7 +40,7 @@ from memos.types import SearchHit
 
 if TYPE_CHECKING:
     from memos.config import Settings
-    from memos.reader import ReaderReport
+    from memos.extract.llm import ReaderReport
 
 
 class UsedMemory(BaseModel):
@@ -249,7 +249,7 @@ class ChatOps:
     # ------------------------------------------------------------------ runtimes
     def runtime(self, name: str | None = None, **overrides: Any) -> Runtime:
         """The loaded runtime ``name`` (default: the configured one), loaded on first use."""
-        from memos import backends
+        from memos import factories
 
         key = name or self.settings.runtime.name
         if overrides:
@@ -257,7 +257,7 @@ class ChatOps:
         with self._runtime_lock:  # two threads asking at once load the model once
             rt = self._runtimes.get(key)
             if rt is None:
-                rt = backends.make_runtime(self.settings, name, **overrides)
+                rt = factories.make_runtime(self.settings, name, **overrides)
                 self._runtimes[key] = rt
         return rt
 
@@ -333,9 +333,13 @@ class ChatOps:
         message = check_text(message, self.settings.max_text_chars, "message")
         if session_id is not None and (not isinstance(session_id, str) or not session_id.strip()):
             raise InvalidInput("session_id must be a non-empty string")
-        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+        if max_tokens is not None and (
+            isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+        ):
             raise InvalidInput("max_tokens must be a positive integer")
-        if memories is not None and (isinstance(memories, bool) or not isinstance(memories, int) or memories < 0):
+        if memories is not None and (
+            isinstance(memories, bool) or not isinstance(memories, int) or memories < 0
+        ):
             raise InvalidInput("memories must be an integer >= 0")
         ids = [cube_ids] if isinstance(cube_ids, str) else cube_ids
         readable = self.readable_cubes(user_id, ids)
@@ -353,7 +357,9 @@ class ChatOps:
         # parametric memory: the active adapters of the cubes read (the written cube first)
         adapters = []
         if parametric and cfg.parametric:
-            order = [cube_id, *(c for c in readable if c != cube_id)] if cube_id in readable else list(readable)
+            order = (
+                [cube_id, *(c for c in readable if c != cube_id)] if cube_id in readable else list(readable)
+            )
             adapters = self.parametric.for_chat(order, rt, cfg.max_adapters)
         # activation memory: the cube's compiled KV prefix for this model, if one is ready
         # (computed without adapters, so not used with them)
@@ -377,7 +383,12 @@ class ChatOps:
         prompt_ids: builtins.list[int] | None = None
         if kv is not None:
             info, prefix, text, lines = kv
-            activation_report = {"id": info.id, "n_tokens": info.n_tokens, "memory_ids": info.memory_ids, "used": False}
+            activation_report = {
+                "id": info.id,
+                "n_tokens": info.n_tokens,
+                "memory_ids": info.memory_ids,
+                "used": False,
+            }
             if info.system_prompt != system_prompt:
                 activation_report["reason"] = "compiled for another user's system prompt"
             else:
@@ -531,8 +542,8 @@ class ChatOps:
         max_tokens: int = 400,
         timeout_s: float | None = None,
     ) -> ReaderReport:
-        """Run the LLM reader on ``text`` and apply its decisions (see :mod:`memos.reader`)."""
-        from memos.reader import Reader
+        """Run the LLM reader on ``text`` and apply its decisions (see :mod:`memos.extract.llm`)."""
+        from memos.extract.llm import Reader
 
         rt = runtime or self.runtime()
         reader = Reader(self, rt, max_tokens=max_tokens, timeout_s=timeout_s)  # type: ignore[arg-type]
@@ -555,7 +566,9 @@ class ChatOps:
             )
         return str(own)
 
-    def _session_history(self, cube_id: str, session_id: str, turns: int) -> builtins.list[tuple[ChatMessage, str]]:
+    def _session_history(
+        self, cube_id: str, session_id: str, turns: int
+    ) -> builtins.list[tuple[ChatMessage, str]]:
         """The last ``turns`` active turns of the session, oldest first, with their memory ids."""
         if turns <= 0:
             return []

@@ -1,6 +1,6 @@
 """Pure pieces of ranking: fusing the paths' scores and the query-aware boosts.
 
-Kept apart from :mod:`memos.retrieval` (which fetches candidates and rows) so each step
+Kept apart from :mod:`memos.plaintext.retrieval.retriever` (which fetches candidates and rows) so each step
 can be read and tested on plain numbers.
 
 * :func:`fuse` — score fusion: each path's scores are rescaled onto [0, 1] (:func:`rescale`),
@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeVar
 
-from memos import lexical
+from memos.plaintext.retrieval import lexical
 
 __all__ = ["SpeakerMatcher", "context_lift", "fuse", "fuse_rrf", "minmax", "rescale"]
 
@@ -121,7 +121,7 @@ def fuse_rrf(
 class SpeakerMatcher:
     """Tells whether a query names a speaker, by the words of the speaker's name.
 
-    Names are compared as index terms (:func:`memos.lexical.tokenize`), so "Caroline's"
+    Names are compared as index terms (:func:`memos.plaintext.retrieval.lexical.tokenize`), so "Caroline's"
     in a query names "Caroline", and "Mira Lopez" is named by "Mira" or "Lopez". A name
     made only of stop words ("I", "Me") never matches.
     """

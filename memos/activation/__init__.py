@@ -172,7 +172,11 @@ class ActivationMemory:
 
         mos = self.mos
         rt = self._runtime(runtime)
-        if isinstance(token_budget, bool) or not isinstance(token_budget, int) or not 16 <= token_budget < rt.context_length:
+        if (
+            isinstance(token_budget, bool)
+            or not isinstance(token_budget, int)
+            or not 16 <= token_budget < rt.context_length
+        ):
             raise InvalidInput(f"token_budget must be an integer from 16 to {rt.context_length - 1}")
         if not isinstance(name, str) or not name.strip() or len(name) > 64:
             raise InvalidInput("name must be a non-empty string of at most 64 characters")
@@ -206,7 +210,9 @@ class ActivationMemory:
         for seg in dict.fromkeys(sg for sg, _ in kept):
             upto = max(i for i, (sg, _) in enumerate(kept) if sg == seg) + 1
             end = len(rt.tokenize(prefix_text(rt, system_prompt, lines[:upto])))
-            spans.append(Segment(name=seg, start=start, end=end, memory_ids=[m.id for sg, m in kept if sg == seg]))
+            spans.append(
+                Segment(name=seg, start=start, end=end, memory_ids=[m.id for sg, m in kept if sg == seg])
+            )
             start = end
         t0 = time.perf_counter()
         data = rt.build_prefix(ids)
@@ -231,11 +237,24 @@ class ActivationMemory:
         }
         with mos.write_lock, mos.store.session() as s:
             for old in self._rows(s, cube_id):
-                if old.manifest.get("name") == name and old.manifest.get("fingerprint_key") == fp.key and old.sha256 != sha:
+                if (
+                    old.manifest.get("name") == name
+                    and old.manifest.get("fingerprint_key") == fp.key
+                    and old.sha256 != sha
+                ):
                     self._delete_row(s, old)
             row = s.get(BlobRow, sha)
             if row is None:
-                s.add(BlobRow(sha256=sha, cube_id=cube_id, kind=KIND, size=len(data), created_at=now, manifest=manifest))
+                s.add(
+                    BlobRow(
+                        sha256=sha,
+                        cube_id=cube_id,
+                        kind=KIND,
+                        size=len(data),
+                        created_at=now,
+                        manifest=manifest,
+                    )
+                )
             else:
                 row.manifest = manifest
             info = self._info(sha, cube_id, len(data), now, manifest)
@@ -249,7 +268,7 @@ class ActivationMemory:
         segments: Mapping[str, Sequence[str]] | None,
         top_n: int,
     ) -> list[tuple[str, MemoryItem]]:
-        from memos.convert import memory_from_row
+        from memos.plaintext.convert import memory_from_row
 
         if memory_ids is not None and segments is not None:
             raise InvalidInput("give memory_ids or segments, not both")
@@ -322,7 +341,9 @@ class ActivationMemory:
             token_ids = list(row.manifest.get("token_ids") or [])
         self._refresh([info])
         if info.state != "ready":
-            raise InvalidState(f"activation memory {kv_id[:12]} is {info.state}: {info.stale_reason}; recompile it")
+            raise InvalidState(
+                f"activation memory {kv_id[:12]} is {info.state}: {info.stale_reason}; recompile it"
+            )
         if info.fingerprint != runtime.fingerprint.as_dict():
             raise FingerprintMismatch(
                 f"activation memory {kv_id[:12]} was compiled for {info.fingerprint['runtime']}:"
@@ -382,7 +403,9 @@ class ActivationMemory:
         """Erasure: the subscriber to ``memory_purged`` (:mod:`memos.events`)."""
         self.invalidate(event.memory_ids, "a memory inside was purged", purge=True)
 
-    def invalidate(self, memory_ids: Sequence[str], reason: str, *, purge: bool = False) -> builtins.list[str]:
+    def invalidate(
+        self, memory_ids: Sequence[str], reason: str, *, purge: bool = False
+    ) -> builtins.list[str]:
         """Mark every prefix containing one of ``memory_ids`` stale; with ``purge``, delete
         their blob files and scrub the token ids and text from their manifests."""
         wanted = set(memory_ids)
@@ -419,13 +442,18 @@ class ActivationMemory:
         ids = {m["id"] for i in ready for m in i.memories}
         with self.mos.store.session() as s:
             current = {
-                r.id: (r.state, r.version) for r in s.scalars(select(MemoryRow).where(MemoryRow.id.in_(list(ids))))
+                r.id: (r.state, r.version)
+                for r in s.scalars(select(MemoryRow).where(MemoryRow.id.in_(list(ids))))
             }
         for info in ready:
             for m in info.memories:
                 state, version = current.get(m["id"], ("purged", None))
                 if state != "active" or version != m["version"]:
-                    why = f"memory {m['id']} is {state}" if state != "active" else f"memory {m['id']} changed (v{version})"
+                    why = (
+                        f"memory {m['id']} is {state}"
+                        if state != "active"
+                        else f"memory {m['id']} changed (v{version})"
+                    )
                     self.invalidate([m["id"]], why)
                     info.state, info.stale_reason = "stale", why
                     break
@@ -445,9 +473,13 @@ class ActivationMemory:
     def _row(s: Any, kv_id: str) -> BlobRow:
         if not isinstance(kv_id, str) or len(kv_id) < 6:
             raise InvalidInput("give an activation memory id (at least 6 characters of it)")
-        rows = list(s.scalars(select(BlobRow).where(BlobRow.kind == KIND, BlobRow.sha256.startswith(kv_id.lower()))))
+        rows = list(
+            s.scalars(select(BlobRow).where(BlobRow.kind == KIND, BlobRow.sha256.startswith(kv_id.lower())))
+        )
         if len(rows) != 1:
-            raise NotFound(f"no activation memory {kv_id!r}" if not rows else f"{kv_id!r} is ambiguous; give more of it")
+            raise NotFound(
+                f"no activation memory {kv_id!r}" if not rows else f"{kv_id!r} is ambiguous; give more of it"
+            )
         return rows[0]
 
     def _delete_row(self, s: Any, row: BlobRow) -> None:

@@ -26,13 +26,13 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
 
-from memos import lexical
 from memos.errors import InvalidInput
+from memos.plaintext.retrieval import lexical
+from memos.plaintext.retrieval.turns import previous_turns
 from memos.protocols import Embedder, IndexPoint, VectorIndex
 from memos.storage.relational.bulk import execute_many
 from memos.storage.relational.engine import RelationalStore
 from memos.storage.relational.models import AuditRow, IndexTaskRow, MemoryRow
-from memos.turns import previous_turns
 from memos.types import SEARCHABLE_STATES
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def payload(row: MemoryRow) -> dict[str, Any]:
 
     A field the memory does not have (no speaker, no tags, no metadata) is left out
     rather than stored empty: the engine converts a point's payload field by field, and
-    a filter on an absent field matches nothing, as :func:`memos.retrieval.row_matches`
+    a filter on an absent field matches nothing, as :func:`memos.plaintext.retrieval.retriever.row_matches`
     says of the row."""
     when = row.occurred_at or row.valid_from or row.recorded_at
     out: dict[str, Any] = {"cube_id": row.cube_id, "type": row.type, "ts": when.timestamp()}
@@ -182,7 +182,7 @@ class Indexer:
 
     def _points(self, rows: list[MemoryRow]) -> list[IndexPoint]:
         texts = [index_text(r) for r in rows]
-        # a turn is lexically indexed with the turn it answers (see memos.turns)
+        # a turn is lexically indexed with the turn it answers (see memos.plaintext.retrieval.turns)
         with self.store.read_session() as s:
             contexts = previous_turns(s, [r.id for r in rows if r.type == "episode"])
         vectors = self.embedder.embed(texts)

@@ -35,8 +35,17 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from memos._timeexpr import DMY_RE, MDY_RE, MONTHS, at, is_month_end, month_key, safe_date, scan
 from memos.errors import InvalidInput
+from memos.plaintext.retrieval._timeexpr import (
+    DMY_RE,
+    MDY_RE,
+    MONTHS,
+    at,
+    is_month_end,
+    month_key,
+    safe_date,
+    scan,
+)
 
 __all__ = [
     "GRANULARITIES",

@@ -11,16 +11,17 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from memos import acl
-from memos.convert import memory_event, memory_from_row, snapshot
 from memos.errors import InvalidInput, InvalidState
 from memos.events import Event, EventKind
 from memos.home import Home
-from memos.ingest import (
+from memos.plaintext.common import run_extractor
+from memos.plaintext.convert import memory_event, memory_from_row, snapshot
+from memos.plaintext.retrieval.turns import positions
+from memos.plaintext.validation import (
     check_metadata,
     check_tags,
     check_text,
 )
-from memos.memories.common import run_extractor
 from memos.storage.relational.models import (
     AuditRow,
     EdgeRow,
@@ -32,7 +33,6 @@ from memos.storage.relational.models import (
     MemoryVersionRow,
     MessageRow,
 )
-from memos.turns import positions
 from memos.types import (
     MemoryItem,
 )
@@ -180,7 +180,7 @@ class Lifecycle:
                 entity_ids |= set(s.scalars(select(EdgeRow.src_id).where(EdgeRow.memory_id.in_(ids))))
                 entity_ids |= set(s.scalars(select(EdgeRow.dst_id).where(EdgeRow.memory_id.in_(ids))))
                 # the turn after each purged one is lexically indexed with its words
-                # (memos.turns): index it again once they are gone
+                # (memos.plaintext.retrieval.turns): index it again once they are gone
                 following = self._turns_after(s, ids)
                 s.execute(delete(MemoryEntityRow).where(MemoryEntityRow.memory_id.in_(ids)))
                 s.execute(delete(EdgeRow).where(EdgeRow.memory_id.in_(ids)))

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 from memos import acl
 from memos.errors import InvalidInput
 from memos.home import Home
-from memos.memories.common import publish_added, run_extractor
-from memos.sealing import SealedIndex
+from memos.plaintext.common import publish_added, run_extractor
+from memos.plaintext.sealing import SealedIndex
 from memos.storage.relational.models import (
     AuditRow,
     CubeRow,
@@ -46,7 +46,7 @@ class Maintenance:
 
         ``missing``: rows indexed as done whose point is gone; ``extra``: points of no
         searchable row; ``pending``: rows waiting for the indexer; ``quarantined``: rows the
-        index refused (see :mod:`memos.indexer`), each with the reason — an update of the
+        index refused (see :mod:`memos.plaintext.indexer`), each with the reason — an update of the
         memory or a ``reindex`` tries them again."""
         with self.home.store.read_session() as s:
             cubes = acl.maintained_cubes(s, user_id, cube_ids, acl.READ)
@@ -100,7 +100,7 @@ class Maintenance:
         """Rebuild the vector index from the rows (all cubes, or the given ones).
 
         A reindex of the whole home (no user, no cubes) also seals an index built before
-        payloads were sealed (:mod:`memos.sealing`)."""
+        payloads were sealed (:mod:`memos.plaintext.sealing`)."""
         whole_home = user_id is None and cube_ids is None
         with self.home.store.read_session() as s:
             cube_ids = acl.maintained_cubes(s, user_id, cube_ids, acl.WRITE)
@@ -244,7 +244,7 @@ class Maintenance:
             "relational": self.home.store.dialect,
             "vector_index": self.home.index.name,
             "embedder": self.home.embedder.id,
-            # the LLM reader's failures (extractor = "llm"; memos.reader)
+            # the LLM reader's failures (extractor = "llm"; memos.extract.llm)
             "reader_failures": int(reader.value.get("count", 0)) if reader else 0,
         }
         if reader and reader.value.get("last_error"):

@@ -14,8 +14,8 @@ from memos import registry
 from memos.config import DEFAULT_EMBEDDER, Settings
 from memos.errors import ConfigError
 from memos.lock import HomeLock
+from memos.plaintext.sealing import SealedIndex, new_key
 from memos.protocols import Embedder, Runtime, VectorIndex
-from memos.sealing import SealedIndex, new_key
 from memos.storage.relational.engine import RelationalStore
 from memos.storage.relational.models import MemoryRow, MetaRow
 
@@ -84,7 +84,9 @@ def make_embedder(settings: Settings) -> Embedder:
         name = "sentence_transformers"
     else:
         name = "onnx"
-        values.update(precision="int8" if backend == "onnx-int8" else "fp32", cache_dir=settings.embedder_cache_dir)
+        values.update(
+            precision="int8" if backend == "onnx-int8" else "fp32", cache_dir=settings.embedder_cache_dir
+        )
     cls = registry.load("memos.embedders", name)
     embedder: Embedder = cls(**registry.configure("memos.embedders", name, values))
     return embedder
@@ -126,7 +128,9 @@ def make_index(settings: Settings, dim: int) -> VectorIndex:
     if url is not None:
         given["url"] = url
     cls = registry.load("memos.vector_indexes", name)
-    values = registry.configure("memos.vector_indexes", name, given, keys={k: f"vector_{k}" for k in _VECTOR_KEYS})
+    values = registry.configure(
+        "memos.vector_indexes", name, given, keys={k: f"vector_{k}" for k in _VECTOR_KEYS}
+    )
     index: VectorIndex = cls.from_settings(cls.Settings(**values), dim, settings.home)
     return index
 
@@ -163,7 +167,7 @@ def open_index(settings: Settings, store: RelationalStore, embedder: Embedder) -
     index = make_index(settings, dim)
     key = recorded.get("payload_key") if recorded and not rebuild else None
     if recorded is None or rebuild:
-        key = new_key()  # a new index is sealed from its first point (memos.sealing)
+        key = new_key()  # a new index is sealed from its first point (memos.plaintext.sealing)
         with store.session() as s:
             s.merge(
                 MetaRow(

@@ -11,14 +11,14 @@ from typing import Any
 from sqlalchemy import select
 
 from memos import acl
-from memos.convert import event_from_row, memory_from_row, version_from_row
 from memos.errors import InvalidInput
 from memos.events import Event, EventKind
 from memos.home import Home
-from memos.ingest import (
+from memos.plaintext.convert import event_from_row, memory_from_row, version_from_row
+from memos.plaintext.retrieval.retriever import Query, build_filter
+from memos.plaintext.validation import (
     check_text,
 )
-from memos.retrieval import Query, build_filter
 from memos.storage.relational.models import (
     AuditRow,
     MemoryRow,
@@ -60,7 +60,7 @@ class Reading:
         time_range: tuple[datetime | str | None, datetime | str | None] | None = None,
     ) -> builtins.list[SearchHit]:
         """Hybrid search over the cubes ``user_id`` may read (all of them by default)."""
-        from memos.timeparse import parse_timestamp
+        from memos.plaintext.retrieval.timeparse import parse_timestamp
 
         query = check_text(query, self.home.settings.max_text_chars, "query")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
@@ -99,7 +99,7 @@ class Reading:
 
     def _touch(self, ids: builtins.list[str]) -> None:
         """Access statistics: bump hits and last_accessed (not a new version), in batches
-        (:mod:`memos.access`)."""
+        (:mod:`memos.plaintext.hits`)."""
         self.home.access.record(ids)
 
     # ------------------------------------------------------------------ read
@@ -145,7 +145,7 @@ class Reading:
             order = MemoryRow.recorded_at.desc() if newest_first else MemoryRow.recorded_at.asc()
             rows = list(s.scalars(stmt.order_by(order, MemoryRow.id)))
             # tags and metadata.* are JSON: filter them here, identically on every backend
-            from memos.retrieval import row_matches
+            from memos.plaintext.retrieval.retriever import row_matches
 
             rows = [r for r in rows if row_matches(r, flt)]
             return Page(

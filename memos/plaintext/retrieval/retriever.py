@@ -2,8 +2,8 @@
 
 1. Each path ranks candidates on its own: dense (cosine of the embedder's vectors),
    lexical (BM25; a conversation turn is indexed with the turn it answers, see
-   :mod:`memos.turns`) and, when enabled, the entity graph.
-2. Fusion (:mod:`memos.fusion`): by default each path's scores are rescaled onto [0, 1]
+   :mod:`memos.plaintext.retrieval.turns`) and, when enabled, the entity graph.
+2. Fusion (:mod:`memos.plaintext.retrieval.fusion`): by default each path's scores are rescaled onto [0, 1]
    — from the best candidate down to the worst, to 0 for a lexical path that listed
    every match (the score of no shared term), and over at most ``dense_window`` of
    cosine — and summed with the path weights; weighted reciprocal rank fusion is the
@@ -38,12 +38,13 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.engine import Connection, Dialect, Row
 from sqlalchemy.orm import Session
 
-from memos import fusion, lexical, turns
 from memos.config import SearchSettings
-from memos.convert import memory_from_row
 from memos.errors import InvalidFilter
-from memos.graph import GraphCache
-from memos.ingest import check_unicode
+from memos.plaintext.convert import memory_from_row
+from memos.plaintext.graph import GraphCache
+from memos.plaintext.retrieval import fusion, lexical, turns
+from memos.plaintext.retrieval.timeparse import query_time_range
+from memos.plaintext.validation import check_unicode
 from memos.protocols import Embedder, FieldMatch, FieldRange, IndexFilter, VectorIndex
 from memos.storage.relational.engine import RelationalStore
 from memos.storage.relational.models import (
@@ -53,7 +54,6 @@ from memos.storage.relational.models import (
     UTCDateTime,
 )
 from memos.storage.relational.queries import memory_states_sql
-from memos.timeparse import query_time_range
 from memos.types import SEARCHABLE_STATES, MemoryType, SearchHit
 
 FILTER_KEYS = ("type", "speaker", "role", "session_id", "tags")

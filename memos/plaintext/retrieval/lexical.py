@@ -148,7 +148,7 @@ def encode_document(text: str, avg_len: float = AVG_DOC_LEN, *, context: str | N
     ``len`` is the number of terms after stop-word removal. Indices are unique and sorted.
 
     ``context`` makes the document a conversation turn indexed together with the turn it
-    answers (see :mod:`memos.turns`; ``""`` for the first turn of a session): the
+    answers (see :mod:`memos.plaintext.retrieval.turns`; ``""`` for the first turn of a session): the
     context's terms join the document's, and since such documents are about two turns
     long, the length normalisation expects ``CONTEXT_LEN_FACTOR * avg_len`` terms. On the
     LoCoMo development set this raised recall@10 of the whole pipeline by about two points.

@@ -12,11 +12,11 @@ from typing import Any, cast
 
 from sqlalchemy.orm import Session
 
-from memos.convert import memory_event
 from memos.errors import InvalidInput
 from memos.events import Event, EventKind
 from memos.home import Home
-from memos.knowledge import Applied, KnowledgeWriter
+from memos.plaintext.convert import memory_event
+from memos.plaintext.knowledge import Applied, KnowledgeWriter
 from memos.storage.relational.models import MemoryRow, MetaRow
 from memos.types import MemoryType
 

