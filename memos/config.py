@@ -200,6 +200,31 @@ class ParametricSettings(BaseModel):
     )
 
 
+class SchedulerSettings(BaseModel):
+    """The job scheduler (:mod:`memos.scheduler`): where jobs run, how they are leased and retried.
+
+    ``MemOS(..., scheduler="background")`` is short for ``{"mode": "background"}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["off", "background"] = Field(
+        "off",
+        description="off: jobs run in `memos scheduler run` workers; background: also in a thread of "
+        "each MemOS of this home, stopped on close",
+    )
+    lease_seconds: float = Field(60.0, gt=0, description="a claim's lease; the worker extends it every third")
+    poll_seconds: float = Field(2.0, gt=0, description="how often an idle worker looks for due jobs")
+    max_attempts: int = Field(5, ge=1, description="claims of a job before it is failed for good")
+    backoff_seconds: float = Field(
+        5.0, gt=0, description="delay before the first retry; doubles per attempt, at most 10 minutes"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_only(cls, value: Any) -> Any:
+        return {"mode": value} if isinstance(value, str) else value
+
+
 class Settings(BaseSettings):
     """Resolved configuration of one memos home."""
 
@@ -256,6 +281,7 @@ class Settings(BaseSettings):
     runtime: RuntimeSettings = Field(default_factory=lambda: RuntimeSettings())
     chat: ChatSettings = Field(default_factory=lambda: ChatSettings())
     parametric: ParametricSettings = Field(default_factory=lambda: ParametricSettings())
+    scheduler: SchedulerSettings = Field(default_factory=lambda: SchedulerSettings())
 
     @classmethod
     def settings_customise_sources(

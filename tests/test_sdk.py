@@ -401,7 +401,7 @@ def test_migrations_applied_on_open_and_idempotent(make_mos: Any, tmp_path: Any)
     mos = make_mos()
     with mos.store.engine.connect() as conn:
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    assert version == "0003"
+    assert version == "0004"
     assert {
         "users",
         "cubes",
@@ -415,6 +415,7 @@ def test_migrations_applied_on_open_and_idempotent(make_mos: Any, tmp_path: Any)
         "audit_events",
         "blobs",
         "index_tasks",
+        "jobs",
     } <= set(mos.store.tables())
     mos.store.migrate()  # re-applying is a no-op
     with mos.store.engine.connect() as conn:

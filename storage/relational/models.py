@@ -20,6 +20,8 @@ Tables and why they exist:
   (purge, cube deletion); cleared once applied.
 - ``extract_tasks``: episodes added with ``extract="defer"`` whose extraction has not
   run yet (``MemOS.run_deferred_extraction``), in insertion order.
+- ``jobs``: the scheduler's queue (:mod:`memos.scheduler.jobs`): claimed under a lease,
+  retried with backoff, deduplicated by ``dedup_key`` while queued or running.
 - ``blobs``: manifests of content-addressed files (KV caches, LoRA adapters).
 - ``meta``: facts about the home (schema, embedder id and dimension of the index).
 
@@ -33,6 +35,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -42,6 +45,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -274,6 +278,53 @@ class ExtractTaskRow(Base):
     cube_id: Mapped[str] = mapped_column(String(128), index=True)
     actor: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+#: the states of a job that hold its dedup key (at most one such job per kind and key)
+LIVE_JOB_STATES = ("queued", "running")
+_LIVE_JOB = text("state IN ('queued', 'running') AND dedup_key IS NOT NULL")
+
+
+class JobRow(Base):
+    """A unit of work for the scheduler's workers (see :mod:`memos.scheduler.jobs`).
+
+    ``attempts`` counts claims; ``lease_owner``/``lease_expires_at`` say who runs it until
+    when (a fence: only that owner, at that attempt, may finish it). ``cube_id`` is a plain
+    column like the audit log's: a job's record outlives its cube."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_claim", "state", "run_after"),
+        Index("ix_jobs_cube_state", "cube_id", "state"),
+        Index(
+            "uq_jobs_live_key",
+            "kind",
+            "dedup_key",
+            unique=True,
+            sqlite_where=_LIVE_JOB,
+            postgresql_where=_LIVE_JOB,
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    cube_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    dedup_key: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    run_after: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class BlobRow(Base):

@@ -1,0 +1,188 @@
+"""``mos.scheduler``: the jobs of a home, as the facade offers them (SDK, CLI).
+
+Who may do what: the home's operator (``user_id=None``, e.g. the CLI without ``--user``)
+sees, enqueues and cancels every job; a user only the jobs of cubes they own (a job
+with no cube is the operator's). A job of a cube the user cannot see is :class:`NotFound`,
+as if it did not exist.
+
+With ``scheduler.mode = "background"`` (``MemOS(..., scheduler="background")``) a worker
+thread runs due jobs in this process until :meth:`Scheduler.close` (``MemOS.close``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from memos import acl
+from memos.errors import NotFound, PermissionDenied
+from memos.home import Home
+from memos.scheduler.jobs import RUNNING, STATES, Backoff, Job, JobQueue
+from memos.scheduler.worker import Handler, Worker, installed_handlers
+from memos.storage.relational.models import AclRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerStatus:
+    """Jobs per state (``totals``) and per kind and state (``kinds``), the running jobs,
+    and whether this process runs a background worker."""
+
+    mode: str
+    background: bool
+    totals: dict[str, int]
+    kinds: dict[str, dict[str, int]]
+    running: list[Job]
+
+
+class Scheduler:
+    def __init__(self, home: Home, *, app: Any = None) -> None:
+        self.home = home
+        self.app = app
+        cfg = home.settings.scheduler
+        self.queue = JobQueue(
+            home.store, home.clock, max_attempts=cfg.max_attempts, backoff=Backoff(base=cfg.backoff_seconds)
+        )
+        #: handlers by job kind; ``register`` adds to it (the background worker reads it live)
+        self.handlers: dict[str, Handler] = installed_handlers()
+        self._background: Worker | None = None
+        if cfg.mode == "background":
+            self.start_background()
+
+    # ------------------------------------------------------------------ handlers and workers
+    def register(self, kind: str, handler: Handler) -> None:
+        """Run jobs of ``kind`` with ``handler`` in this process's workers (see
+        :mod:`memos.scheduler.worker` for the contract: its effect must be idempotent)."""
+        self.handlers[kind] = handler
+
+    def worker(
+        self,
+        *,
+        handlers: Mapping[str, Handler] | None = None,
+        kinds: Iterable[str] | None = None,
+        worker_id: str | None = None,
+    ) -> Worker:
+        """A worker over this home's queue, with the registered handlers (and ``handlers``)."""
+        cfg = self.home.settings.scheduler
+        table = {**self.handlers, **handlers} if handlers else self.handlers
+        return Worker(
+            self.queue,
+            table,
+            worker_id=worker_id,
+            kinds=kinds,
+            lease=cfg.lease_seconds,
+            poll=cfg.poll_seconds,
+            app=self.app,
+        )
+
+    def run_worker(
+        self,
+        *,
+        handlers: Mapping[str, Handler] | None = None,
+        kinds: Iterable[str] | None = None,
+        worker_id: str | None = None,
+        until_idle: bool = False,
+        max_jobs: int | None = None,
+        stop_on_signals: bool = False,
+        on_job: Callable[[Job], None] | None = None,
+    ) -> int:
+        """Run jobs in this thread until stopped (SIGTERM/SIGINT with ``stop_on_signals``),
+        or until none is due (``until_idle``). Returns how many ran."""
+        worker = self.worker(handlers=handlers, kinds=kinds, worker_id=worker_id)
+        if stop_on_signals:
+            worker.stop_on_signals()
+        return worker.run(until_idle=until_idle, max_jobs=max_jobs, on_job=on_job)
+
+    def start_background(self) -> None:
+        """Run due jobs in a background thread of this process (until :meth:`close`)."""
+        if self._background is None or not self._background.alive:
+            self._background = self.worker()
+            self._background.start()
+
+    def close(self) -> None:
+        """Stop the background worker after its current step (its job goes back to the
+        queue if the handler checks; else the worker waits for it up to a lease)."""
+        if self._background is not None:
+            self._background.stop(timeout=self.home.settings.scheduler.lease_seconds)
+            if self._background.alive:
+                log.warning("the background worker did not stop within a lease; its job will be re-run")
+            self._background = None
+
+    # ------------------------------------------------------------------ jobs
+    def enqueue(
+        self,
+        kind: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        user_id: str | None = None,
+        cube_id: str | None = None,
+        key: str | None = None,
+        run_after: datetime | None = None,
+        max_attempts: int | None = None,
+    ) -> Job:
+        """Queue a job (with ``key``: the live job of that kind and key if there is one)."""
+        if user_id is not None:
+            if cube_id is None:
+                raise PermissionDenied("only the home's operator (no user) may queue a job that has no cube")
+            with self.home.store.read_session() as s:
+                acl.require(s, cube_id, user_id, acl.OWNER)
+        return self.queue.enqueue(
+            kind, payload, cube_id=cube_id, key=key, run_after=run_after, max_attempts=max_attempts
+        )
+
+    def get(self, job_id: int, *, user_id: str | None = None) -> Job:
+        job = self.queue.get(job_id)
+        self._check(job, user_id)
+        return job
+
+    def jobs(
+        self,
+        *,
+        user_id: str | None = None,
+        state: str | None = None,
+        kind: str | None = None,
+        cube_id: str | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        """Jobs newest first, filtered; a user sees those of the cubes they own."""
+        cubes = self._cubes(user_id, cube_id)
+        return self.queue.list(state=state, kind=kind, cube_ids=cubes, limit=limit)
+
+    def cancel(self, job_id: int, *, user_id: str | None = None) -> Job:
+        """Cancel a queued job; ask a running one to stop at its next step."""
+        self._check(self.queue.get(job_id), user_id)
+        return self.queue.cancel(job_id)
+
+    def status(self, *, user_id: str | None = None) -> SchedulerStatus:
+        cubes = self._cubes(user_id, None)
+        kinds = self.queue.counts(cubes)
+        totals = {state: sum(k[state] for k in kinds.values()) for state in STATES}
+        running = self.queue.list(state=RUNNING, cube_ids=cubes, limit=100) if totals[RUNNING] else []
+        return SchedulerStatus(
+            mode=self.home.settings.scheduler.mode,
+            background=self._background is not None and self._background.alive,
+            totals=totals,
+            kinds=kinds,
+            running=running,
+        )
+
+    # ------------------------------------------------------------------ access
+    def _cubes(self, user_id: str | None, cube_id: str | None) -> list[str] | None:
+        """The cubes whose jobs the caller may see (None: all, the operator)."""
+        with self.home.store.read_session() as s:
+            if user_id is None:
+                return None if cube_id is None else [cube_id]
+            return acl.maintained_cubes(s, user_id, None if cube_id is None else [cube_id], acl.OWNER)
+
+    def _check(self, job: Job, user_id: str | None) -> None:
+        if user_id is None:
+            return
+        with self.home.store.read_session() as s:
+            acl.user(s, user_id)
+            if job.cube_id is None or s.get(AclRow, (job.cube_id, user_id)) is None:
+                raise NotFound(f"no job {job.id}")
+            acl.require(s, job.cube_id, user_id, acl.OWNER)
