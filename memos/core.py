@@ -175,6 +175,10 @@ class MemOS(ChatOps):
             for artifacts in (self.activation, self.parametric):  # erasure reaches what was built
                 self.events.subscribe(artifacts.on_purge, [EventKind.memory_purged])
             self.repair()
+            from memos.scheduler.service import Scheduler
+
+            #: the jobs of the home (memos.scheduler); its background worker starts here if configured
+            self.scheduler = Scheduler(self.home, app=self)
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
@@ -206,6 +210,7 @@ class MemOS(ChatOps):
             return
         self._closed = True
         try:
+            self.scheduler.close()  # first: its worker may be using everything below
             self.close_runtimes()
             self.access.flush(strict=False)
             self.index.flush()
