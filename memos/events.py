@@ -1,16 +1,18 @@
 """What happened in a home, as typed events, for whoever needs to react.
 
-Every state change of a memory publishes an :class:`Event` *after* its transaction
-committed — so a subscriber never sees a change that was rolled back — with the actor,
-the cube, the memory ids and the time (the home's clock). Subscribers run in the thread
-that made the change, in the order they subscribed; one that fails does not keep the
-others from running, and its error reaches the caller once all have run (erasure must
-never fail silently).
+Every change of a memory, a cube or a user is an :class:`Event` with the actor, the cube,
+the memory ids and the time (the home's clock). A service records the events of a change
+in its transaction (:mod:`memos.audit`, the audit log's one writer: the durable record
+commits or rolls back with the change) and they are published *after* that transaction
+committed — so a subscriber never sees a change that was rolled back. Reads publish too
+(``memory_accessed``, built only when someone :meth:`EventBus.wants` it; never audited),
+and so does a chat turn. Subscribers run in the thread that made the change, in the
+order they subscribed; one that fails does not keep the others from running, and its
+error reaches the caller once all have run (erasure must never fail silently).
 
 Who listens today: activation and parametric memory, which retire every KV prefix and
 adapter built from a purged memory. The scheduler's policies (heat, promotion,
-consolidation, expiry) will be subscribers too. The audit log stays the durable record,
-written in the same transaction as the change.
+consolidation, expiry) will be subscribers too.
 """
 
 from __future__ import annotations
@@ -28,15 +30,25 @@ log = logging.getLogger(__name__)
 
 class EventKind(StrEnum):
     memory_added = "memory_added"
+    memory_extracted = "memory_extracted"  # a fact derived by the extractor; details: source, extractor
     memory_accessed = "memory_accessed"  # returned by a search
-    memory_updated = "memory_updated"
-    memory_deleted = "memory_deleted"
+    memory_updated = "memory_updated"  # details: version, changed
+    memory_deleted = "memory_deleted"  # details: from, to (states)
     memory_restored = "memory_restored"
-    memory_purged = "memory_purged"
-    memory_superseded = "memory_superseded"
+    memory_purged = "memory_purged"  # the first id is the one purged; the others went with it
+    memory_superseded = "memory_superseded"  # details: by (the new fact), predicate
+    extraction_failed = "extraction_failed"  # details: extractor, error
+    indexing_failed = "indexing_failed"  # quarantined; details: error
     chat_turn = "chat_turn"
     artifact_compiled = "artifact_compiled"  # a KV prefix or a LoRA adapter
     artifact_retired = "artifact_retired"
+    user_added = "user_added"
+    cube_created = "cube_created"
+    cube_deleted = "cube_deleted"  # details: memories (how many went)
+    cube_shared = "cube_shared"  # details: user, role
+    cube_unshared = "cube_unshared"  # details: user
+    cube_exported = "cube_exported"
+    cube_imported = "cube_imported"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +90,8 @@ class EventBus:
         return any(kinds is None or kind in kinds for kinds, _ in self._subscribers)
 
     def publish(self, *events: Event) -> None:
-        """Hand ``events`` to their subscribers (call it after the commit)."""
+        """Hand ``events`` to their subscribers now (a change's events come through
+        :func:`memos.audit.recording`, which calls this after the commit)."""
         with self._lock:
             subscribers = list(self._subscribers)
         if not subscribers:

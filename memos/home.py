@@ -10,17 +10,21 @@ only through public methods. What is in it:
   the ``indexer`` that keeps the index in step with the rows;
 - ``graphs`` (entity graphs per cube, cached) and the ``retriever`` (hybrid search);
 - ``access`` (hit statistics, written in batches), the ``extractor`` (or ``None``);
-- ``write_lock`` (one writer at a time in this process) and ``events`` (the bus).
+- ``write_lock`` (one writer at a time in this process) and ``events`` (the bus); a
+  change is recorded with :meth:`Home.recording` (audited in its transaction, published
+  after the commit: :mod:`memos.audit`).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from memos import audit
 from memos.config import Settings
 from memos.events import EventBus
 from memos.protocols import Embedder, VectorIndex
@@ -48,6 +52,11 @@ class Home:
     extractor: Extractor | None
     write_lock: threading.RLock
     events: EventBus
+
+    def recording(self) -> AbstractContextManager[audit.Recording]:
+        """A unit of work: ``rec.record(session, *events)`` audits them in that session;
+        they are published once the ``with`` ends, if that session committed."""
+        return audit.recording(self.events)
 
     def optimize_index(self) -> bool:
         """Build the index's search structures now (HNSW graphs, merged segments).

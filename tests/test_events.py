@@ -47,7 +47,7 @@ def test_lifecycle_changes_publish_typed_events_after_commit(make_mos: Any) -> N
         EventKind.memory_restored,
         EventKind.memory_purged,
     ]
-    assert seen[0].details == {"changed": ["tags"]} and seen[0].reason == "tagging"
+    assert seen[0].details == {"version": 2, "changed": ["tags"]} and seen[0].reason == "tagging"
     assert seen[3].memory_ids == tuple(purged) and seen[3].reason == "user request"
 
     # nothing is published for what did not happen

@@ -13,9 +13,11 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from memos import acl
+from memos.audit import Recording
 from memos.errors import InvalidInput
+from memos.events import Event, EventKind
 from memos.home import Home
-from memos.plaintext.common import MemoryType, memory_type, new_row, publish_added, row_values, run_extractor
+from memos.plaintext.common import MemoryType, memory_type, new_row, row_values, run_extractor
 from memos.plaintext.convert import memory_from_row
 from memos.plaintext.validation import (
     Message,
@@ -27,7 +29,6 @@ from memos.plaintext.validation import (
 )
 from memos.storage.relational.bulk import execute_many
 from memos.storage.relational.models import (
-    AuditRow,
     ExtractTaskRow,
     MemoryRow,
     MemoryVersionRow,
@@ -113,7 +114,8 @@ class Adding:
             raise InvalidInput("extract must be True, False or 'defer'")
         now = self.home.clock()
         result = AddResult(memories=[])
-        with self.home.write_lock:
+        # the events are published once the rows are committed and indexed
+        with self.home.recording() as rec, self.home.write_lock:
             with self.home.store.session() as s:
                 acl.require(s, cube_id, user_id, acl.WRITE)
                 if session_id is not None and s.get(SessionRow, (cube_id, session_id)) is None:
@@ -153,7 +155,7 @@ class Adding:
                     )
                     kept.append(m)
                 s.flush()
-                self._insert_new(s, new_rows, kept if text is None else None, user_id, now)
+                self._insert_new(s, rec, new_rows, kept if text is None else None, user_id, now)
                 derived: list[MemoryRow] = []
                 if extract == "defer" and self.home.extractor is not None and new_rows:
                     execute_many(
@@ -165,7 +167,9 @@ class Adding:
                         ],
                     )
                 elif extract and self.home.extractor is not None and new_rows:
-                    applied, failures = run_extractor(self.home, s, cube_id, new_rows, now, user_id, new=True)
+                    applied, failures = run_extractor(
+                        self.home, s, rec, cube_id, new_rows, now, user_id, new=True
+                    )
                     derived = applied.derived
                     result.superseded = applied.superseded
                     result.entities = applied.entities
@@ -180,25 +184,18 @@ class Adding:
             if result.superseded:
                 self.home.indexer.sync(result.superseded)
             self.home.optimize_in_rounds()
-        publish_added(
-            self.home,
-            cube_id,
-            user_id,
-            now,
-            added=[r.id for r in new_rows + derived],
-            superseded=result.superseded,
-        )
         return result
 
     def _insert_new(
         self,
         s: Session,
+        rec: Recording,
         rows: builtins.list[MemoryRow],
         messages: builtins.list[Message] | None,
         actor: str,
         now: datetime,
     ) -> None:
-        """Insert new memories with their first version, messages and ``add`` events.
+        """Insert new memories with their first version and messages; record them added.
 
         One many-row statement per table (:func:`execute_many`) instead of the unit of work:
         the rows stay ``pending`` for the indexer, in this same transaction. Messages are
@@ -245,22 +242,7 @@ class Adding:
                     for r, m in zip(rows, messages, strict=True)
                 ],
             )
-        execute_many(
-            conn,
-            insert(AuditRow.__table__),  # type: ignore[arg-type]
-            [
-                {
-                    "ts": now,
-                    "actor": actor,
-                    "cube_id": r.cube_id,
-                    "memory_id": r.id,
-                    "action": "add",
-                    "reason": None,
-                    "details": {},
-                }
-                for r in rows
-            ],
-        )
+        rec.record(s, Event(EventKind.memory_added, now, actor, rows[0].cube_id, tuple(r.id for r in rows)))
 
     def _episode_row(
         self,

@@ -1,5 +1,5 @@
-"""What the memory services share: the extractor run inside a write, the events of an
-add, and the shape of a new memory row."""
+"""What the memory services share: the extractor run inside a write and the shape of a
+new memory row."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from typing import Any, cast
 
 from sqlalchemy.orm import Session
 
+from memos.audit import Recording
 from memos.errors import InvalidInput
 from memos.events import Event, EventKind
 from memos.home import Home
-from memos.plaintext.convert import memory_event
 from memos.plaintext.knowledge import Applied, KnowledgeWriter
 from memos.storage.relational.models import MemoryRow, MetaRow
 from memos.types import MemoryType
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 def run_extractor(
     home: Home,
     s: Session,
+    rec: Recording,
     cube_id: str,
     rows: Sequence[MemoryRow],
     now: datetime,
@@ -33,14 +34,15 @@ def run_extractor(
     *,
     new: bool,
 ) -> tuple[Applied, int]:
-    """Run the extractor on each memory and write what it found, in this transaction;
-    returns what was applied and how many memories the extractor failed on.
+    """Run the extractor on each memory and write what it found, in this transaction
+    (recording its events in ``rec``); returns what was applied and how many memories the
+    extractor failed on.
 
     An extractor failure on one memory is counted and audited, never raised: the memory
     itself is stored either way."""
     extractor = home.extractor
     assert extractor is not None
-    failures = 0
+    failed: builtins.list[Event] = []
     items = []
     for row in rows:
         try:
@@ -49,48 +51,31 @@ def run_extractor(
             )
         except Exception as exc:  # noqa: BLE001 - any extractor failure must not lose the memory
             log.warning("extraction failed for memory %s: %s", row.id, exc)
-            failures += 1
-            s.add(
-                memory_event(
-                    row,
-                    "extract_failed",
-                    now=now,
-                    actor=actor,
+            failed.append(
+                Event(
+                    EventKind.extraction_failed,
+                    now,
+                    actor,
+                    row.cube_id,
+                    (row.id,),
                     details={"extractor": extractor.name, "error": f"{type(exc).__name__}: {exc}"[:500]},
                 )
             )
             continue
         items.append((row, extraction))
-    if failures:
+    rec.record(s, *failed)
+    if failed:
         counter = s.get(MetaRow, "extraction_failures")
         if counter is None:
-            s.add(MetaRow(key="extraction_failures", value={"count": failures}))
+            s.add(MetaRow(key="extraction_failures", value={"count": len(failed)}))
         else:
-            counter.value = {"count": int(counter.value.get("count", 0)) + failures}
-    writer = KnowledgeWriter(s, cube_id, now=now, actor=actor, extractor=extractor.name)
+            counter.value = {"count": int(counter.value.get("count", 0)) + len(failed)}
+    writer = KnowledgeWriter(s, rec, cube_id, now=now, actor=actor, extractor=extractor.name)
     if new:
         for row in rows:
             writer.mark_new(row.id)
     with s.no_autoflush:
-        return writer.apply(items), failures
-
-
-def publish_added(
-    home: Home,
-    cube_id: str,
-    actor: str | None,
-    now: datetime,
-    *,
-    added: Sequence[str] = (),
-    superseded: Sequence[str] = (),
-) -> None:
-    """Publish what an ``add`` (or a deferred extraction) committed."""
-    events = []
-    if added:
-        events.append(Event(EventKind.memory_added, now, actor, cube_id, tuple(added)))
-    if superseded:
-        events.append(Event(EventKind.memory_superseded, now, actor, cube_id, tuple(superseded)))
-    home.events.publish(*events)
+        return writer.apply(items), len(failed)
 
 
 @dataclass(slots=True)

@@ -21,18 +21,20 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, select, update
 
+from memos.audit import recording
 from memos.errors import InvalidInput
+from memos.events import Event, EventBus, EventKind
 from memos.plaintext.retrieval import lexical
 from memos.plaintext.retrieval.turns import previous_turns
 from memos.protocols import Embedder, IndexPoint, VectorIndex
 from memos.storage.relational.bulk import execute_many
 from memos.storage.relational.engine import RelationalStore
-from memos.storage.relational.models import AuditRow, IndexTaskRow, MemoryRow
+from memos.storage.relational.models import IndexTaskRow, MemoryRow
 from memos.types import SEARCHABLE_STATES
 
 log = logging.getLogger(__name__)
@@ -84,12 +86,15 @@ class Indexer:
         store: RelationalStore,
         index: VectorIndex,
         embedder: Embedder,
-        clock: Callable[[], datetime] | None = None,
+        clock: Callable[[], datetime],
+        events: EventBus | None = None,
     ) -> None:
         self.store = store
         self.index = index
         self.embedder = embedder
-        self.clock = clock or (lambda: datetime.now(UTC))
+        self.clock = clock
+        #: quarantines are recorded (memos.audit) and published here: the home's bus
+        self.events = events if events is not None else EventBus()
         self._lock = threading.Lock()
 
     def sync(self, ids: Sequence[str] | None = None, *, after_batch: Callable[[], None] | None = None) -> int:
@@ -160,10 +165,10 @@ class Indexer:
             {"b_id": r.id, "b_updated": r.updated_at, "b_state": "quarantined" if r.id in failed else "done"}
             for r in rows
         ]
-        with self.store.session() as s:
+        with recording(self.events) as rec, self.store.session() as s:
             done = execute_many(s.connection(), stmt, params)
             if failed:
-                self._quarantine(s, [r for r in live if r.id in failed], failed)
+                rec.record(s, *self._quarantine([r for r in live if r.id in failed], failed))
         return done
 
     def _upsert(self, rows: list[MemoryRow]) -> dict[str, str]:
@@ -196,26 +201,16 @@ class Indexer:
             for r, t, v in zip(rows, texts, vectors, strict=True)
         ]
 
-    def _quarantine(self, s: Any, rows: list[MemoryRow], errors: dict[str, str]) -> None:
+    def _quarantine(self, rows: list[MemoryRow], errors: dict[str, str]) -> list[Event]:
         now = self.clock()
         for r in rows:
             log.warning("memory %s cannot be indexed and is quarantined: %s", r.id, errors[r.id])
-        execute_many(
-            s.connection(),
-            insert(AuditRow.__table__),  # type: ignore[arg-type]
-            [
-                {
-                    "ts": now,
-                    "actor": "system",
-                    "cube_id": r.cube_id,
-                    "memory_id": r.id,
-                    "action": "index_failed",
-                    "reason": None,
-                    "details": {"error": errors[r.id]},
-                }
-                for r in rows
-            ],
-        )
+        return [
+            Event(
+                EventKind.indexing_failed, now, "system", r.cube_id, (r.id,), details={"error": errors[r.id]}
+            )
+            for r in rows
+        ]
 
     def _apply_tasks(self) -> None:
         with self.store.read_session() as s:

@@ -18,17 +18,18 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, insert, or_, select
 from sqlalchemy.orm import Session
 
+from memos.audit import Recording
+from memos.events import Event, EventKind
 from memos.extract import Extraction, Relation
 from memos.storage.relational.bulk import execute_many
 from memos.storage.relational.models import (
-    AuditRow,
     EdgeRow,
     EntityRow,
     MemoryEntityRow,
@@ -62,8 +63,11 @@ def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterable[list[T]]:
 class KnowledgeWriter:
     """Writes the graph and the derived facts of a batch of memories of one cube."""
 
-    def __init__(self, s: Session, cube_id: str, *, now: datetime, actor: str | None, extractor: str) -> None:
+    def __init__(
+        self, s: Session, rec: Recording, cube_id: str, *, now: datetime, actor: str | None, extractor: str
+    ) -> None:
         self.s = s
+        self.rec = rec
         self.cube_id = cube_id
         self.now = now
         self.actor = actor
@@ -79,10 +83,10 @@ class KnowledgeWriter:
         # Rows that reference memories created here: added after those memories are
         # flushed, since the unit of work does not order inserts by foreign keys alone.
         self._after: list[object] = []
-        # Write-once rows (versions and audit events of new facts, supersession events),
-        # inserted with one statement per table once the memories exist.
+        # Write-once rows (versions of new facts) and the events of new facts and of
+        # supersessions, written with one statement per table once the memories exist.
         self._versions: list[dict[str, Any]] = []
-        self._events: list[dict[str, Any]] = []
+        self._events: list[Event] = []
 
     # ------------------------------------------------------------------ public
     def apply(self, items: Sequence[tuple[MemoryRow, Extraction]]) -> Applied:
@@ -99,9 +103,8 @@ class KnowledgeWriter:
         if self._versions:
             execute_many(conn, insert(MemoryVersionRow.__table__), self._versions)  # type: ignore[arg-type]
             self._versions = []
-        if self._events:
-            execute_many(conn, insert(AuditRow.__table__), self._events)  # type: ignore[arg-type]
-            self._events = []
+        self.rec.record(self.s, *self._events)
+        self._events = []
         self._write_links(pending_links)
         return out
 
@@ -278,7 +281,7 @@ class KnowledgeWriter:
                 "reason": f"extracted from {episode.id}",
             }
         )
-        self._event(fact, "extract", {"source": episode.id, "extractor": self.extractor})
+        self._event(EventKind.memory_extracted, fact.id, {"source": episode.id, "extractor": self.extractor})
         self._new.add(fact.id)
         self._facts[fact.id] = fact
         self._facts_by_text[text] = fact
@@ -312,7 +315,7 @@ class KnowledgeWriter:
             old.retired_at = self.now
             old.updated_at = self.now
             old.index_state = "pending"
-            self._event(old, "supersede", {"by": new_fact.id, "predicate": rel.predicate})
+            self._event(EventKind.memory_superseded, old.id, {"by": new_fact.id, "predicate": rel.predicate})
             retired.append(old.id)
         return retired
 
@@ -333,18 +336,16 @@ class KnowledgeWriter:
             )
         self._links |= wanted
 
-    def _event(self, row: MemoryRow, action: str, details: dict[str, Any]) -> None:
-        self._events.append(
-            {
-                "ts": self.now,
-                "actor": self.actor,
-                "cube_id": row.cube_id,
-                "memory_id": row.id,
-                "action": action,
-                "reason": None,
-                "details": details,
-            }
-        )
+    def _event(self, kind: EventKind, memory_id: str, details: dict[str, Any]) -> None:
+        """One event per run of memories that the same thing happened to (the facts retired by
+        one new fact, say), in the order it happened."""
+        last = self._events[-1] if self._events else None
+        if last is not None and last.kind == kind and last.details == details:
+            self._events[-1] = replace(last, memory_ids=(*last.memory_ids, memory_id))
+        else:
+            self._events.append(
+                Event(kind, self.now, self.actor, self.cube_id, (memory_id,), details=details)
+            )
 
 
 def _fact_text(ex: Extraction, i: int) -> str:

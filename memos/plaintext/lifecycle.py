@@ -15,7 +15,7 @@ from memos.errors import InvalidInput, InvalidState
 from memos.events import Event, EventKind
 from memos.home import Home
 from memos.plaintext.common import run_extractor
-from memos.plaintext.convert import memory_event, memory_from_row, snapshot
+from memos.plaintext.convert import memory_from_row, snapshot
 from memos.plaintext.retrieval.turns import positions
 from memos.plaintext.validation import (
     check_metadata,
@@ -23,7 +23,6 @@ from memos.plaintext.validation import (
     check_text,
 )
 from memos.storage.relational.models import (
-    AuditRow,
     EdgeRow,
     EntityRow,
     ExtractTaskRow,
@@ -72,7 +71,7 @@ class Lifecycle:
         ):
             raise InvalidInput("importance must be a number between 0 and 1")
         now = self.home.clock()
-        with self.home.write_lock:
+        with self.home.recording() as rec, self.home.write_lock:
             with self.home.store.session() as s:
                 row = acl.memory(s, memory_id, user_id, acl.WRITE)
                 if row.state not in ("active", "archived"):
@@ -96,29 +95,28 @@ class Lifecycle:
                 row.updated_at = now
                 row.index_state = "pending"
                 s.add(snapshot(row, user_id, reason or "updated"))
-                s.add(
-                    memory_event(
-                        row,
-                        "update",
-                        now=now,
-                        actor=user_id,
-                        reason=reason,
-                        details={"version": row.version, "changed": changed},
-                    )
+                rec.record(
+                    s,
+                    Event(
+                        EventKind.memory_updated,
+                        now,
+                        user_id,
+                        row.cube_id,
+                        (row.id,),
+                        reason,
+                        {"version": row.version, "changed": changed},
+                    ),
                 )
                 if "text" in changed and self.home.extractor is not None:
                     # re-derive the graph from the new text; old derived facts stay (they have their own history)
                     s.execute(delete(MemoryEntityRow).where(MemoryEntityRow.memory_id == row.id))
                     s.execute(delete(EdgeRow).where(EdgeRow.memory_id == row.id))
                     s.execute(delete(ExtractTaskRow).where(ExtractTaskRow.memory_id == row.id))
-                    run_extractor(self.home, s, row.cube_id, [row], now, user_id, new=False)
+                    run_extractor(self.home, s, rec, row.cube_id, [row], now, user_id, new=False)
                 item = memory_from_row(row)
                 cube_id = row.cube_id
             self.home.graphs.invalidate(cube_id)
             self.home.indexer.sync()
-        self.home.events.publish(
-            Event(EventKind.memory_updated, now, user_id, cube_id, (memory_id,), reason, {"changed": changed})
-        )
         return item
 
     def delete(self, memory_id: str, *, user_id: str, reason: str | None = None) -> MemoryItem:
@@ -135,7 +133,8 @@ class Lifecycle:
         self, memory_id: str, user_id: str, allowed_from: set[str], to: str, action: str, reason: str | None
     ) -> MemoryItem:
         now = self.home.clock()
-        with self.home.write_lock:
+        kind = EventKind.memory_restored if action == "restore" else EventKind.memory_deleted
+        with self.home.recording() as rec, self.home.write_lock:
             with self.home.store.session() as s:
                 row = acl.memory(s, memory_id, user_id, acl.WRITE)
                 if row.state not in allowed_from:
@@ -145,20 +144,11 @@ class Lifecycle:
                 row.retired_at = now if to == "deleted" else None
                 row.updated_at = now
                 row.index_state = "pending"
-                s.add(
-                    memory_event(
-                        row,
-                        action,
-                        now=now,
-                        actor=user_id,
-                        reason=reason,
-                        details={"from": previous, "to": to},
-                    )
+                rec.record(
+                    s, Event(kind, now, user_id, row.cube_id, (row.id,), reason, {"from": previous, "to": to})
                 )
                 item = memory_from_row(row)
             self.home.indexer.sync([memory_id])
-        kind = EventKind.memory_restored if action == "restore" else EventKind.memory_deleted
-        self.home.events.publish(Event(kind, now, user_id, item.cube_id, (memory_id,), reason))
         return item
 
     def purge(self, memory_id: str, *, user_id: str, reason: str | None = None) -> builtins.list[str]:
@@ -169,7 +159,8 @@ class Lifecycle:
         Returns the purged ids.
         """
         now = self.home.clock()
-        with self.home.write_lock:
+        # erasure from derived artifacts (KV prefixes, adapters) subscribes to the event
+        with self.home.recording() as rec, self.home.write_lock:
             with self.home.store.session() as s:
                 row = acl.memory(s, memory_id, user_id, acl.WRITE)
                 cube_id = row.cube_id
@@ -192,27 +183,12 @@ class Lifecycle:
                     other.superseded_by = None
                 s.execute(delete(MemoryRow).where(MemoryRow.id.in_(ids)))
                 self._drop_orphan_entities(s, entity_ids)
-                # earlier audit events of these memories may carry details; keep only the skeleton
-                s.execute(update(AuditRow).where(AuditRow.memory_id.in_(ids)).values(details={}, reason=None))
                 for mid in ids:
                     s.merge(IndexTaskRow(memory_id=mid, op="delete", created_at=now))
-                    s.add(
-                        AuditRow(
-                            ts=now,
-                            actor=user_id,
-                            cube_id=cube_id,
-                            memory_id=mid,
-                            action="purge",
-                            reason=reason,
-                            details={"tombstone": True, "with": memory_id}
-                            if mid != memory_id
-                            else {"tombstone": True},
-                        )
-                    )
+                # the audit keeps a tombstone per memory and scrubs their earlier events
+                rec.record(s, Event(EventKind.memory_purged, now, user_id, cube_id, tuple(ids), reason))
             self.home.graphs.invalidate(cube_id)
             self.home.indexer.sync(following)
-        # erasure from derived artifacts (KV prefixes, adapters) subscribes to this
-        self.home.events.publish(Event(EventKind.memory_purged, now, user_id, cube_id, tuple(ids), reason))
         return ids
 
     @staticmethod

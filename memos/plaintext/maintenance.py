@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from memos import acl
 from memos.errors import InvalidInput
 from memos.home import Home
-from memos.plaintext.common import publish_added, run_extractor
+from memos.plaintext.common import run_extractor
 from memos.plaintext.sealing import SealedIndex
 from memos.storage.relational.models import (
     AuditRow,
@@ -139,7 +139,7 @@ class Maintenance:
         return done
 
     def _run_deferred_batch(self, cube_id: str, batch: int) -> int:
-        with self.home.write_lock:
+        with self.home.recording() as rec, self.home.write_lock:
             now = self.home.clock()
             with self.home.store.session() as s:
                 tasks = s.execute(
@@ -168,7 +168,9 @@ class Maintenance:
                 superseded: builtins.list[str] = []
                 if rows:
                     # new=False: links are checked, so a memory extracted meanwhile is not linked twice
-                    applied, _ = run_extractor(self.home, s, cube_id, rows, now, actor or "system", new=False)
+                    applied, _ = run_extractor(
+                        self.home, s, rec, cube_id, rows, now, actor or "system", new=False
+                    )
                     derived, superseded = applied.derived, applied.superseded
                 task_ids = [t.id for t in run]
                 for start in range(0, len(task_ids), 500):
@@ -180,7 +182,6 @@ class Maintenance:
             if superseded:
                 self.home.indexer.sync(superseded)
             self.home.optimize_in_rounds()
-        publish_added(self.home, cube_id, actor, now, added=[r.id for r in derived], superseded=superseded)
         return len(run)
 
     def optimize_index(self) -> bool:
