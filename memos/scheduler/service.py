@@ -12,6 +12,7 @@ thread runs due jobs in this process until :meth:`Scheduler.close` (``MemOS.clos
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +22,7 @@ from memos import acl
 from memos.errors import NotFound, PermissionDenied
 from memos.home import Home
 from memos.scheduler.jobs import RUNNING, STATES, Backoff, Job, JobQueue
-from memos.scheduler.worker import Handler, Worker, installed_handlers
+from memos.scheduler.worker import Handler, Worker, installed_handlers, load_handler
 from memos.storage.relational.models import AclRow
 
 log = logging.getLogger(__name__)
@@ -62,13 +63,15 @@ class Scheduler:
     def worker(
         self,
         *,
-        handlers: Mapping[str, Handler] | None = None,
+        handlers: Mapping[str, Handler | str] | None = None,
         kinds: Iterable[str] | None = None,
         worker_id: str | None = None,
     ) -> Worker:
-        """A worker over this home's queue, with the registered handlers (and ``handlers``)."""
+        """A worker over this home's queue, with the registered handlers and ``handlers``
+        (a handler, or its name as ``module:function``)."""
         cfg = self.home.settings.scheduler
-        table = {**self.handlers, **handlers} if handlers else self.handlers
+        extra = {k: load_handler(h) if isinstance(h, str) else h for k, h in (handlers or {}).items()}
+        table = {**self.handlers, **extra} if extra else self.handlers
         return Worker(
             self.queue,
             table,
@@ -82,7 +85,7 @@ class Scheduler:
     def run_worker(
         self,
         *,
-        handlers: Mapping[str, Handler] | None = None,
+        handlers: Mapping[str, Handler | str] | None = None,
         kinds: Iterable[str] | None = None,
         worker_id: str | None = None,
         until_idle: bool = False,
@@ -93,9 +96,12 @@ class Scheduler:
         """Run jobs in this thread until stopped (SIGTERM/SIGINT with ``stop_on_signals``),
         or until none is due (``until_idle``). Returns how many ran."""
         worker = self.worker(handlers=handlers, kinds=kinds, worker_id=worker_id)
-        if stop_on_signals:
-            worker.stop_on_signals()
-        return worker.run(until_idle=until_idle, max_jobs=max_jobs, on_job=on_job)
+        previous = worker.stop_on_signals() if stop_on_signals else {}
+        try:
+            return worker.run(until_idle=until_idle, max_jobs=max_jobs, on_job=on_job)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def start_background(self) -> None:
         """Run due jobs in a background thread of this process (until :meth:`close`)."""

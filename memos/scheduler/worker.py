@@ -191,10 +191,13 @@ class Worker:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def stop_on_signals(self) -> None:
-        """SIGTERM and SIGINT stop the worker after its current step (main thread only)."""
+    def stop_on_signals(self) -> dict[int, Any]:
+        """SIGTERM and SIGINT stop the worker after its current step (main thread only).
+        Returns the handlers they had, to put back."""
+        previous = {}
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self._stop.set())
+            previous[sig] = signal.signal(sig, lambda *_: self._stop.set())
+        return previous
 
     # ------------------------------------------------------------------ one job
     def _run(self, job: Job) -> Job:
