@@ -95,16 +95,18 @@ def test_config_template_lists_the_defaults() -> None:
     settings = [
         line[2:]
         for line in text.splitlines()
-        if re.match(r"^# (\w+ = |\[(search|runtime|chat|parametric)\]$)", line) and "(not set)" not in line
+        if re.match(r"^# (\w+ = |\[(search|runtime|chat|parametric|scheduler)\]$)", line)
+        and "(not set)" not in line
     ]
     values = tomllib.loads("\n".join(settings))
     defaults = Settings(home=Path("/tmp")).model_dump(mode="json")
     assert values["search"] == defaults["search"]
     assert len(values) > 5
-    for table in ("runtime", "chat", "parametric"):  # settings that are not set by default are left out
+    tables = ("runtime", "chat", "parametric", "scheduler")
+    for table in tables:  # settings that are not set by default are left out
         assert values[table] == {k: v for k, v in defaults[table].items() if v is not None}, table
     for key, value in values.items():
-        if key not in ("runtime", "chat", "parametric"):
+        if key not in tables:
             assert value == defaults[key], key
 
 

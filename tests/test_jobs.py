@@ -144,6 +144,13 @@ def test_cancel_queued_and_running(queue: JobQueue) -> None:
     assert queue.acknowledge_cancel(claimed).state == "cancelled"
     with pytest.raises(InvalidState, match="cancelled already"):
         queue.cancel(running.id)
+    # a cancel requested while an attempt fails (or its worker stops) is not retried
+    for finish in (lambda j: queue.fail(j, "boom"), queue.release):
+        job = queue.enqueue("k")
+        held = queue.claim("w")
+        assert held is not None and held.id == job.id
+        queue.cancel(job.id)
+        assert finish(held).state == "cancelled"
     with pytest.raises(NotFound):
         queue.cancel(12345)
 
@@ -406,3 +413,16 @@ def test_background_worker_beside_a_busy_sdk_user(make_mos: Any, backend: str) -
     assert workers and all(t.is_alive() for t in workers)
     mos.close()  # stops the worker and joins it
     assert not any(t.is_alive() for t in workers)
+
+
+def test_scheduler_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from memos.config import load_settings
+    from memos.errors import ConfigError
+
+    assert load_settings(tmp_path).scheduler.mode == "off"
+    assert load_settings(tmp_path, scheduler="background").scheduler.mode == "background"  # the short form
+    monkeypatch.setenv("MEMOS_SCHEDULER__LEASE_SECONDS", "7.5")
+    assert load_settings(tmp_path).scheduler.lease_seconds == 7.5
+    for bad in ("sometimes", {"mode": "off", "workers": 3}, {"lease_seconds": 0}):
+        with pytest.raises(ConfigError, match="scheduler"):
+            load_settings(tmp_path, scheduler=bad)

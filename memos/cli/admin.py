@@ -46,7 +46,14 @@ def config_template() -> str:
     """A ``config.toml`` listing every setting at its default, all commented out."""
     from pydantic import BaseModel
 
-    from memos.config import ChatSettings, ParametricSettings, RuntimeSettings, SearchSettings, Settings
+    from memos.config import (
+        ChatSettings,
+        ParametricSettings,
+        RuntimeSettings,
+        SchedulerSettings,
+        SearchSettings,
+        Settings,
+    )
 
     lines = [
         "# memos configuration. Every line is commented out, so the defaults apply.",
@@ -56,6 +63,7 @@ def config_template() -> str:
     ]
     tables: dict[str, type[BaseModel]] = {
         "search": SearchSettings, "runtime": RuntimeSettings, "chat": ChatSettings, "parametric": ParametricSettings,
+        "scheduler": SchedulerSettings,
     }  # fmt: skip
     for name, field in Settings.model_fields.items():
         if name != "home" and name not in tables:

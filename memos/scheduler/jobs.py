@@ -311,7 +311,10 @@ class JobQueue:
         with self.store.session() as s:
             now = self.clock()
             row = self._fenced(s, job, now)
-            if retry and row.attempts < row.max_attempts:
+            if row.cancel_requested:  # cancelled meanwhile: no retry
+                self._finish(row, CANCELLED, now)
+                row.error = f"cancelled; the last attempt failed: {error}"
+            elif retry and row.attempts < row.max_attempts:
                 self._requeue(row, now + self.backoff.delay(row.attempts), now)
                 row.error = error
             else:
@@ -321,12 +324,15 @@ class JobQueue:
 
     def release(self, job: Job) -> Job:
         """Give the job back untouched (a worker stopping): queued again at once, this
-        attempt not counted."""
+        attempt not counted (``cancelled`` if a cancel was requested)."""
         with self.store.session() as s:
             now = self.clock()
             row = self._fenced(s, job, now)
-            self._requeue(row, now, now)
-            row.attempts -= 1
+            if row.cancel_requested:
+                self._finish(row, CANCELLED, now)
+            else:
+                self._requeue(row, now, now)
+                row.attempts -= 1
             return Job.of(row)
 
     def acknowledge_cancel(self, job: Job) -> Job:

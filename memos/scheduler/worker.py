@@ -11,7 +11,7 @@ and returns a JSON object kept as the job's result. The contract:
   raises :class:`~memos.scheduler.jobs.JobCancelled` if a cancel was requested (the job
   ends ``cancelled``) or :class:`WorkerStopping` if the worker is stopping (SIGTERM,
   ``stop()``: the job goes back to the queue without counting an attempt). A handler
-  that never checks finishes its job first.
+  that never checks finishes its job first (and it ends ``done``: its effect happened).
 - **Errors.** An exception fails the attempt: retried with backoff until ``max_attempts``,
   then ``failed`` with the error. ``InvalidInput``, ``NotFound`` and ``PermissionDenied``
   fail at once (retrying bad input changes nothing), as does a kind with no handler.
@@ -194,7 +194,7 @@ class Worker:
     def stop_on_signals(self) -> dict[int, Any]:
         """SIGTERM and SIGINT stop the worker after its current step (main thread only).
         Returns the handlers they had, to put back."""
-        previous = {}
+        previous: dict[int, Any] = {}
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda *_: self._stop.set())
         return previous
