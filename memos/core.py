@@ -25,7 +25,7 @@ from memos.activation import ActivationMemory
 from memos.chat import ChatOps
 from memos.config import Settings, load_settings
 from memos.errors import AlreadyExists, InvalidInput, NotFound
-from memos.events import EventBus, EventKind
+from memos.events import Event, EventBus, EventKind
 from memos.home import Home
 from memos.parametric import ParametricMemory
 from memos.plaintext.adding import Adding
@@ -39,7 +39,6 @@ from memos.protocols import Embedder, Runtime, VectorIndex
 from memos.storage.relational.engine import RelationalStore
 from memos.storage.relational.models import (
     AclRow,
-    AuditRow,
     CubeRow,
     EdgeRow,
     EntityRow,
@@ -149,6 +148,7 @@ class MemOS(ChatOps):
             from memos.plaintext.retrieval.retriever import Retriever
 
             graphs = GraphCache(store)
+            events = EventBus()
             #: what every service is built with (memos.home)
             self.home = Home(
                 settings=settings,
@@ -156,13 +156,13 @@ class MemOS(ChatOps):
                 store=store,
                 index=index,
                 embedder=embedder,
-                indexer=Indexer(store, index, embedder, clock),
+                indexer=Indexer(store, index, embedder, clock, events),
                 graphs=graphs,
                 retriever=Retriever(store, index, embedder, graphs, settings.search),
                 access=AccessStats(store, clock, settings.search.access_flush_seconds, write_lock),
                 extractor=factories.make_extractor(settings.extractor),
                 write_lock=write_lock,
-                events=EventBus(),
+                events=events,
             )
             self._adding = Adding(self.home)
             self._reading = Reading(self.home)
@@ -249,12 +249,12 @@ class MemOS(ChatOps):
     # ------------------------------------------------------------------ users
     def add_user(self, user_id: str, name: str | None = None) -> User:
         user_id = check_id(user_id, "user_id", MAX_KEY_CHARS)
-        with self.store.session() as s:
+        with self.home.recording() as rec, self.store.session() as s:
             if s.get(UserRow, user_id) is not None:
                 raise AlreadyExists(f"user {user_id!r} exists already")
             row = UserRow(id=user_id, name=name or user_id, created_at=self.clock())
             s.add(row)
-            s.add(AuditRow(ts=row.created_at, actor=user_id, action="user_add", details={}))
+            rec.record(s, Event(EventKind.user_added, row.created_at, user_id, None))
         return User(id=row.id, name=row.name, created_at=row.created_at)
 
     def get_user(self, user_id: str) -> User:
@@ -277,7 +277,7 @@ class MemOS(ChatOps):
         name = check_id(name, "cube name", MAX_KEY_CHARS)
         cube_id = check_id(cube_id, "cube_id", MAX_KEY_CHARS) if cube_id is not None else str(uuid.uuid4())
         now = self.clock()
-        with self.store.session() as s:
+        with self.home.recording() as rec, self.store.session() as s:
             acl.user(s, user_id)
             if s.get(CubeRow, cube_id) is not None:
                 raise AlreadyExists(f"a cube with id {cube_id!r} exists already")
@@ -297,9 +297,7 @@ class MemOS(ChatOps):
             s.add(
                 AclRow(cube_id=cube_id, user_id=user_id, role=Role.owner, granted_at=now, granted_by=user_id)
             )
-            s.add(
-                AuditRow(ts=now, actor=user_id, cube_id=cube_id, action="cube_create", details={"name": name})
-            )
+            rec.record(s, Event(EventKind.cube_created, now, user_id, cube_id, details={"name": name}))
         return Cube(
             id=cube_id, name=name, owner_id=user_id, created_at=now, description=description, role=Role.owner
         )
@@ -360,21 +358,18 @@ class MemOS(ChatOps):
 
     def delete_cube(self, cube_id: str, user_id: str) -> int:
         """Delete a cube and everything in it (owner only). Returns the memories removed."""
-        with self.write_lock, self.store.session() as s:
-            acl.require(s, cube_id, user_id, acl.OWNER)
-            n = s.scalar(select(func.count()).select_from(MemoryRow).where(MemoryRow.cube_id == cube_id)) or 0
-            self._delete_cube_rows(s, cube_id)
-            s.add(
-                AuditRow(
-                    ts=self.clock(),
-                    actor=user_id,
-                    cube_id=cube_id,
-                    action="cube_delete",
-                    details={"memories": n},
+        with self.home.recording() as rec:
+            with self.write_lock, self.store.session() as s:
+                acl.require(s, cube_id, user_id, acl.OWNER)
+                count = select(func.count()).select_from(MemoryRow).where(MemoryRow.cube_id == cube_id)
+                n = s.scalar(count) or 0
+                self._delete_cube_rows(s, cube_id)
+                # the memories are gone, so are their audit events: the cube_delete row is the record
+                rec.record(
+                    s, Event(EventKind.cube_deleted, self.clock(), user_id, cube_id, details={"memories": n})
                 )
-            )
-        self.index.delete_cube(cube_id)
-        self.graphs.invalidate(cube_id)
+            self.index.delete_cube(cube_id)
+            self.graphs.invalidate(cube_id)
         return int(n)
 
     def _delete_cube_rows(self, s: Session, cube_id: str) -> None:
@@ -392,8 +387,6 @@ class MemOS(ChatOps):
         self.activation.delete_cube_blobs(s, cube_id)
         self.parametric.delete_cube_blobs(s, cube_id)
         s.execute(delete(CubeRow).where(CubeRow.id == cube_id))
-        # the memories are gone, so are their events; the cube_delete event is the record
-        s.execute(delete(AuditRow).where(AuditRow.cube_id == cube_id))
 
     def share_cube(
         self, cube_id: str, owner_id: str, target_user_id: str, role: str | Role = Role.reader
@@ -406,7 +399,7 @@ class MemOS(ChatOps):
         if role == Role.owner:
             raise InvalidInput("a cube has one owner; share as 'reader' or 'writer'")
         now = self.clock()
-        with self.store.session() as s:
+        with self.home.recording() as rec, self.store.session() as s:
             acl.require(s, cube_id, owner_id, acl.OWNER)
             acl.user(s, target_user_id)
             if target_user_id == owner_id:
@@ -416,33 +409,19 @@ class MemOS(ChatOps):
                     cube_id=cube_id, user_id=target_user_id, role=role, granted_at=now, granted_by=owner_id
                 )
             )
-            s.add(
-                AuditRow(
-                    ts=now,
-                    actor=owner_id,
-                    cube_id=cube_id,
-                    action="share",
-                    details={"user": target_user_id, "role": role},
-                )
-            )
+            shared = {"user": target_user_id, "role": role}
+            rec.record(s, Event(EventKind.cube_shared, now, owner_id, cube_id, details=shared))
         return Share(cube_id=cube_id, user_id=target_user_id, role=role, granted_at=now, granted_by=owner_id)
 
     def unshare_cube(self, cube_id: str, owner_id: str, target_user_id: str) -> None:
-        with self.store.session() as s:
+        with self.home.recording() as rec, self.store.session() as s:
             acl.require(s, cube_id, owner_id, acl.OWNER)
             grant = s.get(AclRow, (cube_id, target_user_id))
             if grant is None or grant.role == Role.owner:
                 raise NotFound(f"cube {cube_id!r} is not shared with {target_user_id!r}")
             s.delete(grant)
-            s.add(
-                AuditRow(
-                    ts=self.clock(),
-                    actor=owner_id,
-                    cube_id=cube_id,
-                    action="unshare",
-                    details={"user": target_user_id},
-                )
-            )
+            unshared = {"user": target_user_id}
+            rec.record(s, Event(EventKind.cube_unshared, self.clock(), owner_id, cube_id, details=unshared))
 
     def shares(self, cube_id: str, user_id: str) -> list[Share]:
         with self.store.session() as s:
