@@ -426,3 +426,73 @@ def test_scheduler_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     for bad in ("sometimes", {"mode": "off", "workers": 3}, {"lease_seconds": 0}):
         with pytest.raises(ConfigError, match="scheduler"):
             load_settings(tmp_path, scheduler=bad)
+
+
+def test_who_may_queue_see_and_cancel_jobs(alice: tuple[Any, str]) -> None:
+    mos, cube = alice
+    mos.add_user("bob")
+    mos.add_user("carol")
+    mos.share_cube(cube, "alice", "bob", "writer")
+    job = mos.scheduler.enqueue("compile", user_id="alice", cube_id=cube)
+    home_job = mos.scheduler.enqueue("reindex")  # the operator's, no cube
+    with pytest.raises(PermissionDenied, match="owner"):
+        mos.scheduler.enqueue("compile", user_id="bob", cube_id=cube)  # a writer is not the owner
+    with pytest.raises(PermissionDenied, match="operator"):
+        mos.scheduler.enqueue("reindex", user_id="alice")
+    assert [j.id for j in mos.scheduler.jobs(user_id="alice")] == [job.id]
+    assert mos.scheduler.jobs(user_id="bob") == [] and mos.scheduler.jobs(user_id="carol") == []
+    assert {j.id for j in mos.scheduler.jobs()} == {job.id, home_job.id}
+    with pytest.raises(PermissionDenied):
+        mos.scheduler.cancel(job.id, user_id="bob")
+    with pytest.raises(NotFound):  # a stranger learns nothing, not even that it exists
+        mos.scheduler.cancel(job.id, user_id="carol")
+    with pytest.raises(NotFound):
+        mos.scheduler.get(home_job.id, user_id="alice")
+    assert mos.scheduler.get(job.id, user_id="alice").state == "queued"
+    assert mos.scheduler.cancel(job.id, user_id="alice").state == "cancelled"
+    assert mos.scheduler.status(user_id="alice").totals["cancelled"] == 1
+    assert mos.scheduler.status().totals == {
+        "queued": 1,
+        "running": 0,
+        "done": 0,
+        "failed": 0,
+        "cancelled": 1,
+    }
+
+
+SLOW_HANDLER = """
+import pathlib, time
+
+def slow(ctx):
+    pathlib.Path(ctx.job.payload["dir"], "started").write_text("")
+    for _ in range(6000):
+        time.sleep(0.01)
+        ctx.check()  # a step boundary: SIGTERM lands here
+    return {"finished": True}
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_gives_the_running_job_back(tmp_path: Path, embedder: Any) -> None:
+    import signal
+
+    from memos.core import MemOS
+
+    (tmp_path / "slow_e.py").write_text(SLOW_HANDLER)
+    home = tmp_path / "home"
+    with MemOS(home=home, embedder=embedder) as mos:
+        job = mos.scheduler.enqueue("slow", {"dir": str(tmp_path)})
+    worker = _memos(
+        home, tmp_path, "scheduler", "run", "--handler", "slow=slow_e:slow", stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 180
+    while not (tmp_path / "started").exists():
+        assert worker.poll() is None, worker.stderr.read() if worker.stderr else ""
+        assert time.monotonic() < deadline, "the worker never started the job"
+        time.sleep(0.1)
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 0, err
+    with MemOS(home=home, embedder=embedder) as mos:
+        back = mos.scheduler.get(job.id)
+    assert (back.state, back.attempts, back.lease_owner, back.result) == ("queued", 0, None, None)

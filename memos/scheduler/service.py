@@ -48,8 +48,10 @@ class Scheduler:
         self.queue = JobQueue(
             home.store, home.clock, max_attempts=cfg.max_attempts, backoff=Backoff(base=cfg.backoff_seconds)
         )
-        #: handlers by job kind; ``register`` adds to it (the background worker reads it live)
-        self.handlers: dict[str, Handler] = installed_handlers()
+        #: handlers by job kind: ``register``'s, then the installed ones (``memos.job_handlers``,
+        #: loaded when the first worker is built); the background worker reads it live
+        self.handlers: dict[str, Handler] = {}
+        self._installed = False
         self._background: Worker | None = None
         if cfg.mode == "background":
             self.start_background()
@@ -70,6 +72,10 @@ class Scheduler:
         """A worker over this home's queue, with the registered handlers and ``handlers``
         (a handler, or its name as ``module:function``)."""
         cfg = self.home.settings.scheduler
+        if not self._installed:
+            for kind, found in installed_handlers().items():
+                self.handlers.setdefault(kind, found)
+            self._installed = True
         extra = {k: load_handler(h) if isinstance(h, str) else h for k, h in (handlers or {}).items()}
         table = {**self.handlers, **extra} if extra else self.handlers
         return Worker(
