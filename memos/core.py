@@ -169,9 +169,9 @@ class MemOS(ChatOps):
             self._lifecycle = Lifecycle(self.home)
             self._maintenance = Maintenance(self.home)
             #: activation memory: compiled KV prefixes (memos.activation)
-            self.activation = ActivationMemory(self)
+            self.activation = ActivationMemory(self.home, runtimes=self.runtime)
             #: parametric memory: LoRA adapters consolidated from memories (memos.parametric)
-            self.parametric = ParametricMemory(self)
+            self.parametric = ParametricMemory(self.home, runtimes=self.runtime)
             for artifacts in (self.activation, self.parametric):  # erasure reaches what was built
                 self.events.subscribe(artifacts.on_purge, [EventKind.memory_purged])
             self.repair()
@@ -445,7 +445,7 @@ class MemOS(ChatOps):
         there (a directory, a device, a FIFO) never is."""
         from memos import archive
 
-        return archive.export_cube(self, cube_id, Path(path), user_id=user_id, overwrite=overwrite)
+        return archive.export_cube(self.home, cube_id, Path(path), user_id=user_id, overwrite=overwrite)
 
     def import_cube(
         self,
@@ -464,7 +464,7 @@ class MemOS(ChatOps):
         before anything is written."""
         from memos import archive
 
-        return archive.import_cube(self, Path(path), user_id=user_id, cube_id=cube_id, name=name, copy=copy)
+        return archive.import_cube(self.home, Path(path), user_id=user_id, cube_id=cube_id, name=name, copy=copy)
 
     # ``list`` last: inside the class body it would shadow the builtin for later annotations
     list = _via("_reading", Reading.list_memories)

@@ -257,6 +257,40 @@ def test_invalidation_update_delete_purge(kv_mos: tuple[Any, str], hf_runtime: A
     assert manifest["token_ids"] == [] and "vegetarian" not in str(manifest)
 
 
+def test_compiling_and_retiring_prefixes_publish_events(kv_mos: tuple[Any, str], hf_runtime: Any) -> None:
+    from memos.events import Event, EventKind
+
+    mos, cube = kv_mos
+    items = {m.text: m for m in mos.list_memories(user_id="alice", cube_id=cube).items}
+    seen: list[Event] = []
+    mos.events.subscribe(seen.append, [EventKind.artifact_compiled, EventKind.artifact_retired])
+    first = mos.activation.compile(cube, user_id="alice", runtime=hf_runtime, top_n=2)
+    [compiled] = seen
+    assert (compiled.kind, compiled.actor, compiled.cube_id) == (EventKind.artifact_compiled, "alice", cube)
+    assert compiled.memory_ids == tuple(first.memory_ids)
+    assert compiled.details == {"kind": "kv_prefix", "id": first.id, "name": "default"}
+    mos.update(items["Alice is vegetarian"].id, user_id="alice", text="Alice is vegan")
+    second = mos.activation.compile(cube, user_id="alice", runtime=hf_runtime, top_n=2)
+    replaced, recompiled = seen[1:]  # the older prefix of the same name went
+    assert replaced.kind == EventKind.artifact_retired and replaced.details["id"] == first.id
+    assert replaced.memory_ids == tuple(first.memory_ids)
+    assert replaced.reason == f"replaced by {second.id[:12]}"
+    assert recompiled.kind == EventKind.artifact_compiled and recompiled.details["id"] == second.id
+    other = mos.activation.compile(cube, user_id="alice", runtime=hf_runtime, top_n=2, name="other")
+    del seen[:]
+    mos.purge(items["Alice is vegetarian"].id, user_id="alice", reason="erase")
+    assert sorted(e.details["id"] for e in seen) == sorted([second.id, other.id])
+    assert all(e.kind == EventKind.artifact_retired and e.actor == "alice" for e in seen)
+    assert all(items["Alice is vegetarian"].id in e.memory_ids for e in seen)
+    del seen[:]
+    mos.purge(items["Alice prefers tea over coffee"].id, user_id="alice")
+    assert seen == []  # retired once: the prefixes are purged already
+    mos.activation.drop(other.id, user_id="alice")
+    [dropped] = seen
+    assert dropped.kind == EventKind.artifact_retired and dropped.reason == "dropped"
+    assert dropped.details == {"kind": "kv_prefix", "id": other.id, "name": "other"}
+
+
 def test_compiled_prefix_survives_reopen_and_refuses_other_models(tmp_path: Path, embedder: Any, hf_runtime: Any,
                                                                   gemma_hf: Any) -> None:  # fmt: skip
     from memos.core import MemOS

@@ -381,6 +381,31 @@ def test_an_adapter_that_learns_nothing_is_rejected_and_never_applied(
 
 
 @pytest.mark.slow
+def test_storing_and_retiring_an_adapter_publish_events(
+    small: tuple[Any, str, list[str]], hf_runtime: Any
+) -> None:
+    from memos.events import Event, EventKind
+
+    mos, cube, ids = small
+    seen: list[Event] = []
+    mos.events.subscribe(seen.append, [EventKind.artifact_compiled, EventKind.artifact_retired])
+    info = mos.parametric.consolidate(cube, user_id="sam", memory_ids=ids, runtime=hf_runtime,
+                                      config={"epochs": 1, "lr": 1e-9, "batch_size": 8, "probe_size": 2})  # fmt: skip
+    [compiled] = seen
+    assert (compiled.kind, compiled.actor, compiled.cube_id) == (EventKind.artifact_compiled, "sam", cube)
+    assert compiled.memory_ids == tuple(ids)
+    assert compiled.details == {"kind": "lora", "id": info.id, "name": "default", "state": info.state}
+    mos.purge(ids[0], user_id="sam", reason="user request")
+    retired = seen[1]
+    assert len(seen) == 2 and retired.kind == EventKind.artifact_retired and retired.actor == "sam"
+    assert retired.memory_ids == tuple(ids)
+    assert retired.details == {"kind": "lora", "id": info.id, "name": "default"}
+    assert retired.reason == "a memory it was trained on was purged"
+    mos.parametric.drop(info.id, user_id="sam")
+    assert seen[2].kind == EventKind.artifact_retired and seen[2].reason == "dropped"
+
+
+@pytest.mark.slow
 def test_cancel_leaves_nothing(small: tuple[Any, str, list[str]], hf_runtime: Any) -> None:
     from memos.errors import Cancelled
 

@@ -34,14 +34,14 @@ from memos.storage.relational.models import AuditRow, CubeRow, MemoryRow
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from memos.core import MemOS
+    from memos.home import Home
 
 
 log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------- export
-def export_cube(mos: MemOS, cube_id: str, path: Path, *, user_id: str, overwrite: bool = False) -> Path:
+def export_cube(home: Home, cube_id: str, path: Path, *, user_id: str, overwrite: bool = False) -> Path:
     """Write ``cube_id`` to ``path`` as a ``.memcube`` archive; needs read access.
 
     Rows stream from one read transaction (a consistent snapshot) into a temporary file
@@ -58,12 +58,12 @@ def export_cube(mos: MemOS, cube_id: str, path: Path, *, user_id: str, overwrite
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        mos.access.flush()
-        with mos.store.session() as s, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        home.access.flush()
+        with home.store.session() as s, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
             acl.require(s, cube_id, user_id, acl.READ)
             cube = s.get(CubeRow, cube_id)
             assert cube is not None  # _require checked it
-            now = mos.clock()
+            now = home.clock()
             counts: dict[str, int] = {}
             members: dict[str, _Entry] = {}
             for member in MEMBERS:
@@ -71,7 +71,7 @@ def export_cube(mos: MemOS, cube_id: str, path: Path, *, user_id: str, overwrite
             manifest = Manifest(
                 package_version=memos.__version__,
                 created_at=now,
-                embedder_id=mos.embedder.id,
+                embedder_id=home.embedder.id,
                 cube=_CubeInfo(**{f: getattr(cube, f) for f in _CubeInfo.model_fields}),
                 counts=counts,
                 members=members,
@@ -85,9 +85,9 @@ def export_cube(mos: MemOS, cube_id: str, path: Path, *, user_id: str, overwrite
     finally:
         tmp.unlink(missing_ok=True)
     event = AuditRow(
-        ts=mos.clock(), actor=user_id, cube_id=cube_id, action="export", details={"counts": counts}
+        ts=home.clock(), actor=user_id, cube_id=cube_id, action="export", details={"counts": counts}
     )
-    with mos.store.session() as s:  # who took a copy of the cube, and when, is worth knowing later
+    with home.store.session() as s:  # who took a copy of the cube, and when, is worth knowing later
         s.add(event)
     log.info("exported cube %s to %s (%s)", cube_id, path, counts)
     return path

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from memos.config import Settings
-    from memos.core import MemOS
+    from memos.home import Home
 
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------- import
 def import_cube(
-    mos: MemOS,
+    home: Home,
     path: Path,
     *,
     user_id: str,
@@ -46,7 +46,7 @@ def import_cube(
     beside itself, with new memory ids and (unless ``cube_id`` is given) a new cube id.
     """
     with _open(Path(path)) as zf:
-        manifest, memory_ids = _verify(zf, mos.settings)
+        manifest, memory_ids = _verify(zf, home.settings)
         src = manifest.cube
         if cube_id is not None:
             new_id = check_id(cube_id, "cube_id", MAX_KEY_CHARS)
@@ -54,36 +54,38 @@ def import_cube(
             new_id = str(uuid.uuid4()) if copy else src.id
         new_name = check_id(name if name is not None else src.name, "cube name", MAX_KEY_CHARS)
         target = _Target(user_id, new_id, new_name, cube_id is not None, name is not None, copy)
-        with mos.store.session() as s:  # fail fast on a clash, before reading a large archive again
-            _check_target(mos, s, memory_ids, target)
-        now = mos.clock()
+        with home.store.session() as s:  # fail fast on a clash, before reading a large archive again
+            _check_target(s, memory_ids, target)
+        now = home.clock()
         # what was imported from where: the archive's own facts, and what this home did differently
         details: dict[str, Any] = {
             "archive": manifest.model_dump(mode="json", exclude={"cube", "members"}),
             "source_cube": src.model_dump(mode="json", include={"id", "name", "owner_id"}),
         }
-        if manifest.embedder_id != mos.embedder.id:
-            details["reembedded_with"] = mos.embedder.id  # vectors never travel: the index embeds the text
+        if manifest.embedder_id != home.embedder.id:
+            details["reembedded_with"] = home.embedder.id  # vectors never travel: the index embeds the text
         ids = {old: str(uuid.uuid4()) for old in sorted(memory_ids)} if copy else None
         if copy:
             details["copy"] = True  # memory ids are new; the audit events keep the old ones in details
         cube = CubeRow(**{**src.model_dump(), "id": new_id, "name": new_name, "owner_id": user_id})
-        acl = AclRow(cube_id=new_id, user_id=user_id, role=Role.owner, granted_at=now, granted_by=user_id)
-        with mos.write_lock:
+        grant = AclRow(cube_id=new_id, user_id=user_id, role=Role.owner, granted_at=now, granted_by=user_id)
+        with home.write_lock:
             try:
-                with mos.store.session() as s:
-                    _check_target(mos, s, memory_ids, target)
+                with home.store.session() as s:
+                    _check_target(s, memory_ids, target)
                     s.add(cube)
                     s.flush()
-                    s.add(acl)
-                    details["blobs_already_present"] = _write_rows(s, zf, manifest, new_id, ids, mos.settings)
+                    s.add(grant)
+                    details["blobs_already_present"] = _write_rows(
+                        s, zf, manifest, new_id, ids, home.settings
+                    )
                     s.add(AuditRow(ts=now, actor=user_id, cube_id=new_id, action="import", details=details))
             except IntegrityError as exc:
                 raise ArchiveError(
                     f"the archive's rows conflict with each other or this home: {exc.orig}"
                 ) from exc
-        mos.graphs.invalidate(new_id)
-        mos.indexer.sync()
+        home.graphs.invalidate(new_id)
+        home.indexer.sync()
     log.info("imported %s as cube %s (%s)", path, new_id, manifest.counts)
     fields = ("id", "name", "owner_id", "created_at", "description")
     return Cube(**{f: getattr(cube, f) for f in fields}, role=Role.owner)
@@ -101,7 +103,7 @@ class _Target:
     copy: bool
 
 
-def _check_target(mos: MemOS, s: Session, memory_ids: set[str], t: _Target) -> None:
+def _check_target(s: Session, memory_ids: set[str], t: _Target) -> None:
     """Refuse, before writing anything, what would collide with this home; say what avoids it."""
     acl.user(s, t.user_id)
     ids = sorted(memory_ids) if not t.copy else []

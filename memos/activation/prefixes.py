@@ -1,0 +1,397 @@
+"""``ActivationMemory``: compile, list, show, drop, load, and the chat's lookup.
+
+Built with the home and a way to get a runtime; see :mod:`memos.activation` for the rules
+it keeps (fingerprint, joint compilation, copy-on-use, invalidation).
+"""
+
+from __future__ import annotations
+
+import builtins
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from memos import acl
+from memos.activation import manifest as mf
+from memos.activation.manifest import KIND, ActivationInfo, Segment
+from memos.activation.text import memory_text, prefix_text
+from memos.blobs import BlobStore
+from memos.errors import FingerprintMismatch, InvalidInput, InvalidState, NotFound
+from memos.events import Event, EventKind
+from memos.home import Home
+from memos.plaintext.convert import memory_from_row
+from memos.protocols import KVPrefix, Runtime
+from memos.runtime import sha256_file
+from memos.storage.relational.models import BlobRow, MemoryRow
+from memos.types import MemoryItem
+
+#: memory types offered to the selector's segments
+PROFILE_TYPES = ("profile", "preference")
+HOT_TYPES = ("fact", "procedure")
+
+
+class ActivationMemory:
+    """``mos.activation``: compile, list, show, drop, and the chat's lookup.
+
+    ``runtimes(name=None, **overrides)`` returns the loaded runtime ``name`` (default: the
+    configured one), as ``MemOS.runtime`` does."""
+
+    def __init__(self, home: Home, *, runtimes: Callable[..., Runtime]) -> None:
+        self.home = home
+        self.runtimes = runtimes
+        self.blobs = BlobStore(home.settings.home)
+        self._loaded: OrderedDict[tuple[str, str], KVPrefix] = OrderedDict()
+        self._verified: set[str] = set()
+        self._lock = threading.Lock()
+
+    def blob_path(self, sha: str) -> Path:
+        return self.blobs.path(sha)
+
+    # ------------------------------------------------------------------ compile
+    def compile(
+        self,
+        cube_id: str,
+        *,
+        user_id: str,
+        memory_ids: Sequence[str] | None = None,
+        segments: Mapping[str, Sequence[str]] | None = None,
+        top_n: int = 32,
+        token_budget: int = 1024,
+        runtime: str | Runtime | None = None,
+        name: str = "default",
+    ) -> ActivationInfo:
+        """Compile memories into a KV prefix for ``runtime`` (default: the configured one).
+
+        Choose the memories with ``segments`` (``{"profile": [ids], "hot": [ids]}``, in
+        order), ``memory_ids`` (one segment), or neither: the selector takes a
+        ``profile`` segment (profile and preference memories) and a ``hot`` segment (the
+        top ``top_n`` facts by importance, then use, then recency), within
+        ``token_budget`` prefix tokens. A newer compile under the same ``name`` for the
+        same model replaces the older one.
+        """
+        home = self.home
+        rt = self._runtime(runtime)
+        if (
+            isinstance(token_budget, bool)
+            or not isinstance(token_budget, int)
+            or not 16 <= token_budget < rt.context_length
+        ):
+            raise InvalidInput(f"token_budget must be an integer from 16 to {rt.context_length - 1}")
+        if not isinstance(name, str) or not name.strip() or len(name) > 64:
+            raise InvalidInput("name must be a non-empty string of at most 64 characters")
+        home.access.flush()  # the selectors order by hits
+        with home.store.session() as s:
+            acl.require(s, cube_id, user_id, acl.WRITE)
+            chosen = self._choose(s, cube_id, memory_ids, segments, top_n)
+            owner_name = acl.user(s, user_id).name
+        system_prompt = home.settings.chat.system_prompt.replace("{user}", owner_name)
+        # fit the budget: whole memories, in order, while the prefix stays within it
+        lines: list[str] = []
+        kept: list[tuple[str, MemoryItem]] = []
+        for seg, item in chosen:
+            trial = [*lines, memory_text(item)]
+            if rt.count_tokens(prefix_text(rt, system_prompt, trial)) > token_budget:
+                if not kept and memory_ids is not None:
+                    raise InvalidInput(f"memory {item.id} alone does not fit a {token_budget}-token prefix")
+                if memory_ids is not None or segments is not None:
+                    raise InvalidInput(
+                        f"the chosen memories do not fit a {token_budget}-token prefix; raise token_budget"
+                    )
+                break
+            lines, kept = trial, [*kept, (seg, item)]
+        if not kept:
+            raise InvalidInput("no memories to compile (the cube has no active memories of the chosen kinds)")
+        text = prefix_text(rt, system_prompt, lines)
+        ids = rt.tokenize(text)
+        # segment spans: the tokens of the text up to the end of each segment's last line
+        spans: list[Segment] = []
+        start = len(rt.tokenize(prefix_text(rt, system_prompt, [])))
+        for seg in dict.fromkeys(sg for sg, _ in kept):
+            upto = max(i for i, (sg, _) in enumerate(kept) if sg == seg) + 1
+            end = len(rt.tokenize(prefix_text(rt, system_prompt, lines[:upto])))
+            spans.append(
+                Segment(name=seg, start=start, end=end, memory_ids=[m.id for sg, m in kept if sg == seg])
+            )
+            start = end
+        t0 = time.perf_counter()
+        data = rt.build_prefix(ids)
+        compile_ms = (time.perf_counter() - t0) * 1000
+        sha = self.blobs.write(data)
+        now = home.clock()
+        fp = rt.fingerprint
+        manifest = {
+            "name": name,
+            "state": "ready",
+            "stale_reason": None,
+            "fingerprint": fp.as_dict(),
+            "fingerprint_key": fp.key,
+            "memories": [{"id": m.id, "version": m.version} for _, m in kept],
+            "segments": [sp.model_dump() for sp in spans],
+            "token_ids": ids,
+            "text": text,
+            "lines": lines,
+            "system_prompt": system_prompt,
+            "n_tokens": len(ids),
+            "compile_ms": round(compile_ms, 1),
+        }
+        replaced: list[BlobRow] = []
+        with home.write_lock, home.store.session() as s:
+            for old in mf.rows(s, cube_id):
+                if (
+                    old.manifest.get("name") == name
+                    and old.manifest.get("fingerprint_key") == fp.key
+                    and old.sha256 != sha
+                ):
+                    replaced.append(old)
+                    self._delete_row(s, old)
+            row = s.get(BlobRow, sha)
+            if row is None:
+                s.add(
+                    BlobRow(
+                        sha256=sha,
+                        cube_id=cube_id,
+                        kind=KIND,
+                        size=len(data),
+                        created_at=now,
+                        manifest=manifest,
+                    )
+                )
+            else:
+                row.manifest = manifest
+            info = mf.info(sha, cube_id, len(data), now, manifest)
+        self._publish(
+            *(_retired(old, now, user_id, f"replaced by {sha[:12]}") for old in replaced),
+            Event(EventKind.artifact_compiled, now, user_id, cube_id, tuple(info.memory_ids),
+                  details={"kind": "kv_prefix", "id": sha, "name": name}),
+        )  # fmt: skip
+        return info
+
+    def _choose(
+        self,
+        s: Session,
+        cube_id: str,
+        memory_ids: Sequence[str] | None,
+        segments: Mapping[str, Sequence[str]] | None,
+        top_n: int,
+    ) -> list[tuple[str, MemoryItem]]:
+        if memory_ids is not None and segments is not None:
+            raise InvalidInput("give memory_ids or segments, not both")
+        if memory_ids is not None:
+            segments = {"explicit": list(memory_ids)}
+        if segments is not None:
+            out: list[tuple[str, MemoryItem]] = []
+            seen: set[str] = set()
+            for seg, ids in segments.items():
+                for mid in ids:
+                    row = s.get(MemoryRow, mid)
+                    if row is None or row.cube_id != cube_id:
+                        raise NotFound(f"no memory {mid!r} in cube {cube_id!r}")
+                    if row.state != "active":
+                        raise InvalidState(f"memory {mid} is {row.state}; only active memories are compiled")
+                    if mid not in seen:
+                        seen.add(mid)
+                        out.append((seg, memory_from_row(row)))
+            return out
+        if isinstance(top_n, bool) or not isinstance(top_n, int) or not 1 <= top_n <= 1000:
+            raise InvalidInput("top_n must be an integer from 1 to 1000")
+        base = select(MemoryRow).where(MemoryRow.cube_id == cube_id, MemoryRow.state == "active")
+        order = (MemoryRow.importance.desc(), MemoryRow.hits.desc(), MemoryRow.recorded_at.desc())
+        profile = s.scalars(base.where(MemoryRow.type.in_(PROFILE_TYPES)).order_by(*order).limit(top_n))
+        hot = s.scalars(base.where(MemoryRow.type.in_(HOT_TYPES)).order_by(*order).limit(top_n))
+        return [("profile", memory_from_row(r)) for r in profile] + [("hot", memory_from_row(r)) for r in hot]
+
+    # ------------------------------------------------------------------ read
+    def list(self, cube_id: str, *, user_id: str) -> builtins.list[ActivationInfo]:
+        """The cube's compiled prefixes (stale ones included, marked), newest first."""
+        with self.home.store.session() as s:
+            acl.require(s, cube_id, user_id, acl.READ)
+            out = [mf.info_of(r, cube_id) for r in mf.rows(s, cube_id)]
+        self._refresh(out)
+        return sorted(out, key=lambda i: i.created_at, reverse=True)
+
+    def show(self, kv_id: str, *, user_id: str) -> ActivationInfo:
+        with self.home.store.session() as s:
+            row = mf.find(s, kv_id)
+            acl.require(s, row.cube_id, user_id, acl.READ)
+            info = mf.info_of(row)
+        self._refresh([info])
+        return info
+
+    def drop(self, kv_id: str, *, user_id: str) -> None:
+        """Delete a compiled prefix: its manifest row and its blob file."""
+        home = self.home
+        with home.write_lock, home.store.session() as s:
+            row = mf.find(s, kv_id)
+            acl.require(s, row.cube_id, user_id, acl.WRITE)
+            self._delete_row(s, row)
+            event = _retired(row, home.clock(), user_id, "dropped")
+        self._publish(event)
+
+    def load(self, kv_id: str, runtime: Runtime) -> tuple[ActivationInfo, KVPrefix]:
+        """Load a ready prefix for ``runtime``; refuses another fingerprint and stale prefixes."""
+        with self.home.store.session() as s:
+            row = mf.find(s, kv_id)
+            info = mf.info_of(row)
+            token_ids = list(row.manifest.get("token_ids") or [])
+        self._refresh([info])
+        if info.state != "ready":
+            raise InvalidState(
+                f"activation memory {kv_id[:12]} is {info.state}: {info.stale_reason}; recompile it"
+            )
+        if info.fingerprint != runtime.fingerprint.as_dict():
+            raise FingerprintMismatch(
+                f"activation memory {kv_id[:12]} was compiled for {info.fingerprint['runtime']}:"
+                f"{info.fingerprint['model_id']} ({info.fingerprint['dtype']}), not for "
+                f"{runtime.fingerprint.runtime}:{runtime.fingerprint.model_id} ({runtime.fingerprint.dtype})"
+            )
+        key = (info.id, runtime.fingerprint.key)
+        with self._lock:
+            cached = self._loaded.get(key)
+            if cached is not None:
+                self._loaded.move_to_end(key)
+                return info, cached
+        path = self.blobs.path(info.id)
+        if not path.is_file():
+            self.invalidate(info.memory_ids, "the blob file is missing")
+            raise InvalidState(f"the blob file of activation memory {kv_id[:12]} is missing; recompile it")
+        if info.id not in self._verified:  # once per process: the file is content-addressed
+            if sha256_file(path) != info.id:
+                raise InvalidState(f"the blob of activation memory {kv_id[:12]} is corrupt (sha256 mismatch)")
+            self._verified.add(info.id)
+        prefix = runtime.load_prefix(path, token_ids)  # memory-mapped where the runtime can
+        with self._lock:
+            self._loaded[key] = prefix
+            while len(self._loaded) > 4:
+                self._loaded.popitem(last=False)
+        return info, prefix
+
+    def for_chat(
+        self, cube_id: str, runtime: Runtime
+    ) -> tuple[ActivationInfo, KVPrefix, str, builtins.list[str]] | None:
+        """The newest ready prefix of ``cube_id`` for this runtime's fingerprint, with its
+        text and memory lines."""
+        if not runtime.supports_kv_prefix:
+            return None
+        key = runtime.fingerprint.key
+        with self.home.store.session() as s:
+            rows = [r for r in mf.rows(s, cube_id) if r.manifest.get("fingerprint_key") == key]
+            rows.sort(key=lambda r: r.created_at, reverse=True)
+            infos = [
+                (mf.info_of(r, cube_id), r.manifest.get("text", ""), list(r.manifest.get("lines", [])))
+                for r in rows
+            ]
+        self._refresh([i for i, _, _ in infos])
+        for info, text, lines in infos:
+            if info.state == "ready":
+                try:
+                    info, prefix = self.load(info.id, runtime)
+                except InvalidState:  # its file went missing: now stale; plaintext memory serves
+                    continue
+                return info, prefix, str(text), lines
+        return None
+
+    # ------------------------------------------------------------------ invalidation
+    def on_purge(self, event: Event) -> None:
+        """Erasure: the subscriber to ``memory_purged`` (:mod:`memos.events`)."""
+        self.invalidate(event.memory_ids, "a memory inside was purged", purge=True, actor=event.actor)
+
+    def invalidate(
+        self, memory_ids: Sequence[str], reason: str, *, purge: bool = False, actor: str | None = None
+    ) -> builtins.list[str]:
+        """Mark every prefix containing one of ``memory_ids`` stale; with ``purge``, delete
+        their blob files and scrub the token ids and text from their manifests (each one
+        purged is published as ``artifact_retired``, by ``actor``)."""
+        wanted = set(memory_ids)
+        if not wanted:
+            return []
+        home = self.home
+        hit: builtins.list[str] = []
+        retired: builtins.list[Event] = []
+        with home.write_lock, home.store.session() as s:
+            for row in s.scalars(select(BlobRow).where(BlobRow.kind == KIND)):
+                inside = {m["id"] for m in row.manifest.get("memories", [])}
+                if not inside & wanted:
+                    continue
+                hit.append(row.sha256)
+                manifest = dict(row.manifest)
+                if purge:
+                    self._unlink(row.sha256)
+                    if manifest.get("state") != "purged":
+                        retired.append(_retired(row, home.clock(), actor, reason))
+                    manifest.update(state="purged", stale_reason=reason, token_ids=[], text="", lines=[])
+                    manifest["memories"] = [m for m in manifest.get("memories", []) if m["id"] not in wanted]
+                    for seg in manifest.get("segments", []):
+                        seg["memory_ids"] = [m for m in seg["memory_ids"] if m not in wanted]
+                elif manifest.get("state") == "ready":
+                    manifest.update(state="stale", stale_reason=reason)
+                row.manifest = manifest
+        with self._lock:
+            for key in [k for k in self._loaded if k[0] in hit]:
+                del self._loaded[key]
+        self._publish(*retired)
+        return hit
+
+    def _refresh(self, infos: Sequence[ActivationInfo]) -> None:
+        """Check ready prefixes against the rows: a memory changed or gone makes them stale."""
+        ready = [i for i in infos if i.state == "ready"]
+        if not ready:
+            return
+        ids = {m["id"] for i in ready for m in i.memories}
+        with self.home.store.session() as s:
+            current = {
+                r.id: (r.state, r.version)
+                for r in s.scalars(select(MemoryRow).where(MemoryRow.id.in_(list(ids))))
+            }
+        for info in ready:
+            for m in info.memories:
+                state, version = current.get(m["id"], ("purged", None))
+                if state != "active" or version != m["version"]:
+                    why = (
+                        f"memory {m['id']} is {state}"
+                        if state != "active"
+                        else f"memory {m['id']} changed (v{version})"
+                    )
+                    self.invalidate([m["id"]], why)
+                    info.state, info.stale_reason = "stale", why
+                    break
+
+    def delete_cube_blobs(self, s: Session, cube_id: str) -> None:
+        """Remove the cube's prefixes (rows and files), inside the caller's transaction."""
+        for row in mf.rows(s, cube_id):
+            self._delete_row(s, row)
+
+    # ------------------------------------------------------------------ helpers
+    def _runtime(self, runtime: str | Runtime | None) -> Runtime:
+        rt = runtime if runtime is not None and not isinstance(runtime, str) else self.runtimes(runtime)
+        if not rt.supports_kv_prefix:
+            raise InvalidState(f"the {rt.name} runtime cannot hold activation memory (no KV prefix support)")
+        return rt
+
+    def _delete_row(self, s: Session, row: BlobRow) -> None:
+        self._unlink(row.sha256)
+        s.delete(row)
+        with self._lock:
+            for key in [k for k in self._loaded if k[0] == row.sha256]:
+                del self._loaded[key]
+
+    def _unlink(self, sha: str) -> None:
+        self._verified.discard(sha)
+        self.blobs.unlink(sha)
+
+    def _publish(self, *events: Event) -> None:
+        """After the commit (:mod:`memos.events`)."""
+        if events:
+            self.home.events.publish(*events)
+
+
+def _retired(row: BlobRow, at: datetime, actor: str | None, reason: str) -> Event:
+    """``artifact_retired`` for the prefix of ``row``: its blob is gone."""
+    members = tuple(m["id"] for m in row.manifest.get("memories", []))
+    details = {"kind": "kv_prefix", "id": row.sha256, "name": row.manifest.get("name", "default")}
+    return Event(EventKind.artifact_retired, at, actor, row.cube_id, members, reason, details)
