@@ -209,7 +209,13 @@ def test_worker_runs_handlers_and_records_outcomes(queue: JobQueue) -> None:
     def refuses(ctx: Any) -> None:
         raise PermissionDenied("not yours")
 
-    worker = Worker(queue, {"ok": ok, "broken": broken, "refuses": refuses}, worker_id="w")
+    reports: list[tuple[int, float | None, str | None]] = []
+    worker = Worker(
+        queue,
+        {"ok": ok, "broken": broken, "refuses": refuses},
+        worker_id="w",
+        on_progress=lambda j: reports.append((j.id, j.progress, j.message)),
+    )
     a = queue.enqueue("ok", {"n": 21})
     b = queue.enqueue("broken")
     c = queue.enqueue("refuses")
@@ -217,6 +223,7 @@ def test_worker_runs_handlers_and_records_outcomes(queue: JobQueue) -> None:
     assert worker.run(until_idle=True) == 4
     assert queue.get(a.id).result == {"double": 42} and queue.get(a.id).message == "working"
     assert seen == [(a.id, 1)]
+    assert reports == [(a.id, None, None), (a.id, 0.5, "working"), (b.id, None, None), (c.id, None, None)]
     retry = queue.get(b.id)
     assert (retry.state, retry.error) == ("queued", "RuntimeError: disk on fire")
     assert queue.get(c.id).state == "failed" and "PermissionDenied: not yours" in str(queue.get(c.id).error)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from memos.cli.app import PANEL_ADMIN, app, emit, get_state, note, open_memos, parse_pairs
+from memos.cli.app import PANEL_ADMIN, app, emit, get_state, open_memos, parse_pairs, stderr_console
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -68,19 +68,49 @@ def run(
     ] = None,
 ) -> None:
     """Run a worker: claim due jobs and run them until SIGTERM or Ctrl-C (the current
-    job finishes its step or goes back to the queue)."""
+    job finishes its step or goes back to the queue). Long jobs show their progress."""
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
     state = get_state(ctx)
     handlers = {k: str(v) for k, v in parse_pairs(handler, "--handler", json_values=False).items()}
-    with open_memos(state) as mos:
-        n = mos.scheduler.run_worker(
-            handlers=handlers,
-            kinds=kind,
-            worker_id=worker_id,
-            until_idle=until_idle,
-            max_jobs=max_jobs,
-            stop_on_signals=True,
-            on_job=None if state.json else lambda job: note(_line(job)),
-        )
+    bars = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}% {task.fields[message]}"),
+        TimeElapsedColumn(),
+        console=stderr_console(),
+        transient=True,
+        disable=state.json,
+    )
+    tasks: dict[int, TaskID] = {}
+
+    def progressed(job: Job) -> None:
+        bars.start()  # at the first job: an error before it prints one line, nothing else
+        if job.id not in tasks:
+            tasks[job.id] = bars.add_task(f"job {job.id} {job.kind}", total=1.0, message="")
+        bars.update(tasks[job.id], completed=job.progress or 0.0, message=job.message or "")
+
+    def ended(job: Job) -> None:
+        if job.id in tasks:
+            bars.remove_task(tasks.pop(job.id))
+        if not state.json:
+            bars.console.print(_line(job))
+
+    try:
+        with open_memos(state) as mos:
+            n = mos.scheduler.run_worker(
+                handlers=handlers,
+                kinds=kind,
+                worker_id=worker_id,
+                until_idle=until_idle,
+                max_jobs=max_jobs,
+                stop_on_signals=True,
+                on_job=ended,
+                on_progress=progressed,
+            )
+    finally:
+        if bars.live.is_started:
+            bars.stop()
     emit(state, {"jobs_run": n}, lambda c: c.print(f"ran {n} job{'s' if n != 1 else ''}"))
 
 

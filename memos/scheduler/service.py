@@ -68,6 +68,7 @@ class Scheduler:
         handlers: Mapping[str, Handler | str] | None = None,
         kinds: Iterable[str] | None = None,
         worker_id: str | None = None,
+        on_progress: Callable[[Job], None] | None = None,
     ) -> Worker:
         """A worker over this home's queue, with the registered handlers and ``handlers``
         (a handler, or its name as ``module:function``)."""
@@ -86,6 +87,7 @@ class Scheduler:
             lease=cfg.lease_seconds,
             poll=cfg.poll_seconds,
             app=self.app,
+            on_progress=on_progress,
         )
 
     def run_worker(
@@ -98,10 +100,12 @@ class Scheduler:
         max_jobs: int | None = None,
         stop_on_signals: bool = False,
         on_job: Callable[[Job], None] | None = None,
+        on_progress: Callable[[Job], None] | None = None,
     ) -> int:
         """Run jobs in this thread until stopped (SIGTERM/SIGINT with ``stop_on_signals``),
-        or until none is due (``until_idle``). Returns how many ran."""
-        worker = self.worker(handlers=handlers, kinds=kinds, worker_id=worker_id)
+        or until none is due (``until_idle``); ``on_progress`` hears of each job as it
+        starts and progresses, ``on_job`` as it ends. Returns how many ran."""
+        worker = self.worker(handlers=handlers, kinds=kinds, worker_id=worker_id, on_progress=on_progress)
         previous = worker.stop_on_signals() if stop_on_signals else {}
         try:
             return worker.run(until_idle=until_idle, max_jobs=max_jobs, on_job=on_job)

@@ -90,7 +90,9 @@ class JobContext:
 
     def progress(self, fraction: float, message: str | None = None) -> None:
         """Record progress (0..1), then :meth:`check`."""
-        self.worker.queue.progress(self.job, fraction, message)
+        job = self.worker.queue.progress(self.job, fraction, message)
+        if self.worker.on_progress is not None:
+            self.worker.on_progress(job)
         self.check()
 
     def check(self) -> None:
@@ -120,6 +122,7 @@ class Worker:
         lease: float = 60.0,
         poll: float = 1.0,
         app: Any = None,
+        on_progress: Callable[[Job], None] | None = None,
     ) -> None:
         if not lease > 0 or not poll > 0:
             raise InvalidInput(f"lease and poll are positive seconds, got lease={lease!r}, poll={poll!r}")
@@ -130,6 +133,8 @@ class Worker:
         self.lease = lease
         self.poll = poll
         self.app = app
+        #: told of each job when it starts and at each progress report (a display)
+        self.on_progress = on_progress
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -207,6 +212,8 @@ class Worker:
             reason = f"no handler for job kind {job.kind!r} in this worker (known: {known})"
             return self._record(job, lambda: self.queue.fail(job, reason, retry=False))
         ctx = JobContext(job=job, app=self.app, worker=self)
+        if self.on_progress is not None:
+            self.on_progress(job)
         beat = threading.Thread(
             target=self._heartbeat, args=(ctx,), name=f"memos-heartbeat-{job.id}", daemon=True
         )
