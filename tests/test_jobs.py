@@ -238,8 +238,9 @@ def test_worker_stop_releases_the_job_and_cancel_ends_it(queue: JobQueue) -> Non
         ctx.check()  # the step boundary: the job goes back untouched
 
     def cancelled(ctx: Any) -> None:
-        ctx.worker.queue.cancel(ctx.job.id)
-        ctx.worker.queue.heartbeat(ctx.job)
+        ctx.worker.queue.cancel(ctx.job.id)  # what `memos scheduler cancel` does meanwhile
+        ctx.progress(0.1, "step 1")  # the next step sees it
+        raise AssertionError("not reached")
 
     job = queue.enqueue("stops")
     worker = Worker(queue, {"stops": stops, "cancelled": cancelled}, worker_id="w")

@@ -91,6 +91,8 @@ class JobContext:
     def progress(self, fraction: float, message: str | None = None) -> None:
         """Record progress (0..1), then :meth:`check`."""
         job = self.worker.queue.progress(self.job, fraction, message)
+        if job.cancel_requested:  # no need to wait for the next heartbeat
+            self.cancel_seen.set()
         if self.worker.on_progress is not None:
             self.worker.on_progress(job)
         self.check()
