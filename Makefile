@@ -17,7 +17,7 @@ export TOKENIZERS_PARALLELISM := false
 LLAMA_WHEELS := $(HOME)/.cache/memos/wheels/llama-noamx
 NO_AMX       := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast lint lint-imports bench clean
 
 setup: $(STAMP)
 
@@ -43,15 +43,24 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -ra -m "not slow"
 
-# mypy does not follow setuptools' package-dir mapping, so it checks a tree of links
-# laid out the way the package installs (memos/storage -> storage/, …).
+# mypy and import-linter do not follow setuptools' package-dir mapping, so they read a
+# tree of links laid out the way the package installs (memos/storage -> storage/, …).
 TYPECHECK := build/typecheck
-lint: $(STAMP)
-	$(VENV)/bin/ruff check memos storage policies adapters tests examples
+define typecheck_tree
 	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/memos
 	for f in memos/*; do ln -s "$(CURDIR)/$$f" $(TYPECHECK)/memos/; done
 	for d in storage policies adapters; do ln -s "$(CURDIR)/$$d" $(TYPECHECK)/memos/$$d; done
+endef
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check memos storage policies adapters tests examples
+	$(typecheck_tree)
 	cd $(TYPECHECK) && MYPYPATH=. $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p memos
+
+# the import contracts of pyproject.toml ([tool.importlinter]; docs/ARCHITECTURE.md)
+lint-imports: $(STAMP)
+	$(typecheck_tree)
+	cd $(TYPECHECK) && PYTHONPATH=. $(CURDIR)/$(VENV)/bin/lint-imports --no-cache $(CURDIR)/pyproject.toml
 
 bench: $(STAMP)
 	$(VENV)/bin/memos bench scale --n 1000,10000 --json BENCH_scale.json

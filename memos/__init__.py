@@ -29,28 +29,37 @@ from memos.errors import (
     PermissionDenied,
     StorageError,
 )
+from memos.version import __version__
 
 if TYPE_CHECKING:
+    from memos.activation import ActivationInfo
     from memos.aio import AsyncMemOS
+    from memos.chat import ChatResult
     from memos.config import Settings, load_settings
     from memos.core import MemOS
+    from memos.parametric import LoraInfo
 
-__version__ = "0.1.0"
-
-#: public names imported on first use, and where from
+#: public names imported on first use, and where from (the facade's return types
+#: included: interfaces name them from here, not from the services)
 _LAZY = {
     "MemOS": "memos.core",
     "AsyncMemOS": "memos.aio",
     "Settings": "memos.config",
     "load_settings": "memos.config",
+    "ChatResult": "memos.chat",
+    "ActivationInfo": "memos.activation",
+    "LoraInfo": "memos.parametric",
 }
 
 __all__ = [
+    "ActivationInfo",
     "AlreadyExists",
     "AsyncMemOS",
+    "ChatResult",
     "ConfigError",
     "InvalidInput",
     "InvalidState",
+    "LoraInfo",
     "MemOS",
     "MemosError",
     "NotFound",

@@ -31,12 +31,9 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from memos.errors import InvalidInput
-
-if TYPE_CHECKING:
-    from memos.protocols import KVPrefix, Runtime
 
 __all__ = [
     "PLAIN_STOPS",
@@ -45,8 +42,6 @@ __all__ = [
     "Generation",
     "GenerationParams",
     "GenerationStats",
-    "KVPrefix",
-    "Runtime",
     "RuntimeInfo",
     "chat_messages",
     "plain_prompt",
@@ -314,12 +309,3 @@ def safetensors_metadata(data: bytes) -> dict[str, str]:
     meta = header.get("__metadata__") or {}
     return {str(k): str(v) for k, v in meta.items()}
 
-
-def __getattr__(name: str) -> Any:
-    # The Protocols moved to memos.protocols; old imports (`from memos.runtime import
-    # Runtime`) keep working. Lazy: memos.protocols imports this module's types.
-    if name in ("Runtime", "KVPrefix"):
-        from memos import protocols
-
-        return getattr(protocols, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

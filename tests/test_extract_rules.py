@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 
 from memos.errors import InvalidInput
-from memos.extract import Entity, Extraction, Extractor, Relation, RuleExtractor
+from memos.extract import Entity, Extraction, Relation
+from memos.extract.rules import RuleExtractor, asks_only
 from memos.plaintext.retrieval.timeparse import parse_timestamp
+from memos.protocols import Extractor
 
 REF = datetime(2024, 7, 14, 10, 15, tzinfo=UTC)  # a Sunday
 CONVERSATION = Path(__file__).resolve().parent.parent / "examples" / "data" / "conversation.json"
@@ -363,3 +365,11 @@ def test_conversation_extracts_the_story() -> None:
     # the older preference is contradicted by the newer one
     likes_steak = next(r for _, r, _ in found if (r.predicate, r.object) == ("likes", "steak"))
     assert any(likes_steak.conflicts_with(r) for _, r, _ in found)
+
+
+def test_asks_only_is_true_for_questions_alone() -> None:
+    """A message of questions asserts nothing; one that also states something does."""
+    assert asks_only("And what does she do? Where does my sister live?")
+    assert not asks_only("Is it serious? He keeps scratching.")
+    assert not asks_only("I moved to Berlin.")
+    assert not asks_only("   ")

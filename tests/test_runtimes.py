@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 
 from memos.errors import ConfigError, InvalidInput, InvalidState
+from memos.protocols import Runtime
 from memos.runtime import (
     PLAIN_STOPS,
     ChatMessage,
     Fingerprint,
     Generation,
     GenerationParams,
-    Runtime,
     chat_messages,
     plain_prompt,
     render_template,

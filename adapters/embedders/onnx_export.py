@@ -21,7 +21,8 @@ A cache entry is a directory ``<cache_dir>/<model>-<variant>-<digest>/`` holding
 ``meta.json``. The digest covers the model's files (name, size, mtime), the variant and
 :data:`FORMAT`, so a reinstalled model or a new recipe gets a new entry. Entries are
 built in a temporary sibling directory and renamed into place: another process never
-sees half an entry, and the loser of a race throws its copy away.
+sees half an entry, and the loser of a race throws its copy away. :class:`OnnxSession`
+loads an entry, for the embedder and for the self-check.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -275,10 +276,62 @@ def _root_log_filter(keep: Callable[[logging.LogRecord], bool]) -> Iterator[None
         root.removeFilter(keep)
 
 
+class OnnxSession:
+    """One loaded cache entry: tokenizer plus ONNX Runtime session, safe to share between threads."""
+
+    def __init__(self, entry: Path, meta: dict[str, Any], threads: int | None) -> None:
+        try:
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+        except ImportError as exc:
+            raise DependencyMissing(
+                f"the ONNX embedder needs onnxruntime and tokenizers: {EXTRA_HINT}"
+            ) from exc
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or 0  # 0: one per physical core
+        options.inter_op_num_threads = 1
+        # Idle workers sleep instead of spinning: the same speed on an idle machine, faster when
+        # other work (the store, the index, other processes) shares the cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # ONNX Runtime prints warnings straight to stderr; keep errors only
+        self.session = ort.InferenceSession(
+            str(entry / meta["model_file"]), options, providers=["CPUExecutionProvider"]
+        )
+        self.tokenizer = Tokenizer.from_file(str(entry / "tokenizer.json"))
+        self.inputs: list[str] = [i.name for i in self.session.get_inputs()]
+        self.dim = int(meta["dim"])
+        self.pad_id = int(meta.get("pad_id", 0))
+
+    def embed(self, texts: Sequence[str], batch_size: int) -> Any:
+        """Unit-norm float32 array of shape (len(texts), dim), in the order given."""
+        import numpy as np
+
+        encodings = self.tokenizer.encode_batch(list(texts))
+        # Batches of similar length waste little on padding: 1.4-1.6x on mixed chat turns.
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+        out = np.empty((len(encodings), self.dim), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            width = max(len(encodings[i].ids) for i in rows)
+            ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            types = np.zeros((len(rows), width), dtype=np.int64)
+            for r, i in enumerate(rows):
+                enc = encodings[i]
+                n = len(enc.ids)
+                ids[r, :n] = enc.ids
+                mask[r, :n] = 1
+                types[r, :n] = enc.type_ids
+            arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            out[rows] = self.session.run(None, {name: arrays[name] for name in self.inputs})[0]
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        out /= np.maximum(norms, 1e-12)
+        return out
+
+
 def _self_check(st: Any, out: Path, meta: dict[str, Any]) -> float:
     import numpy as np
-
-    from memos.adapters.embedders.onnx_embedder import OnnxSession
 
     reference = st.encode(
         list(_PROBES), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from memos import registry
 from memos.protocols import Runtime
 from memos.runtime import GenerationParams
 
@@ -46,13 +47,8 @@ def _text(rt: Runtime, tokens: int) -> list[int]:
 
 
 def _runtime(name: str, model: str, context: int, threads: int | None) -> Runtime:
-    if name == "transformers":
-        from memos.adapters.runtimes.hf import TransformersRuntime
-
-        return TransformersRuntime(model, context_tokens=context, threads=threads)
-    from memos.adapters.runtimes.llamacpp import LlamaCppRuntime
-
-    return LlamaCppRuntime(model, context_tokens=context, threads=threads)
+    runtime: Runtime = registry.load("memos.runtimes", name)(model, context_tokens=context, threads=threads)
+    return runtime
 
 
 def bench_activation(

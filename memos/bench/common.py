@@ -8,9 +8,19 @@ import resource
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memos.protocols import Embedder
+
+if TYPE_CHECKING:
+    from memos.config import Settings
+
+
+def configured_embedder(settings: Settings) -> Embedder:
+    """The embedder ``settings`` configure, built as a home builds it: what the benchmarks measure."""
+    from memos.factories import make_embedder
+
+    return make_embedder(settings)
 
 
 def percentile(values: Sequence[float], q: float) -> float:

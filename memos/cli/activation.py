@@ -11,7 +11,7 @@ from memos.cli.app import PANEL_MEMORIES, app, emit, get_state, open_memos, reso
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from memos.activation import ActivationInfo
+    from memos import ActivationInfo
 
 activation_app = typer.Typer(
     help="Activation memory: memories compiled into a KV-cache prefix for one model.", no_args_is_help=True

@@ -50,12 +50,11 @@ def scale(
     """Add throughput, index build, search latency, RSS and disk per memory at each size.
 
     The embedding model is the configured one (``MEMOS_EMBEDDER``/``MEMOS_EMBEDDER_BACKEND``)."""
-    from memos.bench.common import machine
+    from memos.bench.common import configured_embedder, machine
     from memos.bench.scale import bench_size
-    from memos.factories import make_embedder
 
     state = get_state(ctx)
-    embedder = make_embedder(settings_for(state))
+    embedder = configured_embedder(settings_for(state))
     results: dict[str, Any] = {}
     for size in _ints(n, "--n", "1000,10000", 10):
         note(f"scale: n={size:,}")

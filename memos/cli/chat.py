@@ -29,7 +29,7 @@ from memos.errors import MemosError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from memos.chat import ChatResult
+    from memos import ChatResult
     from memos.core import MemOS
 
 HELP = """commands: /memories  what the last answer used

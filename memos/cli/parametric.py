@@ -22,7 +22,7 @@ from memos.cli.app import (
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from memos.parametric import LoraInfo
+    from memos import LoraInfo
 
 parametric_app = typer.Typer(
     help="Parametric memory: memories consolidated into a gated LoRA adapter for one base model.",

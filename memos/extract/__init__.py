@@ -3,6 +3,7 @@
 The types here are what every extractor returns, whether it is the rule-based
 :class:`~memos.extract.rules.RuleExtractor` (no model, no network) or an LLM-backed one.
 They are plain frozen dataclasses so that they hash, compare and cost nothing to build.
+The Protocol an extractor implements is :class:`memos.protocols.Extractor`.
 
 A :class:`Relation` whose predicate is *functional* holds one value at a time for a
 subject (``lives_in``, ``works_at``, ...): a newer relation with the same subject and
@@ -15,14 +16,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from memos.errors import InvalidInput
 from memos.plaintext.retrieval.timeparse import TimeMention
-
-if TYPE_CHECKING:
-    from memos.extract.rules import RuleExtractor
-    from memos.protocols import Extractor
 
 __all__ = [
     "ENTITY_KINDS",
@@ -30,9 +26,7 @@ __all__ = [
     "OPPOSING_PREDICATES",
     "Entity",
     "Extraction",
-    "Extractor",
     "Relation",
-    "RuleExtractor",
     "indefinite_article",
     "normalize_name",
 ]
@@ -181,16 +175,3 @@ def normalize_name(name: str) -> str:
     text = _SPACES.sub(" ", name).strip(_EDGE_PUNCT)
     return _POSSESSIVE.sub("", text).strip(_EDGE_PUNCT)
 
-
-def __getattr__(name: str) -> Any:
-    # RuleExtractor lives in a submodule that imports the types above; loading it lazily
-    # keeps `from memos.extract import RuleExtractor` working without an import cycle.
-    if name == "RuleExtractor":
-        from memos.extract.rules import RuleExtractor
-
-        return RuleExtractor
-    if name == "Extractor":  # the Protocol lives with the others, in memos.protocols
-        from memos import protocols
-
-        return protocols.Extractor
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -47,7 +47,7 @@ from memos.extract._text import (
 )
 from memos.plaintext.retrieval.timeparse import TimeMention, find_time_expressions, parse_timestamp
 
-__all__ = ["RuleExtractor"]
+__all__ = ["RuleExtractor", "asks_only"]
 
 logger = logging.getLogger(__name__)
 
@@ -502,6 +502,13 @@ class RuleExtractor:
             size = len(text) if isinstance(text, str) else -1
             logger.warning("rule extraction failed on a %d-character text", size, exc_info=True)
             return Extraction()
+
+
+def asks_only(text: str) -> bool:
+    """Whether ``text`` has sentences and every one is a question (split as the extractor
+    splits them): such a message asks, it asserts nothing."""
+    parts = [p for p in sentences(text) if p.text.strip()]
+    return bool(parts) and all(p.is_question for p in parts)
 
 
 def _reference(value: object) -> datetime | None:
