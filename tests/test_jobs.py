@@ -95,6 +95,29 @@ def test_enqueue_with_a_key_is_idempotent(queue: JobQueue) -> None:
     assert len(queue.list(kind="compile")) == 2
 
 
+def test_enqueue_in_the_callers_transaction(queue: JobQueue, store: RelationalStore) -> None:
+    """The outbox: a job written with the change that asked for it lives or dies with it."""
+    with pytest.raises(RuntimeError), store.session() as s:
+        queue.enqueue("extract", {"memory": "m1"}, key="m1", session=s)
+        raise RuntimeError("the change failed")
+    assert queue.list() == []
+    with store.session() as s:
+        first = queue.enqueue("extract", {"memory": "m1"}, key="m1", session=s)
+        assert queue.enqueue("extract", key="m1", session=s).id == first.id
+    assert [j.id for j in queue.list()] == [first.id]
+
+
+def test_concurrent_enqueues_of_one_key_make_one_job(queue: JobQueue) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    for round_ in range(5):
+        with ThreadPoolExecutor(6) as pool:
+            keys = [f"cube-{round_}"] * 6
+            ids = set(pool.map(lambda key: queue.enqueue("compile", key=key).id, keys))
+        assert len(ids) == 1
+    assert len(queue.list(kind="compile")) == 5
+
+
 def test_bad_input_is_refused(queue: JobQueue) -> None:
     for call in (
         lambda: queue.enqueue("Bad Kind"),

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -178,9 +179,13 @@ class JobQueue:
         key: str | None = None,
         run_after: datetime | None = None,
         max_attempts: int | None = None,
+        session: Session | None = None,
     ) -> Job:
         """Queue a job; with ``key``, return the queued or running job of that kind and key
-        if there is one (enqueueing the same work twice yields one job)."""
+        if there is one (enqueueing the same work twice yields one job).
+
+        With ``session`` the job is written in the caller's transaction, so it commits or
+        rolls back with the change that asked for it (an outbox)."""
         kind = _check_kind(kind)
         payload = _check_payload(payload)
         if key is not None and (not isinstance(key, str) or not key or len(key) > MAX_KEY_CHARS):
@@ -188,32 +193,33 @@ class JobQueue:
         attempts = self.max_attempts if max_attempts is None else max_attempts
         if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
             raise InvalidInput(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
-        for _ in range(3):  # PostgreSQL: a concurrent enqueue of the same key may win the insert
-            try:
-                with self.store.session() as s:
-                    if key is not None and (live := self._live(s, kind, key)) is not None:
-                        return Job.of(live)
-                    now = self.clock()
-                    row = JobRow(
-                        kind=kind,
-                        cube_id=cube_id,
-                        payload=payload,
-                        dedup_key=key,
-                        state=QUEUED,
-                        attempts=0,
-                        max_attempts=attempts,
-                        cancel_requested=False,
-                        progress={},
-                        created_at=now,
-                        updated_at=now,
-                        run_after=run_after or now,
-                    )
-                    s.add(row)
-                    s.flush()
-                    return Job.of(row)
-            except IntegrityError:
-                if key is None:
-                    raise
+        with nullcontext(session) if session is not None else self.store.session() as s:
+            for _ in range(3):  # PostgreSQL: a concurrent enqueue of the same key may win the insert
+                if key is not None and (live := self._live(s, kind, key)) is not None:
+                    return Job.of(live)
+                now = self.clock()
+                row = JobRow(
+                    kind=kind,
+                    cube_id=cube_id,
+                    payload=payload,
+                    dedup_key=key,
+                    state=QUEUED,
+                    attempts=0,
+                    max_attempts=attempts,
+                    cancel_requested=False,
+                    progress={},
+                    created_at=now,
+                    updated_at=now,
+                    run_after=run_after or now,
+                )
+                try:
+                    with s.begin_nested():  # a savepoint: losing the race keeps the caller's transaction
+                        s.add(row)
+                except IntegrityError:
+                    if key is None:
+                        raise
+                    continue
+                return Job.of(row)
         raise InvalidState(f"could not enqueue job {kind!r} with key {key!r}: its key kept changing hands")
 
     @staticmethod
