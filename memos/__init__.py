@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from memos.config import Settings, load_settings
     from memos.core import MemOS
     from memos.parametric import LoraInfo
+    from memos.scheduler import Job
 
 #: public names imported on first use, and where from (the facade's return types
 #: included: interfaces name them from here, not from the services)
@@ -49,6 +50,7 @@ _LAZY = {
     "ChatResult": "memos.chat",
     "ActivationInfo": "memos.activation",
     "LoraInfo": "memos.parametric",
+    "Job": "memos.scheduler",
 }
 
 __all__ = [
@@ -59,6 +61,7 @@ __all__ = [
     "ConfigError",
     "InvalidInput",
     "InvalidState",
+    "Job",
     "LoraInfo",
     "MemOS",
     "MemosError",

@@ -15,9 +15,9 @@ from memos.cli.app import PANEL_ADMIN, app, emit, get_state, open_memos, parse_p
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from memos import Job
     from memos.cli.app import State
     from memos.core import MemOS
-    from memos.scheduler import Job
 
 scheduler_app = typer.Typer(
     help="The job scheduler: run a worker, list jobs, see the status, cancel a job.", no_args_is_help=True
