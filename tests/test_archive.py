@@ -26,7 +26,7 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.orm import aliased
 
 from memos import archive
-from memos.archive.reading import _Rules
+from memos.archive.reading import Rules
 from memos.core import MemOS
 from memos.errors import AlreadyExists, ArchiveError, InvalidInput, MemosError, PermissionDenied
 from memos.storage.relational.models import (
@@ -463,6 +463,22 @@ def test_other_embedder_is_recorded(built: dict[str, Any], fresh: MemOS, tmp_pat
     assert fresh.search("Where does Alice live now?", user_id="bob", cube_ids=[cube.id])
 
 
+def test_export_and_import_publish_their_events(built: dict[str, Any], fresh: MemOS, tmp_path: Path) -> None:
+    from memos.events import Event, EventKind
+
+    seen: list[Event] = []
+    fresh.events.subscribe(seen.append, [EventKind.cube_exported, EventKind.cube_imported])
+    cube = fresh.import_cube(built["path"], user_id="bob")
+    [imported] = seen
+    assert (imported.kind, imported.actor, imported.cube_id) == (EventKind.cube_imported, "bob", cube.id)
+    assert imported.details["source_cube"]["id"] == built["cube"]
+    fresh.export_cube(cube.id, tmp_path / "again.memcube", user_id="bob")
+    exported = seen[1]
+    assert (exported.kind, exported.actor, exported.cube_id) == (EventKind.cube_exported, "bob", cube.id)
+    assert exported.details["counts"]["memories"] > 0
+    assert log_of(fresh, cube.id)[-1][3] == "export"  # and the audit log keeps both, as before
+
+
 # ---------------------------------------------------------------------------- access
 def test_reader_can_export_and_stranger_cannot(built: dict[str, Any], source: MemOS, tmp_path: Path) -> None:
     path = source.export_cube(built["cube"], tmp_path / "rita.memcube", user_id="rita")
@@ -705,7 +721,7 @@ def test_a_zip_bomb_line_is_refused_before_it_is_read_whole(
     try:
         low.add_user("bob")
         _refuse(low, bomb, r"memories.jsonl line \d+ is longer than [\d,]+ bytes, more than any row")
-        assert _Rules.of(low.settings).max_line < 9 * 1024**2  # relative to the limits
+        assert Rules.of(low.settings).max_line < 9 * 1024**2  # relative to the limits
     finally:
         low.close()
 

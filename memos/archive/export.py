@@ -19,17 +19,18 @@ from sqlalchemy import Table, select
 import memos
 from memos import acl
 from memos.archive.format import (
-    _BATCH,
+    BATCH,
     MANIFEST,
     MEMBERS,
     Conflict,
+    CubeInfo,
+    Entry,
     Manifest,
-    _CubeInfo,
-    _Entry,
-    _Member,
+    Member,
 )
 from memos.errors import ArchiveError, InvalidInput, MemosError, StorageError
-from memos.storage.relational.models import AuditRow, CubeRow, MemoryRow
+from memos.events import Event, EventKind
+from memos.storage.relational.models import CubeRow, MemoryRow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -62,17 +63,17 @@ def export_cube(home: Home, cube_id: str, path: Path, *, user_id: str, overwrite
         with home.store.session() as s, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
             acl.require(s, cube_id, user_id, acl.READ)
             cube = s.get(CubeRow, cube_id)
-            assert cube is not None  # _require checked it
+            assert cube is not None  # acl.require checked it
             now = home.clock()
             counts: dict[str, int] = {}
-            members: dict[str, _Entry] = {}
+            members: dict[str, Entry] = {}
             for member in MEMBERS:
                 counts[member.key], members[member.name] = _write_member(s, zf, member, cube_id, now)
             manifest = Manifest(
                 package_version=memos.__version__,
                 created_at=now,
                 embedder_id=home.embedder.id,
-                cube=_CubeInfo(**{f: getattr(cube, f) for f in _CubeInfo.model_fields}),
+                cube=CubeInfo(**{f: getattr(cube, f) for f in CubeInfo.model_fields}),
                 counts=counts,
                 members=members,
             )
@@ -84,11 +85,9 @@ def export_cube(home: Home, cube_id: str, path: Path, *, user_id: str, overwrite
         raise _unwritable(path, exc) from exc
     finally:
         tmp.unlink(missing_ok=True)
-    event = AuditRow(
-        ts=home.clock(), actor=user_id, cube_id=cube_id, action="export", details={"counts": counts}
-    )
-    with home.store.session() as s:  # who took a copy of the cube, and when, is worth knowing later
-        s.add(event)
+    event = Event(EventKind.cube_exported, home.clock(), user_id, cube_id, details={"counts": counts})
+    with home.recording() as rec, home.store.session() as s:  # who took a copy, and when, is worth knowing
+        rec.record(s, event)
     log.info("exported cube %s to %s (%s)", cube_id, path, counts)
     return path
 
@@ -134,8 +133,8 @@ def _unwritable(path: Path, exc: OSError) -> MemosError:
 
 
 def _write_member(
-    s: Session, zf: zipfile.ZipFile, member: _Member, cube_id: str, now: datetime
-) -> tuple[int, _Entry]:
+    s: Session, zf: zipfile.ZipFile, member: Member, cube_id: str, now: datetime
+) -> tuple[int, Entry]:
     t = member.table
     stmt = select(*(t.c[f] for f in member.fields))
     if member.scope == "cube":
@@ -143,7 +142,7 @@ def _write_member(
     else:
         mem = cast(Table, MemoryRow.__table__)
         stmt = stmt.join(mem, mem.c.id == t.c.memory_id).where(mem.c.cube_id == cube_id)
-    stmt = stmt.order_by(*(t.c[f] for f in member.order)).execution_options(yield_per=_BATCH)
+    stmt = stmt.order_by(*(t.c[f] for f in member.order)).execution_options(yield_per=BATCH)
     digest, size, count = hashlib.sha256(), 0, 0
     with zf.open(_zipinfo(member.name, now), "w", force_zip64=True) as fh:
         for part in s.execute(stmt).partitions():
@@ -153,10 +152,10 @@ def _write_member(
             digest.update(data)
             size += len(data)
             count += len(part)
-    return count, _Entry(sha256=digest.hexdigest(), bytes=size)
+    return count, Entry(sha256=digest.hexdigest(), bytes=size)
 
 
-def _line(member: _Member, row: dict[str, Any]) -> str:
+def _line(member: Member, row: dict[str, Any]) -> str:
     try:
         return json.dumps(row, allow_nan=False) + "\n"
     except ValueError as exc:  # NaN or infinity, let in by an older memos: say which row

@@ -30,20 +30,20 @@ FORMAT = "memcube"
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 MANIFEST = "manifest.json"
-_MANIFEST_MAX = 16 * 1024**2  # parsed whole, in memory: its own cap, whatever the member limit
-_CHUNK = 1024**2  # bytes read from a member at a time
-_BATCH = 500  # rows per INSERT and per IN (…) check: well under SQLite's parameter limit
-_BATCH_BYTES = 16 * 1024**2  # and at most about this much JSON per INSERT
-_UNBOUNDED = 8 * 1024**2  # room in a line for the columns no setting bounds (see _Rules)
-_BLOB_MEMBER = re.compile(r"blobs/sha256/[0-9a-f]{64}")
-_LIST_FIELDS = frozenset({"tags", "source_ids"})  # JSON columns holding arrays, not objects
+MANIFEST_MAX = 16 * 1024**2  # parsed whole, in memory: its own cap, whatever the member limit
+CHUNK = 1024**2  # bytes read from a member at a time
+BATCH = 500  # rows per INSERT and per IN (…) check: well under SQLite's parameter limit
+BATCH_BYTES = 16 * 1024**2  # and at most about this much JSON per INSERT
+UNBOUNDED = 8 * 1024**2  # room in a line for the columns no setting bounds (see Rules)
+BLOB_MEMBER = re.compile(r"blobs/sha256/[0-9a-f]{64}")
+LIST_FIELDS = frozenset({"tags", "source_ids"})  # JSON columns holding arrays, not objects
 
 
 _Enums = dict[str, type[StrEnum]]  # columns whose values must be one of an enum's
 
 
 @dataclass(frozen=True)
-class _Member:
+class Member:
     """One JSONL member: a table slice and the columns each line carries."""
 
     key: str  # the table; the member is ``<key>.jsonl``
@@ -60,19 +60,19 @@ class _Member:
 
 def _member(
     model: type[Any], scope: str, order: str, drop: str = "cube_id", enums: _Enums | None = None
-) -> _Member:
+) -> Member:
     # Every column travels except ``drop``: the cube id (the archive is one cube; import
     # sets the new one) and surrogate or derived values (autoincrement ids other than the
     # entities', which graph rows refer to; the index state). tests/test_archive.py pins
     # the resulting layout, so a schema change cannot change format 1 unnoticed.
     table = cast(Table, model.__table__)
     fields = tuple(c.key for c in table.c if c.key not in drop.split())
-    return _Member(table.name.removeprefix("cube_"), table, fields, scope, tuple(order.split()), enums or {})
+    return Member(table.name.removeprefix("cube_"), table, fields, scope, tuple(order.split()), enums or {})
 
 
 _LIFECYCLE: _Enums = {"kind": MemoryKind, "type": MemoryType, "state": MemoryState}
 #: import order: each member comes after the members its rows refer to
-MEMBERS: tuple[_Member, ...] = (
+MEMBERS: tuple[Member, ...] = (
     _member(MemoryRow, "cube", "recorded_at id", "cube_id index_state", _LIFECYCLE),
     _member(MemoryVersionRow, "memory", "memory_id version", "id"),
     _member(EntityRow, "cube", "id"),
@@ -85,18 +85,24 @@ MEMBERS: tuple[_Member, ...] = (
     _member(AclRow, "cube", "granted_at user_id", enums={"role": Role}),
     _member(BlobRow, "cube", "sha256"),
 )
-_NAMES = {m.name for m in MEMBERS}
-_REFS = {"memory_id": "memories", "entity_id": "entities", "src_id": "entities", "dst_id": "entities"}
+#: the members every archive of this format holds
+NAMES = {m.name for m in MEMBERS}
+#: columns that name a row of another member, and which member
+REFS = {"memory_id": "memories", "entity_id": "entities", "src_id": "entities", "dst_id": "entities"}
 
 
-class _Entry(BaseModel):
+class Entry(BaseModel):
+    """A member as the manifest lists it."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bytes: int = Field(ge=0)
 
 
-class _CubeInfo(BaseModel):
+class CubeInfo(BaseModel):
+    """The cube as the manifest records it."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
     id: str = Field(min_length=1, max_length=128)
@@ -121,9 +127,9 @@ class Manifest(BaseModel):
     package_version: str
     created_at: AwareDatetime
     embedder_id: str | None
-    cube: _CubeInfo
+    cube: CubeInfo
     counts: dict[str, int]
-    members: dict[str, _Entry]
+    members: dict[str, Entry]
 
 
 class Conflict(AlreadyExists):

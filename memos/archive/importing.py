@@ -13,11 +13,12 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from memos import acl
-from memos.archive.format import _BATCH, _BATCH_BYTES, MEMBERS, Conflict, Manifest, _Member
-from memos.archive.reading import _lines, _open, _row, _Rules, _verify
+from memos.archive.format import BATCH, BATCH_BYTES, MEMBERS, Conflict, Manifest, Member
+from memos.archive.reading import Rules, member_lines, open_archive, read_row, verify_zip
 from memos.errors import ArchiveError
+from memos.events import Event, EventKind
 from memos.plaintext.validation import MAX_KEY_CHARS, check_id
-from memos.storage.relational.models import AclRow, AuditRow, BlobRow, CubeRow, MemoryRow
+from memos.storage.relational.models import AclRow, BlobRow, CubeRow, MemoryRow
 from memos.types import Cube, Role
 
 if TYPE_CHECKING:
@@ -45,8 +46,8 @@ def import_cube(
     Memory ids are kept, so an archive lives in a home once; ``copy`` imports it again
     beside itself, with new memory ids and (unless ``cube_id`` is given) a new cube id.
     """
-    with _open(Path(path)) as zf:
-        manifest, memory_ids = _verify(zf, home.settings)
+    with open_archive(Path(path)) as zf:
+        manifest, memory_ids = verify_zip(zf, home.settings)
         src = manifest.cube
         if cube_id is not None:
             new_id = check_id(cube_id, "cube_id", MAX_KEY_CHARS)
@@ -69,23 +70,24 @@ def import_cube(
             details["copy"] = True  # memory ids are new; the audit events keep the old ones in details
         cube = CubeRow(**{**src.model_dump(), "id": new_id, "name": new_name, "owner_id": user_id})
         grant = AclRow(cube_id=new_id, user_id=user_id, role=Role.owner, granted_at=now, granted_by=user_id)
-        with home.write_lock:
-            try:
-                with home.store.session() as s:
-                    _check_target(s, memory_ids, target)
-                    s.add(cube)
-                    s.flush()
-                    s.add(grant)
-                    details["blobs_already_present"] = _write_rows(
-                        s, zf, manifest, new_id, ids, home.settings
-                    )
-                    s.add(AuditRow(ts=now, actor=user_id, cube_id=new_id, action="import", details=details))
-            except IntegrityError as exc:
-                raise ArchiveError(
-                    f"the archive's rows conflict with each other or this home: {exc.orig}"
-                ) from exc
-        home.graphs.invalidate(new_id)
-        home.indexer.sync()
+        with home.recording() as rec:
+            with home.write_lock:
+                try:
+                    with home.store.session() as s:
+                        _check_target(s, memory_ids, target)
+                        s.add(cube)
+                        s.flush()
+                        s.add(grant)
+                        details["blobs_already_present"] = _write_rows(
+                            s, zf, manifest, new_id, ids, home.settings
+                        )
+                        rec.record(s, Event(EventKind.cube_imported, now, user_id, new_id, details=details))
+                except IntegrityError as exc:
+                    raise ArchiveError(
+                        f"the archive's rows conflict with each other or this home: {exc.orig}"
+                    ) from exc
+            home.graphs.invalidate(new_id)
+            home.indexer.sync()
     log.info("imported %s as cube %s (%s)", path, new_id, manifest.counts)
     fields = ("id", "name", "owner_id", "created_at", "description")
     return Cube(**{f: getattr(cube, f) for f in fields}, role=Role.owner)
@@ -107,8 +109,8 @@ def _check_target(s: Session, memory_ids: set[str], t: _Target) -> None:
     """Refuse, before writing anything, what would collide with this home; say what avoids it."""
     acl.user(s, t.user_id)
     ids = sorted(memory_ids) if not t.copy else []
-    for start in range(0, len(ids), _BATCH):
-        batch = ids[start : start + _BATCH]
+    for start in range(0, len(ids), BATCH):
+        batch = ids[start : start + BATCH]
         there = s.scalar(select(MemoryRow.cube_id).where(MemoryRow.id.in_(batch)).limit(1))
         if there is not None:  # memory ids are kept, so one archive can live in a home once
             cube = s.get(CubeRow, there)
@@ -150,7 +152,7 @@ def _write_rows(
 ) -> int:
     """Insert every row under ``cube_id``, with memory ids renewed by ``ids`` for a copy;
     returns how many blob manifests were here already."""
-    rules = _Rules.of(settings)
+    rules = Rules.of(settings)
     entity_ids: dict[int, int] = {}  # archive entity id -> autoincrement id in this home
     present = 0
     for member in MEMBERS:
@@ -159,8 +161,8 @@ def _write_rows(
         rows: list[dict[str, Any]] = []
         size = 0
         # re-read and re-hashed: a member changed since the scan fails here, and rolls back
-        for lineno, raw in _lines(zf, member.name, manifest.members[member.name], rules.max_line):
-            row = _row(member, raw, f"{member.name} line {lineno}", rules)
+        for lineno, raw in member_lines(zf, member.name, manifest.members[member.name], rules.max_line):
+            row = read_row(member, raw, f"{member.name} line {lineno}", rules)
             if member.scope == "cube":
                 row["cube_id"] = cube_id
             for f in ("entity_id", "src_id", "dst_id"):
@@ -172,7 +174,7 @@ def _write_rows(
                 _renew(row, member.key, ids)
             rows.append(row)
             size += len(raw)
-            if len(rows) == _BATCH or size > _BATCH_BYTES:
+            if len(rows) == BATCH or size > BATCH_BYTES:
                 present += _insert(s, member, rows, entity_ids)
                 rows, size = [], 0
         present += _insert(s, member, rows, entity_ids) if rows else 0
@@ -189,7 +191,7 @@ def _renew(row: dict[str, Any], key: str, ids: dict[str, str]) -> None:
         row["source_ids"] = [ids.get(i, i) for i in row["source_ids"]]
 
 
-def _insert(s: Session, member: _Member, rows: list[dict[str, Any]], entity_ids: dict[int, int]) -> int:
+def _insert(s: Session, member: Member, rows: list[dict[str, Any]], entity_ids: dict[int, int]) -> int:
     t = member.table
     if member.key == "entities":
         old = [r.pop("id") for r in rows]

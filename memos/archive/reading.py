@@ -20,21 +20,21 @@ from sqlalchemy import JSON, Column, Float, Integer, String
 
 import memos
 from memos.archive.format import (
-    _BLOB_MEMBER,
-    _CHUNK,
-    _LIST_FIELDS,
-    _MANIFEST_MAX,
-    _NAMES,
-    _REFS,
-    _UNBOUNDED,
+    BLOB_MEMBER,
+    CHUNK,
     FORMAT,
     FORMAT_VERSION,
+    LIST_FIELDS,
     MANIFEST,
+    MANIFEST_MAX,
     MEMBERS,
+    NAMES,
+    REFS,
     SUPPORTED_VERSIONS,
+    UNBOUNDED,
+    Entry,
     Manifest,
-    _Entry,
-    _Member,
+    Member,
 )
 from memos.config import Limits
 from memos.errors import ArchiveError, InvalidInput
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from memos.config import Settings
 
 
-def _open(path: Path) -> zipfile.ZipFile:
+def open_archive(path: Path) -> zipfile.ZipFile:
     """Open the zip and reject entries that are unsafe whatever the manifest says."""
     try:
         zf = zipfile.ZipFile(path)
@@ -78,9 +78,9 @@ def _read_manifest(zf: zipfile.ZipFile, limit: int) -> Manifest:
     names = set(zf.namelist())
     if MANIFEST not in names:
         raise ArchiveError(f"the archive has no {MANIFEST}: it is not a .memcube, or it is damaged")
-    if zf.getinfo(MANIFEST).file_size > _MANIFEST_MAX:
-        raise ArchiveError(f"{MANIFEST} is larger than the limit of {_MANIFEST_MAX:,} bytes")
-    raw = b"".join(_chunks(zf, MANIFEST, _MANIFEST_MAX))
+    if zf.getinfo(MANIFEST).file_size > MANIFEST_MAX:
+        raise ArchiveError(f"{MANIFEST} is larger than the limit of {MANIFEST_MAX:,} bytes")
+    raw = b"".join(_chunks(zf, MANIFEST, MANIFEST_MAX))
     head = _json(raw, MANIFEST)
     if not isinstance(head, dict) or head.get("format") != FORMAT:
         raise ArchiveError(f"{MANIFEST} does not describe a .memcube (its format must be {FORMAT!r})")
@@ -97,13 +97,13 @@ def _read_manifest(zf: zipfile.ZipFile, limit: int) -> Manifest:
         raise ArchiveError(f"{MANIFEST} is malformed: {problems}") from exc
     if set(m.counts) != {mb.key for mb in MEMBERS}:
         raise ArchiveError(f"{MANIFEST}: 'counts' must give the rows of each of {[mb.key for mb in MEMBERS]}")
-    if unknown := sorted(n for n in set(m.members) - _NAMES if not _BLOB_MEMBER.fullmatch(n)):
+    if unknown := sorted(n for n in set(m.members) - NAMES if not BLOB_MEMBER.fullmatch(n)):
         raise ArchiveError(f"{MANIFEST} lists an unknown member {unknown[0]!r}")
     if unlisted := sorted(names - {MANIFEST} - set(m.members)):
         raise ArchiveError(
             f"archive member {unlisted[0]!r} is not listed in {MANIFEST}; refusing unlisted content"
         )
-    if missing := sorted(_NAMES - set(m.members)) + sorted(set(m.members) - names):
+    if missing := sorted(NAMES - set(m.members)) + sorted(set(m.members) - names):
         raise ArchiveError(f"archive member {missing[0]!r} is missing")
     for name, entry in m.members.items():
         declared = zf.getinfo(name).file_size  # judged before a byte is inflated
@@ -125,7 +125,7 @@ def _chunks(zf: zipfile.ZipFile, name: str, cap: int) -> Iterator[bytes]:
     got = 0
     try:
         with zf.open(name) as fh:
-            while chunk := fh.read(_CHUNK):
+            while chunk := fh.read(CHUNK):
                 got += len(chunk)
                 if got > cap:
                     raise ArchiveError(f"archive member {name!r} holds more than {cap:,} bytes; refusing it")
@@ -137,7 +137,7 @@ def _chunks(zf: zipfile.ZipFile, name: str, cap: int) -> Iterator[bytes]:
         ) from exc
 
 
-def _lines(zf: zipfile.ZipFile, name: str, entry: _Entry, max_line: int) -> Iterator[tuple[int, bytes]]:
+def member_lines(zf: zipfile.ZipFile, name: str, entry: Entry, max_line: int) -> Iterator[tuple[int, bytes]]:
     """(number, bytes) of each line; after the last, raises if the sha256 or size is off.
 
     Members stream in chunks; a line longer than ``max_line`` is refused once that much
@@ -164,7 +164,7 @@ def _lines(zf: zipfile.ZipFile, name: str, entry: _Entry, max_line: int) -> Iter
     _check_sum(name, entry, digest, got)
 
 
-def _verified(zf: zipfile.ZipFile, name: str, entry: _Entry) -> None:
+def _verified(zf: zipfile.ZipFile, name: str, entry: Entry) -> None:
     """Read a whole member for its checksum alone (no lines, no rows)."""
     digest, got = hashlib.sha256(), 0
     for chunk in _chunks(zf, name, entry.bytes):
@@ -173,7 +173,7 @@ def _verified(zf: zipfile.ZipFile, name: str, entry: _Entry) -> None:
     _check_sum(name, entry, digest, got)
 
 
-def _check_sum(name: str, entry: _Entry, digest: Any, got: int) -> None:
+def _check_sum(name: str, entry: Entry, digest: Any, got: int) -> None:
     if got != entry.bytes or digest.hexdigest() != entry.sha256:
         raise ArchiveError(
             f"archive member {name!r} fails its checksum (sha256 {digest.hexdigest()}, "
@@ -200,7 +200,7 @@ def _json(raw: bytes, where: str) -> Any:
 
 
 @dataclass(frozen=True)
-class _Rules:
+class Rules:
     """What this home accepts: the settings ``add`` checks against, and the longest line
     (12 bytes a character, the most JSON escaping takes, for the text and tags; 3 per UTF-8
     byte of metadata; and room for the columns no setting bounds, such as a fact's sources)."""
@@ -210,13 +210,13 @@ class _Rules:
     max_line: int
 
     @classmethod
-    def of(cls, settings: Settings) -> _Rules:
+    def of(cls, settings: Settings) -> Rules:
         lim = settings.limits
         bounded = 12 * settings.max_text_chars + 3 * lim.metadata_bytes + lim.tags * (12 * lim.tag_chars + 4)
-        return cls(settings.max_text_chars, lim, min(bounded + _UNBOUNDED, settings.archive_max_member_bytes))
+        return cls(settings.max_text_chars, lim, min(bounded + UNBOUNDED, settings.archive_max_member_bytes))
 
 
-def _row(member: _Member, raw: bytes, where: str, rules: _Rules) -> dict[str, Any]:
+def read_row(member: Member, raw: bytes, where: str, rules: Rules) -> dict[str, Any]:
     """One JSONL line as column values, or ArchiveError saying what is wrong with it."""
     obj = _json(raw, where)
     if not isinstance(obj, dict):
@@ -260,7 +260,7 @@ def _value(col: Column[Any], v: Any, where: str) -> Any:
             raise ArchiveError(f"{where} must be an ISO-8601 time with a UTC offset, got {str(v)[:40]!r}")
         return dt.astimezone(UTC)
     elif isinstance(t, JSON):
-        ok = isinstance(v, list if col.key in _LIST_FIELDS else dict)
+        ok = isinstance(v, list if col.key in LIST_FIELDS else dict)
     elif isinstance(t, Integer):
         ok = type(v) is int and -(2**31) <= v < 2**31  # PostgreSQL's integer
     elif isinstance(t, Float):
@@ -288,42 +288,43 @@ def _scan(zf: zipfile.ZipFile, manifest: Manifest, settings: Settings) -> set[st
     checksum: a damaged archive is called damaged instead of being blamed on whichever
     line the damage happened to break. Returns the archive's memory ids.
     """
-    rules = _Rules.of(settings)
+    rules = Rules.of(settings)
     ids: dict[str, set[Any]] = {"memories": set(), "entities": set()}
     for member in MEMBERS:
         entry, count, n = manifest.members[member.name], manifest.counts[member.key], 0
         try:
-            for lineno, raw in _lines(zf, member.name, entry, rules.max_line):
+            for lineno, raw in member_lines(zf, member.name, entry, rules.max_line):
                 n += 1
                 where = f"{member.name} line {lineno}"
                 if n > count:
                     raise ArchiveError(f"{MANIFEST} counts {count} rows in {member.name}, it holds more")
-                row = _row(member, raw, where, rules)
+                row = read_row(member, raw, where, rules)
                 if member.key in ids:
                     if row["id"] in ids[member.key]:
                         raise ArchiveError(f"{where}: id {row['id']!r} appears twice")
                     ids[member.key].add(row["id"])
                 # audit events may name purged memories (tombstones); other rows must resolve
-                for f in () if member.key == "audit_events" else _REFS.keys() & set(row):
-                    if row[f] not in ids[_REFS[f]]:
-                        raise ArchiveError(f"{where}: {f} {row[f]!r} is not in {_REFS[f]}.jsonl")
+                for f in () if member.key == "audit_events" else REFS.keys() & set(row):
+                    if row[f] not in ids[REFS[f]]:
+                        raise ArchiveError(f"{where}: {f} {row[f]!r} is not in {REFS[f]}.jsonl")
         except ArchiveError:
             _verified(zf, member.name, entry)
             raise
         if count != n:
             raise ArchiveError(f"{MANIFEST} counts {count} rows in {member.name}, not {n}")
     for name, entry in manifest.members.items():
-        if _BLOB_MEMBER.fullmatch(name):  # not imported yet (blob files come later), but verified
+        if BLOB_MEMBER.fullmatch(name):  # not imported yet (blob files come later), but verified
             _verified(zf, name, entry)
     return ids["memories"]
 
 
 def verify(path: Path, settings: Settings) -> Manifest:
     """Check an archive as import does, writing nothing; returns its manifest."""
-    with _open(Path(path)) as zf:
-        return _verify(zf, settings)[0]
+    with open_archive(Path(path)) as zf:
+        return verify_zip(zf, settings)[0]
 
 
-def _verify(zf: zipfile.ZipFile, settings: Settings) -> tuple[Manifest, set[str]]:
+def verify_zip(zf: zipfile.ZipFile, settings: Settings) -> tuple[Manifest, set[str]]:
+    """:func:`verify` on an open archive: its manifest, and the memory ids it holds."""
     manifest = _read_manifest(zf, settings.archive_max_member_bytes)
     return manifest, _scan(zf, manifest, settings)
