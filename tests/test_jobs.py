@@ -243,16 +243,20 @@ def test_worker_runs_handlers_and_records_outcomes(queue: JobQueue) -> None:
     b = queue.enqueue("broken")
     c = queue.enqueue("refuses")
     d = queue.enqueue("mystery")
-    assert worker.run(until_idle=True) == 4
+    assert worker.run(until_idle=True) == 3
     assert queue.get(a.id).result == {"double": 42} and queue.get(a.id).message == "working"
     assert seen == [(a.id, 1)]
     assert reports == [(a.id, None, None), (a.id, 0.5, "working"), (b.id, None, None), (c.id, None, None)]
     retry = queue.get(b.id)
     assert (retry.state, retry.error) == ("queued", "RuntimeError: disk on fire")
     assert queue.get(c.id).state == "failed" and "PermissionDenied: not yours" in str(queue.get(c.id).error)
+    assert queue.get(d.id).state == "queued"  # left to a worker that can run it
+    assert worker.run_once() is None  # b is backing off
+    told = Worker(queue, {"ok": ok}, worker_id="w2", kinds=["mystery"])  # told to, it cannot
+    told.run_once()
     unknown = queue.get(d.id)
     assert unknown.state == "failed" and "no handler for job kind 'mystery'" in str(unknown.error)
-    assert worker.run_once() is None  # b is backing off
+    assert Worker(queue, {}, worker_id="w3").run_once() is None
 
 
 def test_worker_stop_releases_the_job_and_cancel_ends_it(queue: JobQueue) -> None:

@@ -18,6 +18,9 @@ and returns a JSON object kept as the job's result. The contract:
 
 Handlers are found by kind in the dict given to the worker; ``memos scheduler run`` adds
 those of the entry-point group ``memos.job_handlers`` and ``--handler kind=module:func``.
+A worker claims only the kinds it has handlers for (or the ``kinds`` it is given: then a
+kind it has no handler for fails, saying so), so workers with different handlers — a
+GPU worker for training, CPU workers for the rest — can share one queue.
 """
 
 from __future__ import annotations
@@ -146,8 +149,14 @@ class Worker:
 
     # ------------------------------------------------------------------ running
     def run_once(self) -> Job | None:
-        """Claim one due job and run it; the job as it ended (None: nothing was due)."""
-        job = self.queue.claim(self.id, kinds=self.kinds, lease=self.lease)
+        """Claim one due job and run it; the job as it ended (None: nothing was due).
+
+        A worker claims the kinds it was told to (``kinds``), else those it has a handler
+        for: a job another worker can run is left to it, not failed here."""
+        kinds = self.kinds if self.kinds is not None else list(self.handlers)
+        if not kinds:
+            return None
+        job = self.queue.claim(self.id, kinds=kinds, lease=self.lease)
         return None if job is None else self._run(job)
 
     def run(
