@@ -87,14 +87,13 @@ class Indexer:
         index: VectorIndex,
         embedder: Embedder,
         clock: Callable[[], datetime],
-        events: EventBus | None = None,
+        events: EventBus,
     ) -> None:
         self.store = store
         self.index = index
         self.embedder = embedder
         self.clock = clock
-        #: quarantines are recorded (memos.audit) and published here: the home's bus
-        self.events = events if events is not None else EventBus()
+        self.events = events  # quarantines are recorded (memos.audit) and published
         self._lock = threading.Lock()
 
     def sync(self, ids: Sequence[str] | None = None, *, after_batch: Callable[[], None] | None = None) -> int:
