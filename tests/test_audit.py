@@ -335,3 +335,19 @@ def test_only_the_audit_module_writes_audit_rows() -> None:
             writers[rel] = lines
     assert set(writers) <= _PENDING, writers
     assert _audit_writes(ast.parse((ROOT / "memos/audit.py").read_text()))  # the check sees writes
+
+
+def test_a_quarantine_is_audited_and_published(tmp_path: Path, embedder: Any) -> None:
+    from test_quarantine import _legacy_home_with_bad_row
+
+    from memos.core import MemOS
+
+    home = tmp_path / "home"
+    cube, _, bad = _legacy_home_with_bad_row(home, embedder, n_good=2)
+    with MemOS(home=home, embedder=embedder) as mos:
+        seen: list[Event] = []
+        mos.events.subscribe(seen.append, [EventKind.indexing_failed])
+        mos.reindex(cube_ids=[cube])  # tries the bad row again
+        assert [(e.actor, e.cube_id, e.memory_ids) for e in seen] == [("system", cube, (bad,))]
+        last = mos.history(bad, user_id="alice").events[-1]
+        assert (last.action, last.actor, last.details) == ("index_failed", "system", dict(seen[0].details))
