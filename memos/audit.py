@@ -27,7 +27,6 @@ verbatim (they are the exported home's record, not events of this one).
 
 from __future__ import annotations
 
-import builtins
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -62,7 +61,7 @@ ACTIONS: dict[EventKind, str] = {
 
 def write(s: Session, events: Sequence[Event]) -> None:
     """Write the audit rows of ``events`` in ``s`` (one many-row insert per run of events)."""
-    rows: builtins.list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     for e in events:
         action = ACTIONS.get(e.kind)
         if action is None:
@@ -76,20 +75,14 @@ def write(s: Session, events: Sequence[Event]) -> None:
                 s.execute(delete(AuditRow).where(AuditRow.cube_id == e.cube_id))
         if not e.memory_ids:
             rows.append(_row(e, action, None, dict(e.details)))
-        elif e.kind is EventKind.memory_purged:
+        elif e.kind is EventKind.memory_purged:  # a tombstone: ids, actor, reason, nothing else
             asked = e.memory_ids[0]  # the others went with it
-            for mid in e.memory_ids:
-                rows.append(
-                    _row(
-                        e,
-                        action,
-                        mid,
-                        {"tombstone": True} if mid == asked else {"tombstone": True, "with": asked},
-                    )
-                )
+            rows += [
+                _row(e, action, mid, {"tombstone": True} | ({} if mid == asked else {"with": asked}))
+                for mid in e.memory_ids
+            ]
         else:
-            for mid in e.memory_ids:
-                rows.append(_row(e, action, mid, dict(e.details)))
+            rows += [_row(e, action, mid, dict(e.details)) for mid in e.memory_ids]
     _insert(s, rows)
 
 
@@ -105,14 +98,14 @@ def _row(e: Event, action: str, memory_id: str | None, details: dict[str, Any]) 
     }
 
 
-def _insert(s: Session, rows: builtins.list[dict[str, Any]]) -> None:
+def _insert(s: Session, rows: list[dict[str, Any]]) -> None:
     if rows:
         execute_many(s.connection(), insert(AuditRow.__table__), rows)  # type: ignore[arg-type]
 
 
 def _scrub(s: Session, memory_ids: Sequence[str]) -> None:
     """Earlier rows of purged memories may carry content in details or reason: keep the skeleton."""
-    ids = builtins.list(memory_ids)
+    ids = list(memory_ids)
     for start in range(0, len(ids), 500):
         s.execute(
             update(AuditRow)
@@ -126,8 +119,8 @@ class Recording:
     """The events of one unit of work: audited in their transaction, published after it commits."""
 
     def __init__(self) -> None:
-        self._pending: dict[Session, builtins.list[Event]] = {}
-        self.committed: builtins.list[Event] = []
+        self._pending: dict[Session, list[Event]] = {}
+        self.committed: list[Event] = []
 
     def record(self, s: Session, *events: Event) -> None:
         """Audit ``events`` in ``s`` now; publish them once ``s`` has committed."""
