@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table, select
 
-import memos
 from memos import acl
 from memos.archive.format import (
     BATCH,
@@ -31,6 +30,7 @@ from memos.archive.format import (
 from memos.errors import ArchiveError, InvalidInput, MemosError, StorageError
 from memos.events import Event, EventKind
 from memos.storage.relational.models import CubeRow, MemoryRow
+from memos.version import __version__
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -70,7 +70,7 @@ def export_cube(home: Home, cube_id: str, path: Path, *, user_id: str, overwrite
             for member in MEMBERS:
                 counts[member.key], members[member.name] = _write_member(s, zf, member, cube_id, now)
             manifest = Manifest(
-                package_version=memos.__version__,
+                package_version=__version__,
                 created_at=now,
                 embedder_id=home.embedder.id,
                 cube=CubeInfo(**{f: getattr(cube, f) for f in CubeInfo.model_fields}),

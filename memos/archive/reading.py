@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from sqlalchemy import JSON, Column, Float, Integer, String
 
-import memos
 from memos.archive.format import (
     BLOB_MEMBER,
     CHUNK,
@@ -40,6 +39,7 @@ from memos.config import Limits
 from memos.errors import ArchiveError, InvalidInput
 from memos.plaintext.validation import check_json, check_metadata, check_tags, check_text
 from memos.storage.relational.models import UTCDateTime
+from memos.version import __version__
 
 if TYPE_CHECKING:
     from memos.config import Settings
@@ -87,7 +87,7 @@ def _read_manifest(zf: zipfile.ZipFile, limit: int) -> Manifest:
     version = head.get("format_version")
     if type(version) is not int or version not in SUPPORTED_VERSIONS:  # before the layout, which may differ
         raise ArchiveError(
-            f"archive format_version {version!r} is not supported by memos {memos.__version__}, which reads "
+            f"archive format_version {version!r} is not supported by memos {__version__}, which reads "
             f"format_version {', '.join(map(str, SUPPORTED_VERSIONS))}; a newer memos may read it"
         )
     try:
