@@ -12,17 +12,17 @@ import functools
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, cast, overload
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from memos import acl
 from memos.activation import ActivationMemory
-from memos.chat import ChatOps
+from memos.chat import Chat, ChatResult, ChatStream, Runtimes
 from memos.config import Settings, load_settings
 from memos.errors import AlreadyExists, InvalidInput, NotFound
 from memos.events import Event, EventBus, EventKind
@@ -98,7 +98,7 @@ class _InHome(Generic[T]):
         setattr(obj.home, self.name, value)
 
 
-class MemOS(ChatOps):
+class MemOS:
     """A memos home, opened for use by this process.
 
     >>> mos = MemOS(home="/tmp/memos-demo")          # doctest: +SKIP
@@ -132,8 +132,7 @@ class MemOS(ChatOps):
         clock = clock or _utcnow
         write_lock = threading.RLock()
         self._closed = False
-        self._runtimes: dict[str, Runtime] = {}
-        self._runtime_lock = threading.Lock()
+        self._runtimes = Runtimes(settings)
         from memos import factories
 
         self._lock = factories.lock_home(settings)
@@ -169,9 +168,18 @@ class MemOS(ChatOps):
             self._lifecycle = Lifecycle(self.home)
             self._maintenance = Maintenance(self.home)
             #: activation memory: compiled KV prefixes (memos.activation)
-            self.activation = ActivationMemory(self.home, runtimes=self.runtime)
+            self.activation = ActivationMemory(self.home, runtimes=self._runtimes.get)
             #: parametric memory: LoRA adapters consolidated from memories (memos.parametric)
-            self.parametric = ParametricMemory(self.home, runtimes=self.runtime)
+            self.parametric = ParametricMemory(self.home, runtimes=self._runtimes.get)
+            self._chat = Chat(
+                self.home,
+                reading=self._reading,
+                adding=self._adding,
+                lifecycle=self._lifecycle,
+                activation=self.activation,
+                parametric=self.parametric,
+                runtimes=self._runtimes,
+            )
             for artifacts in (self.activation, self.parametric):  # erasure reaches what was built
                 self.events.subscribe(artifacts.on_purge, [EventKind.memory_purged])
             self.repair()
@@ -245,6 +253,51 @@ class MemOS(ChatOps):
     run_deferred_extraction = _via("_maintenance", Maintenance.run_deferred_extraction)
     optimize_index = _via("_maintenance", Maintenance.optimize_index)
     stats = _via("_maintenance", Maintenance.stats)
+
+    # ------------------------------------------------------------------ chat (memos.chat)
+    runtime = _via("_runtimes", Runtimes.get)
+    close_runtimes = _via("_runtimes", Runtimes.close)
+    read_memories = _via("_chat", Chat.read_memories)
+
+    @overload
+    def chat(
+        self,
+        message: str,
+        *,
+        user_id: str,
+        cube_ids: Sequence[str] | str | None = None,
+        session_id: str | None = None,
+        runtime: str | Runtime | None = None,
+        stream: Literal[False] = False,
+        max_tokens: int | None = None,
+        memories: int | None = None,
+        write_back: bool | None = None,
+        explain: bool = False,
+        activation: bool = True,
+        parametric: bool = True,
+    ) -> ChatResult: ...
+
+    @overload
+    def chat(
+        self,
+        message: str,
+        *,
+        user_id: str,
+        cube_ids: Sequence[str] | str | None = None,
+        session_id: str | None = None,
+        runtime: str | Runtime | None = None,
+        stream: Literal[True],
+        max_tokens: int | None = None,
+        memories: int | None = None,
+        write_back: bool | None = None,
+        explain: bool = False,
+        activation: bool = True,
+        parametric: bool = True,
+    ) -> ChatStream: ...
+
+    @functools.wraps(Chat.chat)
+    def chat(self, message: str, **kwargs: Any) -> ChatResult | ChatStream:
+        return self._chat.chat(message, **kwargs)
 
     # ------------------------------------------------------------------ users
     def add_user(self, user_id: str, name: str | None = None) -> User:

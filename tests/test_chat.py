@@ -219,9 +219,10 @@ def test_reader_decisions_are_applied(chat_mos: Any, llama_runtime: Any) -> None
         ReaderItem(action="ADD", text="The user has a dog named Rex", type="fact"),
         ReaderItem(action="UPDATE", text="bad target", type="fact", target=9),
     ])  # fmt: skip
-    report = Reader(chat_mos, llama_runtime)._apply(
-        out, known, user_id="alice", cube_id=cube, source_id=None, attempts=1
+    reader = Reader(
+        chat_mos.home, llama_runtime, search=chat_mos.search, add=chat_mos.add, update=chat_mos.update
     )
+    report = reader.apply(out, known, user_id="alice", cube_id=cube, source_id=None, attempts=1)
     assert report.invalid == 1 and [a["action"] for a in report.actions] == [
         "SUPERSEDE",
         "UPDATE",
@@ -234,6 +235,10 @@ def test_reader_decisions_are_applied(chat_mos: Any, llama_runtime: Any) -> None
         and old.valid_to is not None
         and old.superseded_by == report.actions[0]["id"]
     )
+    retired = [e for e in chat_mos.history(old.id, user_id="alice").events if e.action == "supersede"]
+    assert [(e.actor, e.reason, e.details) for e in retired] == [
+        ("alice", "llm reader", {"by": report.actions[0]["id"]})
+    ]
     assert chat_mos.get(job.memories[0].id, user_id="alice").version == 2
     assert chat_mos.get(tea.memories[0].id, user_id="alice").version == 1
     hits = chat_mos.search("where does the user live", user_id="alice", cube_ids=[cube], top_k=5)

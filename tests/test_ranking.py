@@ -101,18 +101,20 @@ def _asked_before(mos: Any) -> str:
 
 
 def test_chat_offers_facts_not_the_questions_the_user_asked_before(mos: Any) -> None:
-    from memos.chat import tells_nothing
+    from memos.chat import chat_memories, tells_nothing
 
     cube = _asked_before(mos)
     for message in ("Where does my sister live?", "What does my sister do for a living?"):
         hits = mos.search(message, user_id="alice", cube_ids=[cube], top_k=4)
         assert tells_nothing(hits[0])  # what search ranks first: an earlier question, worded alike
-        offered = mos._chat_memories(message, user_id="alice", cube_ids=[cube], k=4)
+        offered = chat_memories(mos.search, mos.settings.chat, message, user_id="alice", cube_ids=[cube], k=4)
         texts = [h.memory.text for h in offered]
         assert texts[0] == "My sister Mira lives in Tromsø and works as a marine biologist.", texts
         assert not {"Where does my sister live?", "And what does she do?"} & set(texts)
     # a question that names something carries a fact: it is still offered
-    offered = mos._chat_memories("What is my dog called?", user_id="alice", cube_ids=[cube], k=4)
+    offered = chat_memories(
+        mos.search, mos.settings.chat, "What is my dog called?", user_id="alice", cube_ids=[cube], k=4
+    )
     assert offered[0].memory.text == "Should I take my dog Rex to the vet?"
 
 

@@ -21,18 +21,18 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
 from memos.errors import MemosError
-from memos.plaintext.convert import memory_event
+from memos.events import Event, EventKind
+from memos.home import Home
 from memos.protocols import Runtime
 from memos.runtime import ChatMessage, GenerationParams
 from memos.storage.relational.models import MemoryRow, MetaRow
-
-if TYPE_CHECKING:
-    from memos.core import MemOS
+from memos.types import AddResult, MemoryItem, SearchHit
 
 #: at most this many statements per turn, each at most this long: bounds the answer, so a
 #: small model that repeats itself under the grammar still closes its JSON in budget
@@ -107,26 +107,34 @@ def parse(raw: str) -> ReaderOutput:
 
 
 class Reader:
+    """One reading on ``runtime``: it finds what the cube knows with ``search`` and writes
+    its decisions with ``add`` and ``update`` (``MemOS.search``, ``add``, ``update``)."""
+
     def __init__(
         self,
-        mos: MemOS,
+        home: Home,
         runtime: Runtime,
         *,
+        search: Callable[..., list[SearchHit]],
+        add: Callable[..., AddResult],
+        update: Callable[..., MemoryItem],
         max_tokens: int = 400,
         retries: int = 1,
         timeout_s: float | None = None,
         candidates: int = 5,
     ) -> None:
-        self.mos = mos
+        self.home = home
         self.runtime = runtime
+        self.search = search
+        self.add = add
+        self.update = update
         self.max_tokens = max_tokens
         self.retries = retries
-        self.timeout_s = timeout_s if timeout_s is not None else mos.settings.runtime.timeout_s
+        self.timeout_s = timeout_s if timeout_s is not None else home.settings.runtime.timeout_s
         self.candidates = candidates
 
     def read(self, text: str, *, user_id: str, cube_id: str, source_id: str | None = None) -> ReaderReport:
-        mos = self.mos
-        known = mos.search(
+        known = self.search(
             text,
             user_id=user_id,
             cube_ids=[cube_id],
@@ -151,7 +159,7 @@ class Reader:
         if output is None:
             self._count_failure(user_id, source_id, error or "unknown")
             return ReaderReport(ok=False, attempts=attempts, error=error)
-        return self._apply(
+        return self.apply(
             output, known, user_id=user_id, cube_id=cube_id, source_id=source_id, attempts=attempts
         )
 
@@ -167,17 +175,17 @@ class Reader:
                 raise TimeoutError(f"the reader took longer than {self.timeout_s:.0f} s")
         return gen.text
 
-    def _apply(
+    def apply(
         self,
         output: ReaderOutput,
-        known: list[Any],
+        known: list[SearchHit],
         *,
         user_id: str,
         cube_id: str,
         source_id: str | None,
         attempts: int,
     ) -> ReaderReport:
-        mos = self.mos
+        """Write the model's decisions; ``target`` N is ``known[N - 1]``."""
         report = ReaderReport(ok=True, attempts=attempts)
         meta = {"extractor": f"llm:{self.runtime.fingerprint.model_id}"}
         if source_id:
@@ -198,11 +206,11 @@ class Reader:
                 if target.text.strip() == item.text.strip():
                     entry["action"] = "NOOP"
                 else:
-                    mos.update(target.id, user_id=user_id, text=item.text, reason="llm reader: refined")
+                    self.update(target.id, user_id=user_id, text=item.text, reason="llm reader: refined")
                     report.written.append(target.id)
                 entry["target"] = target.id
             else:
-                added = mos.add(
+                added = self.add(
                     text=item.text,
                     type=item.type,
                     user_id=user_id,
@@ -222,10 +230,10 @@ class Reader:
         return report
 
     def _supersede(self, old_id: str, new_id: str, user_id: str) -> None:
-        mos = self.mos
-        now = mos.clock()
-        with mos.write_lock:
-            with mos.store.session() as s:
+        home = self.home
+        now = home.clock()
+        with home.recording() as rec, home.write_lock:
+            with home.store.session() as s:
                 row = s.get(MemoryRow, old_id)
                 if row is None or row.state != "active":
                     return
@@ -235,26 +243,29 @@ class Reader:
                 row.retired_at = now
                 row.updated_at = now
                 row.index_state = "pending"
-                s.add(
-                    memory_event(
-                        row, "supersede", now=now, actor=user_id, reason="llm reader", details={"by": new_id}
-                    )
-                )
-            mos.indexer.sync([old_id])
-            mos.graphs.invalidate(row.cube_id)
+                rec.record(
+                    s,
+                    Event(
+                        EventKind.memory_superseded, now, user_id, row.cube_id, (row.id,),
+                        reason="llm reader", details={"by": new_id},
+                    ),
+                )  # fmt: skip
+            home.indexer.sync([old_id])
+            home.graphs.invalidate(row.cube_id)
 
     def _count_failure(self, user_id: str, source_id: str | None, error: str) -> None:
-        mos = self.mos
-        now = mos.clock()
-        with mos.write_lock, mos.store.session() as s:
+        home = self.home
+        now = home.clock()
+        with home.recording() as rec, home.write_lock, home.store.session() as s:
             counter = s.get(MetaRow, "reader_failures")
             count = int(counter.value.get("count", 0)) + 1 if counter else 1
             s.merge(MetaRow(key="reader_failures", value={"count": count, "last_error": error[:500]}))
             row = s.get(MemoryRow, source_id) if source_id else None
             if row is not None:
-                s.add(
-                    memory_event(
-                        row, "extract_failed", now=now, actor=user_id,
+                rec.record(
+                    s,
+                    Event(
+                        EventKind.extraction_failed, now, user_id, row.cube_id, (row.id,),
                         details={"extractor": f"llm:{self.runtime.fingerprint.model_id}", "error": error[:500]},
-                    )
+                    ),
                 )  # fmt: skip
