@@ -303,12 +303,6 @@ def test_an_event_kind_the_audit_log_does_not_keep_cannot_be_recorded(make_mos: 
         rec.record(s, Event(EventKind.memory_accessed, mos.clock(), "alice", "c", ("m",)))
 
 
-# Writers not converted yet, in modules other sessions own: each goes once it records an
-# event instead (export: cube_exported; import: cube_imported; plaintext.convert's
-# memory_event, still called by memos/extract/llm.py: memory_superseded/extraction_failed).
-_PENDING = {"memos/archive/export.py", "memos/archive/importing.py", "memos/plaintext/convert.py"}
-
-
 def _audit_writes(tree: ast.AST) -> list[int]:
     """Lines that construct an AuditRow or hand its table to insert/update/delete."""
     lines = []
@@ -333,7 +327,7 @@ def test_only_the_audit_module_writes_audit_rows() -> None:
         lines = _audit_writes(ast.parse(path.read_text(), rel))
         if lines and rel != "memos/audit.py":
             writers[rel] = lines
-    assert set(writers) <= _PENDING, writers
+    assert writers == {}
     assert _audit_writes(ast.parse((ROOT / "memos/audit.py").read_text()))  # the check sees writes
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 from memos.storage.relational.models import AuditRow, MemoryRow, MemoryVersionRow
 from memos.types import AuditEvent, MemoryItem, MemoryKind, MemoryState, MemoryType, MemoryVersion, Provenance
 
@@ -85,25 +82,4 @@ def snapshot(row: MemoryRow, actor: str | None, reason: str | None) -> MemoryVer
         recorded_at=row.updated_at,
         actor=actor,
         reason=reason,
-    )
-
-
-def memory_event(
-    row: MemoryRow,
-    action: str,
-    *,
-    now: datetime,
-    actor: str | None,
-    reason: str | None = None,
-    details: dict[str, Any] | None = None,
-) -> AuditRow:
-    """The audit event of a lifecycle transition of ``row``."""
-    return AuditRow(
-        ts=now,
-        actor=actor,
-        cube_id=row.cube_id,
-        memory_id=row.id,
-        action=action,
-        reason=reason,
-        details=details or {},
     )
