@@ -17,6 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,7 @@ def test_enqueue_claim_complete(queue: JobQueue) -> None:
 
 
 def test_claim_order_kinds_and_run_after(queue: JobQueue, clock: Clock) -> None:
-    later = queue.enqueue("a", run_after=clock.now + Backoff(base=60).delay(1))
+    later = queue.enqueue("a", run_after=clock.now + timedelta(seconds=60))
     first = queue.enqueue("a")
     other = queue.enqueue("b")
     got = queue.claim("w", kinds=["b"])
@@ -134,6 +135,22 @@ def test_bad_input_is_refused(queue: JobQueue) -> None:
     with pytest.raises(NotFound):
         queue.get(999)
     assert queue.list() == []
+
+
+def test_prune_keeps_recent_and_unfinished_jobs(queue: JobQueue, clock: Clock) -> None:
+    old = queue.enqueue("k")
+    running = queue.enqueue("k")
+    held = queue.claim("w", lease=10_000)
+    assert held is not None and held.id == old.id
+    queue.complete(held)
+    held = queue.claim("w", lease=10_000)
+    assert held is not None and held.id == running.id
+    clock.advance(days=8)
+    recent = queue.enqueue("k")
+    assert queue.cancel(recent.id).state == "cancelled"
+    waiting = queue.enqueue("k")
+    assert queue.prune(clock.now - timedelta(days=7)) == 1
+    assert {j.id for j in queue.list()} == {running.id, recent.id, waiting.id}
 
 
 def test_failures_back_off_then_fail_with_the_reason(queue: JobQueue, clock: Clock) -> None:

@@ -148,3 +148,13 @@ def test_run_until_idle(
         result.stderr.split()
     )
     one_line_error(cli(path, "scheduler", "run", "--handler", "compile=nowhere"), "module:function")
+
+
+def test_prune(home: tuple[Path, dict[str, int]]) -> None:
+    path, ids = home
+    ok(cli(path, "scheduler", "cancel", str(ids["home"])))
+    assert cli_json(path, "scheduler", "prune", "--days", "1") == {"pruned": 0}  # it just finished
+    assert "pruned 1 finished job" in ok(cli(path, "scheduler", "prune", "--days", "0")).stdout
+    assert {j["id"] for j in cli_json(path, "scheduler", "jobs")} == {ids["running"], ids["queued"]}
+    one_line_error(cli(path, "scheduler", "prune", user="alice"), "operator")
+    one_line_error(cli(path, "scheduler", "prune", "--days", "-1"), "older_than_days")

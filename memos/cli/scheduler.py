@@ -1,4 +1,4 @@
-"""``memos scheduler …``: run a worker; see the jobs, their status; cancel one.
+"""``memos scheduler …``: run a worker; see the jobs, their status; cancel one; prune the history.
 
 Without ``--user`` the commands act as the home's operator (every job); with ``--user``
 they show and cancel the jobs of the cubes that user owns.
@@ -180,3 +180,17 @@ def cancel(ctx: typer.Context, job_id: Annotated[int, typer.Argument(help="The j
         job = mos.scheduler.cancel(job_id, user_id=_user(state))
     said = "cancelled" if job.state == "cancelled" else "cancel requested (it stops at its next step)"
     emit(state, job, lambda c: c.print(f"job {job.id} ({job.kind}): {said}"))
+
+
+@scheduler_app.command("prune")
+def prune(
+    ctx: typer.Context,
+    days: Annotated[
+        float, typer.Option("--days", help="Keep jobs that finished within this many days.")
+    ] = 7.0,
+) -> None:
+    """Delete the records of finished jobs (done, failed, cancelled) older than --days."""
+    state = get_state(ctx)
+    with open_memos(state) as mos:
+        n = mos.scheduler.prune(older_than_days=days, user_id=_user(state))
+    emit(state, {"pruned": n}, lambda c: c.print(f"pruned {n} finished job{'s' if n != 1 else ''}"))

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -349,6 +349,18 @@ class JobQueue:
             self._finish(row, CANCELLED, now)
             row.error = "cancelled while running"
             return Job.of(row)
+
+    def prune(self, finished_before: datetime) -> int:
+        """Delete finished jobs (done, failed, cancelled) that ended before ``finished_before``:
+        the table keeps recent history, not all of it. Returns how many."""
+        with self.store.session() as s:
+            result = s.execute(
+                delete(JobRow).where(
+                    JobRow.state.in_((DONE, FAILED, CANCELLED)), JobRow.finished_at < finished_before
+                ),
+                execution_options={"synchronize_session": False},
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
 
     def reclaim_expired(self) -> int:
         """Return running jobs whose lease expired to the queue (or fail them, attempts

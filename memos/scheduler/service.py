@@ -15,11 +15,11 @@ import logging
 import signal
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from memos import acl
-from memos.errors import NotFound, PermissionDenied
+from memos.errors import InvalidInput, NotFound, PermissionDenied
 from memos.home import Home
 from memos.scheduler.jobs import RUNNING, STATES, Backoff, Job, JobQueue
 from memos.scheduler.worker import Handler, Worker, installed_handlers, load_handler
@@ -172,6 +172,19 @@ class Scheduler:
         """Cancel a queued job; ask a running one to stop at its next step."""
         self._check(self.queue.get(job_id), user_id)
         return self.queue.cancel(job_id)
+
+    def prune(self, *, older_than_days: float = 7.0, user_id: str | None = None) -> int:
+        """Delete the records of jobs that finished more than ``older_than_days`` ago
+        (the home's operator only). Returns how many."""
+        if user_id is not None:
+            raise PermissionDenied("only the home's operator (no user) may prune the job history")
+        if (
+            isinstance(older_than_days, bool)
+            or not isinstance(older_than_days, int | float)
+            or older_than_days < 0
+        ):
+            raise InvalidInput(f"older_than_days is a number >= 0, got {older_than_days!r}")
+        return self.queue.prune(self.home.clock() - timedelta(days=older_than_days))
 
     def status(self, *, user_id: str | None = None) -> SchedulerStatus:
         cubes = self._cubes(user_id, None)
