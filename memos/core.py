@@ -132,7 +132,6 @@ class MemOS:
         clock = clock or _utcnow
         write_lock = threading.RLock()
         self._closed = False
-        self._runtimes = Runtimes(settings)
         from memos import factories
 
         self._lock = factories.lock_home(settings)
@@ -163,6 +162,8 @@ class MemOS:
                 write_lock=write_lock,
                 events=events,
             )
+            #: the loaded runtimes (memos.chat.runtimes), configured by the home's settings
+            self._runtimes = Runtimes(self.home.settings)
             self._adding = Adding(self.home)
             self._reading = Reading(self.home)
             self._lifecycle = Lifecycle(self.home)
