@@ -45,6 +45,8 @@ ACTIONS: dict[EventKind, str] = {
     EventKind.memory_updated: "update",
     EventKind.memory_deleted: "delete",
     EventKind.memory_restored: "restore",
+    EventKind.memory_archived: "archive",
+    EventKind.memory_expired: "expire",
     EventKind.memory_purged: "purge",
     EventKind.memory_superseded: "supersede",
     EventKind.extraction_failed: "extract_failed",
@@ -56,6 +58,8 @@ ACTIONS: dict[EventKind, str] = {
     EventKind.cube_unshared: "unshare",
     EventKind.cube_exported: "export",
     EventKind.cube_imported: "import",
+    EventKind.policy_failed: "policy_failed",
+    EventKind.policy_set: "policy_set",
 }
 
 

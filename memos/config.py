@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from memos import registry
 from memos.errors import ConfigError
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
@@ -282,6 +283,20 @@ class Settings(BaseSettings):
     chat: ChatSettings = Field(default_factory=lambda: ChatSettings())
     parametric: ParametricSettings = Field(default_factory=lambda: ParametricSettings())
     scheduler: SchedulerSettings = Field(default_factory=lambda: SchedulerSettings())
+    policies: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="[policies.<name>]: each policy's settings (memos.policies; a cube's owner "
+        "overrides them per cube with `memos policy set`)",
+    )
+
+    @field_validator("policies")
+    @classmethod
+    def _policies_known(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        # each against its policy's settings model (unknown policy or field: an error naming
+        # both); kept as written, the durations too ("30d"), for merging with cube overrides
+        for name, values in value.items():
+            registry.configure("memos.policies", name, values)
+        return value
 
     @classmethod
     def settings_customise_sources(

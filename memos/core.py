@@ -188,6 +188,10 @@ class MemOS:
 
             #: the jobs of the home (memos.scheduler); its background worker starts here if configured
             self.scheduler = Scheduler(self.home, app=self)
+            from memos.scheduler.policies import Policies
+
+            #: the scheduler's policies (memos.policies): settings, plan, apply; job kind policy.apply
+            self.policies = Policies(self.home, lifecycle=self._lifecycle, scheduler=self.scheduler)
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
@@ -248,6 +252,8 @@ class MemOS:
     update = _via("_lifecycle", Lifecycle.update)
     delete = _via("_lifecycle", Lifecycle.delete)
     restore = _via("_lifecycle", Lifecycle.restore)
+    archive = _via("_lifecycle", Lifecycle.archive)
+    expire = _via("_lifecycle", Lifecycle.expire)
     purge = _via("_lifecycle", Lifecycle.purge)
     check_index = _via("_maintenance", Maintenance.check_index)
     reindex = _via("_maintenance", Maintenance.reindex)

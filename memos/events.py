@@ -35,6 +35,8 @@ class EventKind(StrEnum):
     memory_updated = "memory_updated"  # details: version, changed
     memory_deleted = "memory_deleted"  # details: from, to (states)
     memory_restored = "memory_restored"
+    memory_archived = "memory_archived"  # out of default search, restorable; details: from, to
+    memory_expired = "memory_expired"  # out of search, purged after a grace period; details: from, to
     memory_purged = "memory_purged"  # the first id is the one purged; the others went with it
     memory_superseded = "memory_superseded"  # details: by (the new fact), predicate
     extraction_failed = "extraction_failed"  # details: extractor, error
@@ -49,6 +51,8 @@ class EventKind(StrEnum):
     cube_unshared = "cube_unshared"  # details: user
     cube_exported = "cube_exported"
     cube_imported = "cube_imported"
+    policy_failed = "policy_failed"  # a policy raised; details: policy, error (the others still ran)
+    policy_set = "policy_set"  # a cube's policy setting changed; details: policy, key, value
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,10 @@ class MemoryState(StrEnum):
 
 #: states a search can return
 SEARCHABLE_STATES = frozenset({MemoryState.active})
+#: states whose rows keep their index points: archived and expired memories leave default
+#: search (the retriever reads each candidate's state from its row) but come back without
+#: re-embedding (``search(include_archived=True)``, ``restore``)
+INDEXED_STATES = frozenset({MemoryState.active, MemoryState.archived, MemoryState.expired})
 
 
 class Role(StrEnum):

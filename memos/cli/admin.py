@@ -66,12 +66,19 @@ def config_template() -> str:
         "scheduler": SchedulerSettings,
     }  # fmt: skip
     for name, field in Settings.model_fields.items():
-        if name != "home" and name not in tables:
+        if name not in ("home", "policies") and name not in tables:
             lines += _setting_lines(name, field)
     for table, model in tables.items():
         lines.append(f"# [{table}]")
         for name, field in model.model_fields.items():
             lines += _setting_lines(name, field)
+    lines += [
+        "# [policies.<name>]: the scheduler's policies (heat, ttl, decay, capacity); `memos policy",
+        "# show` lists their settings and defaults. Episodes expire after 90 days with:",
+        "#   [policies.ttl]",
+        '#   types = { episode = "90d" }',
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -172,6 +172,9 @@ def search(
         str | None,
         typer.Option("--until", help="Only memories up to this time (ISO 8601).", show_default=False),
     ] = None,
+    include_archived: Annotated[
+        bool, typer.Option("--include-archived", help="Archived memories too (never expired ones).")
+    ] = False,
 ) -> None:
     """Hybrid search (dense + lexical + graph + time); each result says why it matched."""
     state = get_state(ctx)
@@ -180,7 +183,13 @@ def search(
     with open_memos(state) as mos:
         cube_ids = [mos.resolve_cube(state.user, c) for c in cube] if cube else None
         hits = mos.search(
-            query, user_id=state.user, cube_ids=cube_ids, top_k=top_k, filters=filters, time_range=time_range
+            query,
+            user_id=state.user,
+            cube_ids=cube_ids,
+            top_k=top_k,
+            filters=filters,
+            time_range=time_range,
+            include_archived=include_archived,
         )
     emit(state, hits, lambda console: console.print(hits_table(hits, query)))
 
@@ -301,8 +310,18 @@ def delete(ctx: typer.Context, memory_id: MemoryIdArg, reason: ReasonOpt = None)
 
 
 @app.command(rich_help_panel=PANEL_MEMORIES)
+def archive(ctx: typer.Context, memory_id: MemoryIdArg, reason: ReasonOpt = None) -> None:
+    """Archive a memory: out of default search (`memos search --include-archived` finds it),
+    kept with its history; `memos restore` brings it back."""
+    state = get_state(ctx)
+    with open_memos(state) as mos:
+        item = mos.archive(memory_id, user_id=state.user, reason=reason)
+    emit(state, item, lambda console: console.print(f"[yellow]archived[/yellow] {item.id} (restorable)"))
+
+
+@app.command(rich_help_panel=PANEL_MEMORIES)
 def restore(ctx: typer.Context, memory_id: MemoryIdArg, reason: ReasonOpt = None) -> None:
-    """Undo a soft delete."""
+    """Bring back a deleted, archived or expired memory."""
     state = get_state(ctx)
     with open_memos(state) as mos:
         item = mos.restore(memory_id, user_id=state.user, reason=reason)

@@ -2,8 +2,8 @@
 
 The relational store is the source of truth. Every write commits its rows with
 ``index_state='pending'``; :meth:`Indexer.sync` then embeds the pending rows, upserts
-(searchable states) or removes (every other state) their points, and marks them
-``done`` — but only if the row has not changed since it was read, so a concurrent
+(:data:`~memos.types.INDEXED_STATES`: active, archived, expired) or removes (every
+other state) their points, and marks them ``done`` — but only if the row has not changed since it was read, so a concurrent
 update is never marked indexed with stale content. Removals for rows that no longer
 exist (purge, cube deletion) go through ``index_tasks``. Because upserts are
 idempotent and keyed by memory id, re-running any of this after a crash is safe.
@@ -35,7 +35,7 @@ from memos.protocols import Embedder, IndexPoint, VectorIndex
 from memos.storage.relational.bulk import execute_many
 from memos.storage.relational.engine import RelationalStore
 from memos.storage.relational.models import IndexTaskRow, MemoryRow
-from memos.types import SEARCHABLE_STATES
+from memos.types import INDEXED_STATES
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +145,8 @@ class Indexer:
     def _index(self, rows: list[MemoryRow]) -> int:
         if not rows:
             return 0
-        live = [r for r in rows if r.state in SEARCHABLE_STATES]
-        gone = [r.id for r in rows if r.state not in SEARCHABLE_STATES]
+        live = [r for r in rows if r.state in INDEXED_STATES]
+        gone = [r.id for r in rows if r.state not in INDEXED_STATES]
         failed = self._upsert(live) if live else {}
         if failed:
             gone += list(failed)  # an older version's point must not answer for it
@@ -233,7 +233,7 @@ class Indexer:
                     )
                 ).all()
                 # a quarantined row waits for an update or a reindex, not for every repair
-                should = {i for i, st, ix in rows if st in SEARCHABLE_STATES and ix != "quarantined"}
+                should = {i for i, st, ix in rows if st in INDEXED_STATES and ix != "quarantined"}
                 lacking = should - in_index
                 if lacking:
                     for start in range(0, len(lacking), 500):

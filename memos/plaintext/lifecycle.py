@@ -1,4 +1,4 @@
-"""A memory's life after it is added: new versions, soft delete and restore, purge."""
+"""A memory's life after it is added: new versions, soft delete, archive and expiry, restore, purge."""
 
 from __future__ import annotations
 
@@ -33,14 +33,23 @@ from memos.storage.relational.models import (
     MessageRow,
 )
 from memos.types import (
+    INDEXED_STATES,
     MemoryItem,
 )
 
 log = logging.getLogger(__name__)
 
+#: the event each state change records
+_KINDS = {
+    "delete": EventKind.memory_deleted,
+    "restore": EventKind.memory_restored,
+    "archive": EventKind.memory_archived,
+    "expire": EventKind.memory_expired,
+}
+
 
 class Lifecycle:
-    """``MemOS.update``, ``delete``, ``restore`` and ``purge``."""
+    """``MemOS.update``, ``delete``, ``archive``, ``expire``, ``restore`` and ``purge``."""
 
     def __init__(self, home: Home) -> None:
         self.home = home
@@ -125,15 +134,42 @@ class Lifecycle:
             memory_id, user_id, {"active", "archived", "superseded", "expired"}, "deleted", "delete", reason
         )
 
-    def restore(self, memory_id: str, *, user_id: str, reason: str | None = None) -> MemoryItem:
-        """Undo a soft delete."""
-        return self._transition(memory_id, user_id, {"deleted"}, "active", "restore", reason)
+    def archive(
+        self, memory_id: str, *, user_id: str, reason: str | None = None, actor: str | None = None
+    ) -> MemoryItem:
+        """Take an active memory out of default search; ``search(include_archived=True)``
+        still finds it and ``restore`` brings it back. Its row, history and index point stay.
+        ``actor`` names who decided in the audit log (``policy:decay``), ``user_id`` is
+        whose access is checked."""
+        return self._transition(memory_id, user_id, {"active"}, "archived", "archive", reason, actor)
+
+    def expire(
+        self, memory_id: str, *, user_id: str, reason: str | None = None, actor: str | None = None
+    ) -> MemoryItem:
+        """Mark a memory expired: out of every search (``include_archived`` too), listed with
+        ``states=["expired"]``, restorable until it is purged (the ttl policy's grace)."""
+        return self._transition(memory_id, user_id, {"active", "archived"}, "expired", "expire", reason, actor)
+
+    def restore(
+        self, memory_id: str, *, user_id: str, reason: str | None = None, actor: str | None = None
+    ) -> MemoryItem:
+        """Bring a deleted, archived or expired memory back to active."""
+        return self._transition(
+            memory_id, user_id, {"deleted", "archived", "expired"}, "active", "restore", reason, actor
+        )
 
     def _transition(
-        self, memory_id: str, user_id: str, allowed_from: set[str], to: str, action: str, reason: str | None
+        self,
+        memory_id: str,
+        user_id: str,
+        allowed_from: set[str],
+        to: str,
+        action: str,
+        reason: str | None,
+        actor: str | None = None,
     ) -> MemoryItem:
         now = self.home.clock()
-        kind = EventKind.memory_restored if action == "restore" else EventKind.memory_deleted
+        kind = _KINDS[action]
         with self.home.recording() as rec, self.home.write_lock:
             with self.home.store.session() as s:
                 row = acl.memory(s, memory_id, user_id, acl.WRITE)
@@ -141,21 +177,26 @@ class Lifecycle:
                     raise InvalidState(f"cannot {action} memory {memory_id}: it is {row.state}")
                 previous = row.state
                 row.state = to
-                row.retired_at = now if to == "deleted" else None
+                row.retired_at = now if to in ("deleted", "expired") else None
                 row.updated_at = now
-                row.index_state = "pending"
-                rec.record(
-                    s, Event(kind, now, user_id, row.cube_id, (row.id,), reason, {"from": previous, "to": to})
-                )
+                # archived and expired rows keep their points: only a move in or out of the
+                # indexed states touches the index (no re-embedding for an archive)
+                if (previous in INDEXED_STATES) != (to in INDEXED_STATES):
+                    row.index_state = "pending"
+                details = {"from": previous, "to": to}
+                rec.record(s, Event(kind, now, actor or user_id, row.cube_id, (row.id,), reason, details))
                 item = memory_from_row(row)
             self.home.indexer.sync([memory_id])
         return item
 
-    def purge(self, memory_id: str, *, user_id: str, reason: str | None = None) -> builtins.list[str]:
+    def purge(
+        self, memory_id: str, *, user_id: str, reason: str | None = None, actor: str | None = None
+    ) -> builtins.list[str]:
         """Hard-delete a memory and every memory derived only from it.
 
         Rows, versions, messages, graph mentions and edges, and vector points go; orphaned
-        entities go too. The audit log keeps a tombstone (ids, actor, reason — no content).
+        entities go too. The audit log keeps a tombstone (ids, actor, reason — no content);
+        ``actor`` names who decided (``policy:ttl``) when it is not ``user_id``.
         Returns the purged ids.
         """
         now = self.home.clock()
@@ -186,7 +227,8 @@ class Lifecycle:
                 for mid in ids:
                     s.merge(IndexTaskRow(memory_id=mid, op="delete", created_at=now))
                 # the audit keeps a tombstone per memory and scrubs their earlier events
-                rec.record(s, Event(EventKind.memory_purged, now, user_id, cube_id, tuple(ids), reason))
+                purged = Event(EventKind.memory_purged, now, actor or user_id, cube_id, tuple(ids), reason)
+                rec.record(s, purged)
             self.home.graphs.invalidate(cube_id)
             self.home.indexer.sync(following)
         return ids

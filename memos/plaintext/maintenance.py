@@ -26,7 +26,7 @@ from memos.storage.relational.models import (
     UserRow,
 )
 from memos.types import (
-    SEARCHABLE_STATES,
+    INDEXED_STATES,
 )
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class Maintenance:
                 ).all()
                 quarantined = [i for i, _, ix in rows if ix == "quarantined"]
                 errors = self._index_errors(s, quarantined)
-            searchable = {i for i, st, ix in rows if st in SEARCHABLE_STATES and ix != "quarantined"}
+            searchable = {i for i, st, ix in rows if st in INDEXED_STATES and ix != "quarantined"}
             report["searchable_rows"] += len(searchable)
             report["index_points"] += len(in_index)
             report["missing"] += sum(

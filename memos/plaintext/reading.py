@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 MAX_TOP_K = 1000
 MAX_PAGE = 1000
+_ACTIVE = frozenset({str(MemoryState.active)})
+_WITH_ARCHIVED = _ACTIVE | {str(MemoryState.archived)}
 
 
 class Reading:
@@ -58,8 +60,13 @@ class Reading:
         top_k: int = 10,
         filters: Mapping[str, Any] | None = None,
         time_range: tuple[datetime | str | None, datetime | str | None] | None = None,
+        include_archived: bool = False,
     ) -> builtins.list[SearchHit]:
-        """Hybrid search over the cubes ``user_id`` may read (all of them by default)."""
+        """Hybrid search over the cubes ``user_id`` may read (all of them by default).
+
+        Active memories only, unless ``include_archived``: then archived ones too (moved
+        out by a policy or ``archive``). Expired memories are never returned: they wait
+        for their purge (list them with ``list_memories(states=["expired"])``)."""
         from memos.plaintext.retrieval.timeparse import parse_timestamp
 
         query = check_text(query, self.home.settings.max_text_chars, "query")
@@ -79,7 +86,14 @@ class Reading:
         if not cubes:
             return []
         hits = self.home.retriever.search(
-            Query(text=query, cube_ids=tuple(cubes), top_k=top_k, filters=dict(filters or {}), time_range=tr),
+            Query(
+                text=query,
+                cube_ids=tuple(cubes),
+                top_k=top_k,
+                filters=dict(filters or {}),
+                time_range=tr,
+                states=_WITH_ARCHIVED if include_archived else _ACTIVE,
+            ),
             self.home.clock(),
         )
         if hits:

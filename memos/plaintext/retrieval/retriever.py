@@ -67,6 +67,8 @@ class Query:
     top_k: int
     filters: Mapping[str, Any]
     time_range: tuple[datetime | None, datetime | None] | None
+    #: the states a hit may be in (``include_archived`` adds ``archived``)
+    states: frozenset[str] = _SEARCHABLE
 
 
 def build_filter(
@@ -213,7 +215,9 @@ class Retriever:
         }
         # one read session for the candidates and the rows returned
         with self.store.read_session() as s:
-            cands = self._candidates(s, list(fused), q.cube_ids, flt if flt.must else None, unfiltered)
+            cands = self._candidates(
+                s, list(fused), q.cube_ids, flt if flt.must else None, unfiltered, q.states
+            )
 
             # query-aware boosts: who is asked about, and when
             speakers = fusion.SpeakerMatcher(q.text) if cfg.speaker_boost > 0 else None
@@ -316,6 +320,7 @@ class Retriever:
         cube_ids: Sequence[str],
         flt: IndexFilter | None,
         unfiltered: set[str],
+        states: frozenset[str] = _SEARCHABLE,
     ) -> dict[str, _Candidate]:
         """What ranking needs of each candidate: one light query by primary key per search.
 
@@ -372,7 +377,7 @@ class Retriever:
         for mid in ids:
             current = live.get(mid)
             info = fixed.get(mid)
-            if current is None or info is None or current[0] not in _SEARCHABLE or info.cube_id not in cubes:
+            if current is None or info is None or current[0] not in states or info.cube_id not in cubes:
                 continue
             out[mid] = _Candidate(
                 speaker=info.speaker, when=info.when, importance=current[1], place=info.place, seq=info.seq

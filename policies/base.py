@@ -1,0 +1,231 @@
+"""What a policy is: a pure decision over a read-only view of a cube, returning actions as data.
+
+A policy never touches a store. The kernel (:mod:`memos.scheduler.policies`) builds a
+:class:`CubeView` of a cube — its memories with their state, type, importance, tags,
+metadata, times, access statistics and heat — hands it, with the cube's recent audit
+events and the time ``now``, to each policy's :meth:`Policy.decide`, and carries out the
+:class:`Action` s it returns through the kernel's public services, each audited with the
+policy's name (``actor = "policy:<name>"``) and the action's reason. ``memos policy plan``
+is the same call without the carrying out.
+
+Policies run in ``order``, each seeing the view as the actions before it left it
+(:meth:`CubeView.after`): ``capacity`` does not archive again what ``decay`` just
+archived. A policy is registered under the entry-point group ``memos.policies``
+(``name = "package.module:Class"``); its ``Settings`` (pydantic, ``extra="forbid"``)
+validate ``[policies.<name>]`` in ``config.toml`` and the per-cube overrides.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+
+from memos.types import AuditEvent, MemoryState
+
+# ---------------------------------------------------------------------------- durations
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``"30d"``, ``"12h"``, ``"90m"``, ``"2w"``, ``"45s"``, a number of days, or a timedelta."""
+    if isinstance(value, timedelta):
+        out = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError(f"a duration must be finite, got {value!r}")
+        out = timedelta(days=value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        out = timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    else:
+        raise ValueError(f"a duration is a number with a unit (30d, 12h, 90m, 2w, 45s), got {value!r}")
+    if out <= timedelta(0):
+        raise ValueError(f"a duration must be positive, got {value!r}")
+    return out
+
+
+def format_duration(value: timedelta) -> str:
+    """``value`` in the largest of days, hours, minutes that says it exactly (``14d``, ``36h``)."""
+    seconds = value.total_seconds()
+    for unit in ("d", "h", "m"):
+        if seconds % _UNITS[unit] == 0:
+            return f"{int(seconds // _UNITS[unit])}{unit}"
+    return f"{seconds:g}s"
+
+
+#: a settings field holding a duration: written ``"30d"``, shown the same way
+Duration = Annotated[
+    timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
+]
+
+
+class PolicySettings(BaseModel):
+    """Base of the policies' settings: unknown keys are errors; ``enabled`` turns a policy off."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+
+
+# ---------------------------------------------------------------------------- the view
+@dataclass(frozen=True, slots=True)
+class MemoryView:
+    """One memory as a policy sees it (no text: its length)."""
+
+    id: str
+    type: str
+    state: str
+    importance: float
+    tags: tuple[str, ...]
+    metadata: Mapping[str, Any]
+    recorded_at: datetime
+    updated_at: datetime
+    retired_at: datetime | None
+    hits: int
+    last_accessed: datetime | None
+    session_id: str | None
+    source_ids: tuple[str, ...]
+    chars: int
+    #: the heat policy's score (0 until it ran)
+    heat: float = 0.0
+
+    @property
+    def last_touched(self) -> datetime:
+        """When it was last added or returned by a search."""
+        if self.last_accessed is not None and self.last_accessed > self.recorded_at:
+            return self.last_accessed
+        return self.recorded_at
+
+
+@dataclass(frozen=True)
+class CubeView:
+    """A cube as the policies see it: its memories in every state but purged."""
+
+    cube_id: str
+    owner_id: str
+    memories: tuple[MemoryView, ...]
+    _by_id: dict[str, MemoryView] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_id", {m.id: m for m in self.memories})
+
+    def get(self, memory_id: str) -> MemoryView | None:
+        return self._by_id.get(memory_id)
+
+    def in_state(self, *states: str) -> list[MemoryView]:
+        return [m for m in self.memories if m.state in states]
+
+    @property
+    def active(self) -> list[MemoryView]:
+        return self.in_state(MemoryState.active)
+
+    @cached_property
+    def covered(self) -> frozenset[str]:
+        """Memories that a live derived memory (a fact, a summary) was made from: what they
+        said survives them in that memory's text and its provenance."""
+        live = (MemoryState.active, MemoryState.archived)
+        return frozenset(
+            src for m in self.memories if m.state in live and m.type != "episode" for src in m.source_ids
+        )
+
+    def with_heat(self, heat: Mapping[str, float]) -> CubeView:
+        return CubeView(
+            self.cube_id, self.owner_id, tuple(replace(m, heat=heat.get(m.id, m.heat)) for m in self.memories)
+        )
+
+    def after(self, actions: Iterable[Action]) -> CubeView:
+        """The view once ``actions`` are carried out (what the next policy sees)."""
+        moved: dict[str, str | None] = {}
+        for a in actions:
+            if a.to_state is not None or isinstance(a, Purge):
+                moved[a.memory_id] = a.to_state
+        if not moved:
+            return self
+        kept = []
+        for m in self.memories:
+            if m.id not in moved:
+                kept.append(m)
+            elif (to := moved[m.id]) is not None:
+                kept.append(replace(m, state=to))
+        return CubeView(self.cube_id, self.owner_id, tuple(kept))
+
+
+# ---------------------------------------------------------------------------- actions
+@dataclass(frozen=True, slots=True)
+class Action:
+    """Something a policy wants done to one memory, and why (shown in the plan, audited)."""
+
+    memory_id: str
+    reason: str
+
+    #: the verb, as the plan and the audit log say it
+    verb: ClassVar[str] = "noop"
+    #: the state the memory is in afterwards (None: gone, or unchanged)
+    to_state: ClassVar[str | None] = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"action": self.verb, "memory_id": self.memory_id, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class Archive(Action):
+    """Out of default search, restorable (``search(include_archived=True)`` finds it)."""
+
+    verb: ClassVar[str] = "archive"
+    to_state: ClassVar[str | None] = MemoryState.archived
+
+
+@dataclass(frozen=True, slots=True)
+class Expire(Action):
+    """Out of every search; purged after the ttl policy's grace period unless restored."""
+
+    verb: ClassVar[str] = "expire"
+    to_state: ClassVar[str | None] = MemoryState.expired
+
+
+@dataclass(frozen=True, slots=True)
+class Purge(Action):
+    """Erased with what was derived only from it (the purge of :meth:`MemOS.purge`)."""
+
+    verb: ClassVar[str] = "purge"
+
+
+@dataclass(frozen=True, slots=True)
+class Restore(Action):
+    """Back to active."""
+
+    verb: ClassVar[str] = "restore"
+    to_state: ClassVar[str | None] = MemoryState.active
+
+
+# ---------------------------------------------------------------------------- the policy
+class Policy(ABC):
+    """A decision over a cube. Subclasses set ``name``, ``Settings`` and ``order``."""
+
+    name: ClassVar[str]
+    Settings: ClassVar[type[PolicySettings]] = PolicySettings
+    #: policies run in this order (then by name); each sees what the earlier ones decided
+    order: ClassVar[int] = 50
+
+    @abstractmethod
+    def decide(
+        self, view: CubeView, events: Sequence[AuditEvent], now: datetime, settings: Any
+    ) -> list[Action]:
+        """What to do with ``view`` at ``now``. Pure: the same input gives the same actions."""
+
+    def scores(self, view: CubeView, now: datetime, settings: Any) -> Mapping[str, float] | None:
+        """Heat per memory id, for the policies after this one (:attr:`MemoryView.heat`);
+        ``None`` for a policy that does not score (all but ``heat``)."""
+        return None
+
+
+def days(delta: timedelta) -> float:
+    return delta.total_seconds() / 86400
