@@ -94,7 +94,12 @@ def test_bad_settings_are_one_line_errors(home: tuple[Path, dict[str, str]]) -> 
         cli(path, "policy", "set", "personal", "decay.nope=1"), "'nope' is not a setting of the decay"
     )
     one_line_error(cli(path, "policy", "set", "personal", "ttl.grace"), "key=value")
-    one_line_error(cli(path, "policy", "unset", "personal", "ttl.grace"), "no override 'grace'")
+    one_line_error(cli(path, "policy", "unset", "personal", "ttl.grace"), "no override ttl.grace is set")
+    # several at once: all or none
+    one_line_error(
+        cli(path, "policy", "set", "personal", "ttl.grace=2d", "decay.after=x"), "'after' of the decay"
+    )
+    assert cli_json(path, "policy", "show", "--cube", "personal")["overrides"] == {}
     one_line_error(cli(path, "policy", "set", ids_cube(path), "decay.after=1d", user="bob"), "no access")
 
 

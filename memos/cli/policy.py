@@ -120,10 +120,7 @@ def set_(
     values = parse_pairs(pairs, "policy set", json_values=True)
     with open_memos(state) as mos:
         cube_id = resolve_cube(mos, state.user, cube)
-        result: dict[str, Any] = {}
-        for key, value in values.items():
-            name = key.split(".", 1)[0]
-            result[name] = mos.policies.set(cube_id, key, value, user_id=state.user)
+        result = mos.policies.set_many(cube_id, values, user_id=state.user)
     emit(
         state,
         {"cube_id": cube_id, "settings": result},
@@ -141,7 +138,7 @@ def unset(
     state = get_state(ctx)
     with open_memos(state) as mos:
         cube_id = resolve_cube(mos, state.user, cube)
-        result = {k.split(".", 1)[0]: mos.policies.unset(cube_id, k, user_id=state.user) for k in keys}
+        result = mos.policies.unset(cube_id, *keys, user_id=state.user)
     emit(
         state,
         {"cube_id": cube_id, "settings": result},

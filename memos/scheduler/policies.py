@@ -183,19 +183,30 @@ class Policies:
         """Override ``policy.field[.key]`` for one cube (its owner only); ``None`` sets null
         (``decay.after = None`` turns decay off there). Validated with the defaults and the
         home's configuration before anything is stored. Returns the policy's settings now."""
-        return self._change(cube_id, key, value, user_id, remove=False)
+        return self.set_many(cube_id, {key: value}, user_id=user_id)[key.split(".", 1)[0]]
 
-    def unset(self, cube_id: str, key: str, *, user_id: str) -> dict[str, Any]:
-        """Drop a cube's override (``ttl.types.episode``, or a whole ``ttl``)."""
-        return self._change(cube_id, key, None, user_id, remove=True)
+    def set_many(self, cube_id: str, values: Mapping[str, Any], *, user_id: str) -> dict[str, Any]:
+        """:meth:`set` for several keys at once: all stored, or (one is invalid) none.
+        Returns the settings now of each policy named."""
+        return self._change(cube_id, [(k, v, False) for k, v in values.items()], user_id)
 
-    def _change(self, cube_id: str, key: str, value: Any, user_id: str, *, remove: bool) -> dict[str, Any]:
-        if not isinstance(key, str) or not key.strip():
-            raise InvalidInput("a policy setting is named policy.field, e.g. ttl.types.episode")
-        name, *path = key.strip().split(".")
-        policy = self._policy(name)
-        if not path and not remove:
-            raise InvalidInput(f"name a setting of the {name} policy: {name}.<field>")
+    def unset(self, cube_id: str, *keys: str, user_id: str) -> dict[str, Any]:
+        """Drop a cube's overrides (``ttl.types.episode``, or a whole ``ttl``): the
+        defaults and the configuration apply again. Returns the settings now of each policy named."""
+        return self._change(cube_id, [(k, None, True) for k in keys], user_id)
+
+    def _change(self, cube_id: str, ops: list[tuple[str, Any, bool]], user_id: str) -> dict[str, Any]:
+        parsed = []
+        for key, value, remove in ops:
+            if not isinstance(key, str) or not key.strip():
+                raise InvalidInput("a policy setting is named policy.field, e.g. ttl.types.episode")
+            name, *path = key.strip().split(".")
+            self._policy(name)
+            if not path and not remove:
+                raise InvalidInput(f"name a setting of the {name} policy: {name}.<field>")
+            parsed.append((name, path, value, remove))
+        if not parsed:
+            raise InvalidInput("name at least one policy setting")
         now = self.home.clock()
         with self.home.recording() as rec, self.home.write_lock, self.home.store.session() as s:
             acl.require(s, cube_id, user_id, acl.OWNER)
@@ -203,17 +214,22 @@ class Policies:
             assert row is not None
             stored = copy.deepcopy(dict(row.settings or {}))
             mine: dict[str, Any] = dict(stored.get("policies") or {})
-            ours = _unset(mine.get(name) or {}, path) if remove else _put(mine.get(name) or {}, path, value)
-            if ours:
-                mine[name] = ours
-            else:
-                mine.pop(name, None)
-            resolved = self._resolve(policy, mine.get(name))  # raises before anything is written
+            events = []
+            for name, path, value, remove in parsed:
+                before = mine.get(name) or {}
+                ours = _unset(before, path, name) if remove else _put(before, path, value)
+                if ours:
+                    mine[name] = ours
+                else:
+                    mine.pop(name, None)
+                details = {"policy": name, "key": ".".join(path), "value": None if remove else value}
+                events.append(Event(EventKind.policy_set, now, user_id, cube_id, (), None, details))
+            # every policy touched is validated before anything is written
+            resolved = {name: self._resolve(self._policy(name), mine.get(name)) for name, *_ in parsed}
             stored["policies"] = mine
             row.settings = stored
-            details = {"policy": name, "key": ".".join(path), "value": None if remove else value}
-            rec.record(s, Event(EventKind.policy_set, now, user_id, cube_id, (), None, details))
-        return resolved.model_dump(mode="json")
+            rec.record(s, *events)
+        return {name: r.model_dump(mode="json") for name, r in resolved.items()}
 
     def _overrides(self, cube_id: str, user_id: str | None) -> dict[str, Any]:
         with self.home.store.read_session() as s:
@@ -410,15 +426,15 @@ def _put(tree: Mapping[str, Any], path: list[str], value: Any) -> dict[str, Any]
     return out
 
 
-def _unset(tree: Mapping[str, Any], path: list[str]) -> dict[str, Any]:
+def _unset(tree: Mapping[str, Any], path: list[str], name: str) -> dict[str, Any]:
     if not path:
         return {}
     out = dict(tree)
     head, *rest = path
     if head not in out:
-        raise InvalidInput(f"no override {'.'.join(path)!r} is set on this cube")
+        raise InvalidInput(f"no override {name}.{'.'.join(path)} is set on this cube")
     if rest and isinstance(out[head], Mapping):
-        below = _unset(out[head], rest)
+        below = _unset(out[head], rest, f"{name}.{head}")
         if below:
             out[head] = below
         else:
