@@ -15,7 +15,7 @@ import pytest
 from memos.errors import InvalidInput
 from memos.extract import Entity, Extraction, Relation
 from memos.extract.rules import RuleExtractor, asks_only
-from memos.plaintext.retrieval.timeparse import parse_timestamp
+from memos.extract.timeparse import parse_timestamp
 from memos.protocols import Extractor
 
 REF = datetime(2024, 7, 14, 10, 15, tzinfo=UTC)  # a Sunday

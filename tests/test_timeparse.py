@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from memos.errors import InvalidInput, MemosError
-from memos.plaintext.retrieval.timeparse import (
+from memos.extract.timeparse import (
     TimeMention,
     annotate_time_expressions,
     find_time_expressions,

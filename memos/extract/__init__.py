@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 
 from memos.errors import InvalidInput
-from memos.plaintext.retrieval.timeparse import TimeMention
+from memos.extract.timeparse import TimeMention
 
 __all__ = [
     "ENTITY_KINDS",

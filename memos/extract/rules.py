@@ -4,7 +4,7 @@ How a message is read:
 
 1. It is split into sentences. Questions yield entities and dates but no relations:
    asking "Do you still live in Lisbon?" asserts nothing.
-2. Time expressions are found with :mod:`memos.plaintext.retrieval.timeparse`; they date event facts
+2. Time expressions are found with :mod:`memos.extract.timeparse`; they date event facts
    ("Alice moved to Berlin (2024-06)") and plans.
 3. Trigger patterns ("live in", "work at", "I'm a <job>", "my sister <Name>", "I love")
    fire; for each, the subject is found by walking back from the trigger over
@@ -45,7 +45,7 @@ from memos.extract._text import (
     sentences,
     tokens_before,
 )
-from memos.plaintext.retrieval.timeparse import TimeMention, find_time_expressions, parse_timestamp
+from memos.extract.timeparse import TimeMention, find_time_expressions, parse_timestamp
 
 __all__ = ["RuleExtractor", "asks_only"]
 

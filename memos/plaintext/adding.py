@@ -75,7 +75,7 @@ class Adding:
         :meth:`run_deferred_extraction`, which applies it in the order the memories were
         added. ``extract=False`` skips extraction for good.
         """
-        from memos.plaintext.retrieval.timeparse import parse_timestamp
+        from memos.extract.timeparse import parse_timestamp
 
         if (messages is None) == (text is None):
             raise InvalidInput("give exactly one of messages=[…] or text='…'")

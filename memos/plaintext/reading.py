@@ -67,7 +67,7 @@ class Reading:
         Active memories only, unless ``include_archived``: then archived ones too (moved
         out by a policy or ``archive``). Expired memories are never returned: they wait
         for their purge (list them with ``list_memories(states=["expired"])``)."""
-        from memos.plaintext.retrieval.timeparse import parse_timestamp
+        from memos.extract.timeparse import parse_timestamp
 
         query = check_text(query, self.home.settings.max_text_chars, "query")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:

@@ -18,7 +18,7 @@ from typing import Any
 
 from memos.config import Limits
 from memos.errors import InvalidInput
-from memos.plaintext.retrieval.timeparse import parse_timestamp
+from memos.extract.timeparse import parse_timestamp
 
 MESSAGE_KEYS = frozenset({"role", "content", "name", "id", "timestamp", "metadata"})
 MAX_ID_CHARS = 200

@@ -40,10 +40,10 @@ from sqlalchemy.orm import Session
 
 from memos.config import SearchSettings
 from memos.errors import InvalidFilter
+from memos.extract.timeparse import query_time_range
 from memos.plaintext.convert import memory_from_row
 from memos.plaintext.graph import GraphCache
 from memos.plaintext.retrieval import fusion, lexical, turns
-from memos.plaintext.retrieval.timeparse import query_time_range
 from memos.plaintext.validation import check_unicode
 from memos.protocols import Embedder, FieldMatch, FieldRange, IndexFilter, VectorIndex
 from memos.storage.relational.engine import RelationalStore

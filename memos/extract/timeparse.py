@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from memos.errors import InvalidInput
-from memos.plaintext.retrieval._timeexpr import (
+from memos.extract._timeexpr import (
     DMY_RE,
     MDY_RE,
     MONTHS,

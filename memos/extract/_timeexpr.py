@@ -1,8 +1,8 @@
-"""Patterns and calendar arithmetic behind :mod:`memos.plaintext.retrieval.timeparse` (private).
+"""Patterns and calendar arithmetic behind :mod:`memos.extract.timeparse` (private).
 
 Each pattern comes with a resolver that turns a match into a UTC interval relative to a
 reference day; :func:`scan` runs them all. The conventions are documented in
-:mod:`memos.plaintext.retrieval.timeparse`.
+:mod:`memos.extract.timeparse`.
 """
 
 from __future__ import annotations
