@@ -254,6 +254,7 @@ class MemOS:
     restore = _via("_lifecycle", Lifecycle.restore)
     archive = _via("_lifecycle", Lifecycle.archive)
     expire = _via("_lifecycle", Lifecycle.expire)
+    supersede = _via("_lifecycle", Lifecycle.supersede)
     purge = _via("_lifecycle", Lifecycle.purge)
     check_index = _via("_maintenance", Maintenance.check_index)
     reindex = _via("_maintenance", Maintenance.reindex)

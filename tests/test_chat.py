@@ -220,7 +220,12 @@ def test_reader_decisions_are_applied(chat_mos: Any, llama_runtime: Any) -> None
         ReaderItem(action="UPDATE", text="bad target", type="fact", target=9),
     ])  # fmt: skip
     reader = Reader(
-        chat_mos.home, llama_runtime, search=chat_mos.search, add=chat_mos.add, update=chat_mos.update
+        llama_runtime.chat,
+        model_id=llama_runtime.fingerprint.model_id,
+        search=chat_mos.search,
+        add=chat_mos.add,
+        update=chat_mos.update,
+        supersede=chat_mos.supersede,
     )
     report = reader.apply(out, known, user_id="alice", cube_id=cube, source_id=None, attempts=1)
     assert report.invalid == 1 and [a["action"] for a in report.actions] == [

@@ -193,6 +193,34 @@ def test_functional_facts_supersede_older_ones(alice: tuple[Any, str]) -> None:
     assert [e.action for e in mos.history(old.id, user_id="alice").events][-1] == "supersede"
 
 
+def test_supersede_retires_a_memory_for_a_newer_one(make_mos: Any) -> None:
+    mos = make_mos()
+    mos.add_user("alice")
+    mos.add_user("bob")
+    cube = mos.create_cube("alice", "personal").id
+    other = mos.create_cube("alice", "work").id
+    old, new = (
+        mos.add(text=t, type="fact", user_id="alice", cube_id=cube, extract=False).memories[0]
+        for t in ("Alice's bike is red", "Alice's bike is blue")
+    )
+    elsewhere = mos.add(text="Alice's desk is tidy", user_id="alice", cube_id=other, extract=False)
+    for by in (old.id, elsewhere.memories[0].id, "00000000-0000-4000-8000-000000000000"):
+        with pytest.raises(InvalidInput, match="another memory of its cube"):
+            mos.supersede(old.id, by=by, user_id="alice")
+    with pytest.raises(NotFound):
+        mos.supersede(old.id, by=new.id, user_id="bob")
+    assert mos.get(old.id, user_id="alice").state == "active"  # refusals changed nothing
+    item = mos.supersede(old.id, by=new.id, user_id="alice", reason="repainted")
+    assert (item.state, item.superseded_by) == ("superseded", new.id) and item.valid_to is not None
+    event = mos.history(old.id, user_id="alice").events[-1]
+    assert (event.action, event.actor, event.reason, event.details) == (
+        "supersede", "alice", "repainted", {"by": new.id}
+    )  # fmt: skip
+    assert [h.memory.id for h in mos.search("bike colour", user_id="alice", cube_ids=[cube])] == [new.id]
+    with pytest.raises(InvalidState, match="superseded"):
+        mos.supersede(old.id, by=new.id, user_id="alice")
+
+
 def test_delete_restore_purge(alice: tuple[Any, str]) -> None:
     mos, cube = alice
     res = mos.add(messages=CHAT, user_id="alice", cube_id=cube, session_id="s1")

@@ -27,7 +27,7 @@ from memos.plaintext.reading import Reading
 from memos.plaintext.validation import check_text
 from memos.protocols import Runtime
 from memos.runtime import ChatMessage, Generation, GenerationParams
-from memos.storage.relational.models import CubeRow, MemoryRow, MessageRow
+from memos.storage.relational.models import CubeRow, MemoryRow, MessageRow, MetaRow
 from memos.types import SearchHit
 
 
@@ -330,19 +330,42 @@ class Chat:
         max_tokens: int = 400,
         timeout_s: float | None = None,
     ) -> ReaderReport:
-        """Run the LLM reader on ``text`` and apply its decisions (see :mod:`memos.extract.llm`)."""
+        """Run the LLM reader on ``text`` and apply its decisions (see :mod:`memos.extract.llm`);
+        a failure is counted (``stats()["reader_failures"]``) and audited on ``source_id``."""
+        runtime = runtime or self.runtimes.get()
         reader = Reader(
-            self.home,
-            runtime or self.runtimes.get(),
+            runtime.chat,
+            model_id=runtime.fingerprint.model_id,
             search=self.reading.search,
             add=self.adding.add,
             update=self.lifecycle.update,
+            supersede=self.lifecycle.supersede,
             max_tokens=max_tokens,
-            timeout_s=timeout_s,
+            timeout_s=timeout_s if timeout_s is not None else self.home.settings.runtime.timeout_s,
         )
-        return reader.read(text, user_id=user_id, cube_id=cube_id, source_id=source_id)
+        report = reader.read(text, user_id=user_id, cube_id=cube_id, source_id=source_id)
+        if not report.ok:
+            self._reader_failed(user_id, source_id, reader.extractor, report.error or "unknown")
+        return report
 
     # ------------------------------------------------------------------ helpers
+    def _reader_failed(self, user_id: str, source_id: str | None, extractor: str, error: str) -> None:
+        home = self.home
+        now = home.clock()
+        with home.recording() as rec, home.write_lock, home.store.session() as s:
+            counter = s.get(MetaRow, "reader_failures")
+            count = int(counter.value.get("count", 0)) + 1 if counter else 1
+            s.merge(MetaRow(key="reader_failures", value={"count": count, "last_error": error[:500]}))
+            row = s.get(MemoryRow, source_id) if source_id else None
+            if row is not None:
+                rec.record(
+                    s,
+                    Event(
+                        EventKind.extraction_failed, now, user_id, row.cube_id, (row.id,),
+                        details={"extractor": extractor, "error": error[:500]},
+                    ),
+                )  # fmt: skip
+
     def _write_cube(self, user_id: str, cube_ids: Sequence[str] | None, write: bool) -> str:
         """The cube the exchange goes to; checked for write access before any generation."""
         if cube_ids:

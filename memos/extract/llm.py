@@ -13,25 +13,25 @@ cannot (transformers). Each item is one decision:
 - ``NOOP`` — already known.
 
 The turn itself was stored as an episode before the reader runs, so a failure — bad JSON,
-a timeout, a model error — loses nothing: it is counted (``stats()["reader_failures"]``),
-audited on the episode, and reported.
+a timeout, a model error — loses nothing: the report says so, and the service that ran the
+reader counts it (``stats()["reader_failures"]``) and audits it on the episode.
+
+The reader stands below the services: it generates with a callable and writes through the
+ones it is given (``MemOS.search``, ``add``, ``update``, ``supersede``), never a row itself.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from memos.errors import MemosError
-from memos.events import Event, EventKind
-from memos.home import Home
-from memos.protocols import Runtime
-from memos.runtime import ChatMessage, GenerationParams
-from memos.storage.relational.models import MemoryRow, MetaRow
+from memos.errors import InvalidState, MemosError, NotFound
+from memos.runtime import ChatMessage, Generation, GenerationParams
 from memos.types import AddResult, MemoryItem, SearchHit
 
 #: at most this many statements per turn, each at most this long: bounds the answer, so a
@@ -107,30 +107,35 @@ def parse(raw: str) -> ReaderOutput:
 
 
 class Reader:
-    """One reading on ``runtime``: it finds what the cube knows with ``search`` and writes
-    its decisions with ``add`` and ``update`` (``MemOS.search``, ``add``, ``update``)."""
+    """One reading with ``generate`` (a runtime's ``chat``; ``model_id`` names it in the
+    memories' metadata): it finds what the cube knows with ``search`` and writes its
+    decisions with ``add``, ``update`` and ``supersede`` (``MemOS.search``, ``add``,
+    ``update``, ``supersede``). A generation that runs past ``timeout_s`` is a failure."""
 
     def __init__(
         self,
-        home: Home,
-        runtime: Runtime,
+        generate: Callable[[list[ChatMessage], GenerationParams], Generation],
         *,
+        model_id: str,
         search: Callable[..., list[SearchHit]],
         add: Callable[..., AddResult],
         update: Callable[..., MemoryItem],
+        supersede: Callable[..., MemoryItem],
         max_tokens: int = 400,
         retries: int = 1,
         timeout_s: float | None = None,
         candidates: int = 5,
     ) -> None:
-        self.home = home
-        self.runtime = runtime
+        self.generate = generate
+        #: what the memories it writes and its failures name as their extractor
+        self.extractor = f"llm:{model_id}"
         self.search = search
         self.add = add
         self.update = update
+        self.supersede = supersede
         self.max_tokens = max_tokens
         self.retries = retries
-        self.timeout_s = timeout_s if timeout_s is not None else home.settings.runtime.timeout_s
+        self.timeout_s = timeout_s
         self.candidates = candidates
 
     def read(self, text: str, *, user_id: str, cube_id: str, source_id: str | None = None) -> ReaderReport:
@@ -157,15 +162,14 @@ class Reader:
             except (ValueError, TimeoutError, MemosError) as exc:
                 error = f"{type(exc).__name__}: {exc}"
         if output is None:
-            self._count_failure(user_id, source_id, error or "unknown")
             return ReaderReport(ok=False, attempts=attempts, error=error)
         return self.apply(
             output, known, user_id=user_id, cube_id=cube_id, source_id=source_id, attempts=attempts
         )
 
     def _generate(self, messages: list[ChatMessage], params: GenerationParams) -> str:
-        deadline = time.monotonic() + self.timeout_s
-        gen = self.runtime.chat(messages, params)
+        gen = self.generate(messages, params)
+        deadline = time.monotonic() + (self.timeout_s if self.timeout_s is not None else math.inf)
         it = iter(gen)
         for _ in it:
             if time.monotonic() > deadline:
@@ -187,7 +191,7 @@ class Reader:
     ) -> ReaderReport:
         """Write the model's decisions; ``target`` N is ``known[N - 1]``."""
         report = ReaderReport(ok=True, attempts=attempts)
-        meta = {"extractor": f"llm:{self.runtime.fingerprint.model_id}"}
+        meta = {"extractor": self.extractor}
         if source_id:
             meta["source"] = source_id
         for item in output.memories:
@@ -223,49 +227,11 @@ class Reader:
                 entry["id"] = new_id
                 if item.action == "SUPERSEDE":
                     assert target is not None
-                    self._supersede(target.id, new_id, user_id)
-                    report.superseded.append(target.id)
+                    try:
+                        self.supersede(target.id, by=new_id, user_id=user_id, reason="llm reader")
+                        report.superseded.append(target.id)
+                    except (InvalidState, NotFound):
+                        pass  # changed or gone since it was found: nothing left to retire
                     entry["target"] = target.id
             report.actions.append(entry)
         return report
-
-    def _supersede(self, old_id: str, new_id: str, user_id: str) -> None:
-        home = self.home
-        now = home.clock()
-        with home.recording() as rec, home.write_lock:
-            with home.store.session() as s:
-                row = s.get(MemoryRow, old_id)
-                if row is None or row.state != "active":
-                    return
-                row.state = "superseded"
-                row.superseded_by = new_id
-                row.valid_to = now
-                row.retired_at = now
-                row.updated_at = now
-                row.index_state = "pending"
-                rec.record(
-                    s,
-                    Event(
-                        EventKind.memory_superseded, now, user_id, row.cube_id, (row.id,),
-                        reason="llm reader", details={"by": new_id},
-                    ),
-                )  # fmt: skip
-            home.indexer.sync([old_id])
-            home.graphs.invalidate(row.cube_id)
-
-    def _count_failure(self, user_id: str, source_id: str | None, error: str) -> None:
-        home = self.home
-        now = home.clock()
-        with home.recording() as rec, home.write_lock, home.store.session() as s:
-            counter = s.get(MetaRow, "reader_failures")
-            count = int(counter.value.get("count", 0)) + 1 if counter else 1
-            s.merge(MetaRow(key="reader_failures", value={"count": count, "last_error": error[:500]}))
-            row = s.get(MemoryRow, source_id) if source_id else None
-            if row is not None:
-                rec.record(
-                    s,
-                    Event(
-                        EventKind.extraction_failed, now, user_id, row.cube_id, (row.id,),
-                        details={"extractor": f"llm:{self.runtime.fingerprint.model_id}", "error": error[:500]},
-                    ),
-                )  # fmt: skip

@@ -158,6 +158,34 @@ class Lifecycle:
             memory_id, user_id, {"deleted", "archived", "expired"}, "active", "restore", reason, actor
         )
 
+    def supersede(self, memory_id: str, *, by: str, user_id: str, reason: str | None = None) -> MemoryItem:
+        """Retire an active memory in favour of ``by``, a memory of the same cube that
+        contradicts or replaces it: it leaves search, keeps its history, and says what
+        replaced it (``superseded_by``) and until when it held (``valid_to``)."""
+        now = self.home.clock()
+        with self.home.recording() as rec, self.home.write_lock:
+            with self.home.store.session() as s:
+                row = acl.memory(s, memory_id, user_id, acl.WRITE)
+                if row.state != "active":
+                    raise InvalidState(f"cannot supersede memory {memory_id}: it is {row.state}")
+                newer = s.get(MemoryRow, by)
+                if by == memory_id or newer is None or newer.cube_id != row.cube_id:
+                    raise InvalidInput(
+                        f"memory {memory_id} can be superseded only by another memory of its cube; got {by!r}"
+                    )
+                row.state = "superseded"
+                row.superseded_by = by
+                row.valid_to = now
+                row.retired_at = now
+                row.updated_at = now
+                row.index_state = "pending"
+                kind, details = EventKind.memory_superseded, {"by": by}
+                rec.record(s, Event(kind, now, user_id, row.cube_id, (row.id,), reason, details))
+                item = memory_from_row(row)
+            self.home.indexer.sync([memory_id])
+            self.home.graphs.invalidate(item.cube_id)
+        return item
+
     def _transition(
         self,
         memory_id: str,
