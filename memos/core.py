@@ -27,13 +27,13 @@ from memos.config import Settings, load_settings
 from memos.errors import AlreadyExists, InvalidInput, NotFound
 from memos.events import Event, EventBus, EventKind
 from memos.home import Home
+from memos.memories.adding import Adding
+from memos.memories.lifecycle import Lifecycle
+from memos.memories.maintenance import Maintenance
+from memos.memories.reading import Reading
 from memos.parametric import ParametricMemory
-from memos.plaintext.adding import Adding
 from memos.plaintext.graph import GraphCache
 from memos.plaintext.hits import AccessStats
-from memos.plaintext.lifecycle import Lifecycle
-from memos.plaintext.maintenance import Maintenance
-from memos.plaintext.reading import Reading
 from memos.plaintext.validation import MAX_KEY_CHARS, check_id
 from memos.protocols import Embedder, Runtime, VectorIndex
 from memos.storage.relational.engine import RelationalStore

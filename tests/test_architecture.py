@@ -58,7 +58,7 @@ def graph(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list]:
 
 def test_the_graph_holds_the_kernel_and_the_backends(graph: dict[str, list]) -> None:
     modules = set(graph["modules"])
-    assert {"memos.core", "memos.protocols", "memos.plaintext.adding", "memos.cli.app"} <= modules
+    assert {"memos.core", "memos.protocols", "memos.memories.adding", "memos.cli.app"} <= modules
     assert "memos.storage.relational.models" in modules
     assert "memos.adapters.runtimes.hf.runtime" in modules
 

@@ -20,10 +20,10 @@ from memos.errors import ContextOverflow, InvalidInput
 from memos.events import Event, EventKind
 from memos.extract.llm import Reader, ReaderReport
 from memos.home import Home
+from memos.memories.adding import Adding
+from memos.memories.lifecycle import Lifecycle
+from memos.memories.reading import Reading
 from memos.parametric import ParametricMemory
-from memos.plaintext.adding import Adding
-from memos.plaintext.lifecycle import Lifecycle
-from memos.plaintext.reading import Reading
 from memos.plaintext.validation import check_text
 from memos.protocols import Runtime
 from memos.runtime import ChatMessage, Generation, GenerationParams

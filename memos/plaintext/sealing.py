@@ -15,7 +15,7 @@ What the engine still keeps of a purged point until it vacuums its segment: its 
 vector and its lexical term ids (31-bit hashes of words, :mod:`memos.plaintext.retrieval.lexical`), no text.
 
 A home whose index was built before sealing (no key recorded) is read unsealed until a
-full ``reindex`` seals it (:meth:`memos.plaintext.maintenance.Maintenance.reindex`).
+full ``reindex`` seals it (:meth:`memos.memories.maintenance.Maintenance.reindex`).
 """
 
 from __future__ import annotations

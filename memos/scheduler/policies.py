@@ -35,8 +35,8 @@ from memos import acl, registry
 from memos.errors import InvalidInput, MemosError, NotFound
 from memos.events import Event, EventKind
 from memos.home import Home
+from memos.memories.lifecycle import Lifecycle
 from memos.plaintext.convert import event_from_row
-from memos.plaintext.lifecycle import Lifecycle
 from memos.policies.base import Action, Archive, CubeView, Expire, MemoryView, Policy, Purge, Restore
 from memos.scheduler.jobs import Job
 from memos.scheduler.service import Scheduler

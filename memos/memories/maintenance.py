@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from memos import acl
 from memos.errors import InvalidInput
 from memos.home import Home
-from memos.plaintext.common import run_extractor
+from memos.memories.common import run_extractor
 from memos.plaintext.sealing import SealedIndex
 from memos.storage.relational.models import (
     AuditRow,

@@ -14,7 +14,7 @@ from memos import acl
 from memos.errors import InvalidInput, InvalidState
 from memos.events import Event, EventKind
 from memos.home import Home
-from memos.plaintext.common import run_extractor
+from memos.memories.common import run_extractor
 from memos.plaintext.convert import memory_from_row, snapshot
 from memos.plaintext.retrieval.turns import positions
 from memos.plaintext.validation import (

@@ -17,7 +17,7 @@ from memos.audit import Recording
 from memos.errors import InvalidInput
 from memos.events import Event, EventKind
 from memos.home import Home
-from memos.plaintext.common import MemoryType, memory_type, new_row, row_values, run_extractor
+from memos.memories.common import MemoryType, memory_type, new_row, row_values, run_extractor
 from memos.plaintext.convert import memory_from_row
 from memos.plaintext.validation import (
     Message,
