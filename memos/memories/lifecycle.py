@@ -1,4 +1,5 @@
-"""A memory's life after it is added: new versions, soft delete, archive and expiry, restore, purge."""
+"""A memory's life after it is added: new versions, soft delete, archive and expiry, restore,
+supersession by a newer memory, purge."""
 
 from __future__ import annotations
 
