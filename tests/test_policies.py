@@ -293,6 +293,34 @@ def test_a_failing_policy_is_recorded_and_the_others_run(alice: Any) -> None:
     assert "the plugin broke" in rows[0].details["error"]
 
 
+def test_installed_policies_come_from_entry_points_and_a_broken_one_is_reported(
+    make_mos: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from importlib.metadata import EntryPoint
+
+    from memos import registry
+
+    group = "memos.policies"
+    installed = dict(registry._names(group))
+    extra = {
+        "sweeper": EntryPoint("sweeper", f"{__name__}:Sweeper", group),
+        "broken": EntryPoint("broken", "memos_no_such_plugin.policy:Nothing", group),
+    }
+    real = registry._names
+    monkeypatch.setattr(registry, "_names", lambda g: {**installed, **extra} if g == group else real(g))
+    mos = make_mos()  # reads the (third parties') entry points as it opens
+    mos.add_user("alice")
+    cube = mos.create_cube("alice", "personal").id
+    mid = add(mos, cube, "sweep this")
+    report = mos.policies.apply()
+    by_name = {o.policy: o for o in report.cubes[0].outcomes}
+    assert by_name["broken"].error is not None and "memos_no_such_plugin" in by_name["broken"].error
+    assert [(a.verb, a.memory_id) for a in by_name["sweeper"].actions] == [("archive", mid)]
+    assert states(mos, cube) == {mid: "archived"}
+    assert _audit_rows(mos, cube, "policy_failed")[0].actor == "policy:broken"
+    assert mos.policies.settings()["sweeper"] == {"enabled": True}
+
+
 def _audit_rows(mos: Any, cube: str, action: str) -> list[Any]:
     from sqlalchemy import select
 

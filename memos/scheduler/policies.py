@@ -131,6 +131,8 @@ class Policies:
         #: policies registered in this process (:meth:`register`), beside the installed ones
         self._registered: dict[str, Policy] = {}
         self._loaded: dict[str, Policy] | None = None
+        #: installed policies that could not be loaded, with why (reported in every plan)
+        self._broken: dict[str, str] = {}
         scheduler.register(JOB_KIND, self._run_job)
 
     # ------------------------------------------------------------------ which policies
@@ -142,15 +144,20 @@ class Policies:
         self._registered[instance.name] = instance
 
     def installed(self) -> list[Policy]:
-        """Every policy, in the order they run (a plugin that fails to load is logged and left out)."""
+        """Every policy, in the order they run (a plugin that fails to load is logged, left
+        out, and reported as failed in each plan)."""
         if self._loaded is None:
             loaded: dict[str, Policy] = {}
             for name in registry.available(GROUP):
                 try:
                     cls = registry.load(GROUP, name)
-                    loaded[name] = cls() if isinstance(cls, type) else cls
-                except Exception:  # noqa: BLE001 - a broken plugin must not stop the built-ins
+                    policy = cls() if isinstance(cls, type) else cls
+                    if not isinstance(policy, Policy):
+                        raise TypeError(f"{type(policy).__name__} is not a memos.policies.base.Policy")
+                    loaded[name] = policy
+                except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop the built-ins
                     log.exception("could not load policy %r", name)
+                    self._broken[name] = f"could not load: {type(exc).__name__}: {exc}"[:500]
             self._loaded = loaded
         found = {**self._loaded, **self._registered}
         return sorted(found.values(), key=lambda p: (p.order, p.name))
@@ -302,8 +309,9 @@ class Policies:
         """The cube's plan at ``now`` and its owner (whose access the actions run under)."""
         view, events = self._view(cube_id)
         overrides = self._cube_settings(cube_id)
-        outcomes = []
-        for policy in self.installed():
+        policies = self.installed()
+        outcomes = [PolicyOutcome(name, error=why) for name, why in sorted(self._broken.items())]
+        for policy in policies:
             outcome = PolicyOutcome(policy.name)
             outcomes.append(outcome)
             try:
