@@ -34,6 +34,7 @@ from memos.version import __version__
 if TYPE_CHECKING:
     from memos.activation import ActivationInfo
     from memos.aio import AsyncMemOS
+    from memos.archive import ChatLog, Manifest
     from memos.chat import ChatResult
     from memos.config import Settings, load_settings
     from memos.core import MemOS
@@ -48,6 +49,8 @@ _LAZY = {
     "Settings": "memos.config",
     "load_settings": "memos.config",
     "ChatResult": "memos.chat",
+    "ChatLog": "memos.archive",
+    "Manifest": "memos.archive",
     "ActivationInfo": "memos.activation",
     "LoraInfo": "memos.parametric",
     "Job": "memos.scheduler",
@@ -57,12 +60,14 @@ __all__ = [
     "ActivationInfo",
     "AlreadyExists",
     "AsyncMemOS",
+    "ChatLog",
     "ChatResult",
     "ConfigError",
     "InvalidInput",
     "InvalidState",
     "Job",
     "LoraInfo",
+    "Manifest",
     "MemOS",
     "MemosError",
     "NotFound",

@@ -15,7 +15,7 @@ from typing import Any
 from memos.chat import ChatResult
 from memos.core import MemOS
 from memos.errors import InvalidInput
-from memos.types import AddResult, Cube, History, MemoryItem, Page, SearchHit, Share, User
+from memos.types import AddResult, ChatImport, Cube, History, MemoryItem, Page, SearchHit, Share, User
 
 
 class AsyncMemOS:
@@ -86,6 +86,9 @@ class AsyncMemOS:
 
     async def import_cube(self, *args: Any, **kwargs: Any) -> Cube:
         return await asyncio.to_thread(self.sync.import_cube, *args, **kwargs)
+
+    async def import_chat(self, *args: Any, **kwargs: Any) -> ChatImport:
+        return await asyncio.to_thread(self.sync.import_chat, *args, **kwargs)
 
     async def stats(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         return await asyncio.to_thread(self.sync.stats, *args, **kwargs)

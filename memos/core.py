@@ -51,6 +51,7 @@ from memos.storage.relational.models import (
     UserRow,
 )
 from memos.types import (
+    ChatImport,
     Cube,
     Role,
     Share,
@@ -58,6 +59,8 @@ from memos.types import (
 )
 
 if TYPE_CHECKING:
+    from memos.archive import ChatLog, Manifest
+    from memos.archive.chat_import import Progress
     from memos.plaintext.indexer import Indexer
     from memos.plaintext.retrieval.retriever import Retriever
     from memos.protocols import Extractor
@@ -526,6 +529,67 @@ class MemOS:
         from memos import archive
 
         return archive.import_cube(self.home, Path(path), user_id=user_id, cube_id=cube_id, name=name, copy=copy)
+
+    @staticmethod
+    def verify_archive(path: str | Path, settings: Settings | None = None) -> Manifest:
+        """Check a ``.memcube`` archive as :meth:`import_cube` does, with the limits of
+        ``settings`` (default: :func:`load_settings`); opens no home, writes nothing, and
+        returns the archive's manifest."""
+        from memos import archive
+
+        return archive.verify(Path(path), settings or load_settings())
+
+    @staticmethod
+    def read_chat(
+        path: str | Path, settings: Settings | None = None, *, session_id: str | None = None
+    ) -> ChatLog:
+        """Read a chat log (a JSON list of messages, JSONL, or ``{"sessions": […]}``) and check
+        every message as :meth:`add` will, with the limits of ``settings`` (default:
+        :func:`load_settings`); opens no home and writes nothing. A bad message is named by
+        its place in the file (``messages[180]``). ``session_id`` is the session of messages
+        outside any session of the file."""
+        from memos import archive
+
+        return archive.read_chat(path, settings or load_settings(), session_id=session_id)
+
+    def import_chat(
+        self,
+        chat: str | Path | ChatLog,
+        *,
+        user_id: str,
+        cube_id: str,
+        session_id: str | None = None,
+        batch_size: int = 100,
+        extract: bool | Literal["defer"] = True,
+        progress: Progress | None = None,
+    ) -> ChatImport:
+        """Add a chat log's messages as episodes, session by session, ``batch_size`` messages
+        per :meth:`add` (``extract`` is passed on). A path is read with :meth:`read_chat`
+        first, so a bad file stores nothing; message ids make a second import add nothing.
+        ``progress(session_id, n)`` is told as each session starts (``n=0``) and after each
+        batch of ``n`` messages."""
+        from memos import archive
+
+        return archive.import_chat(
+            chat,
+            self.add,
+            self.settings,
+            user_id=user_id,
+            cube_id=cube_id,
+            session_id=session_id,
+            batch_size=batch_size,
+            extract=extract,
+            progress=progress,
+        )
+
+    # ------------------------------------------------------------------ the home
+    @staticmethod
+    def lock_holder(settings: Settings) -> dict[str, object] | None:
+        """Who holds this home open in another process (pid, host, cmd, since), or None; takes
+        nothing. A home on PostgreSQL and a Qdrant server takes no lock, so it is always None."""
+        from memos import lock
+
+        return lock.holder(settings.home) if settings.embedded else None
 
     # ``list`` last: inside the class body it would shadow the builtin for later annotations
     list = _via("_reading", Reading.list_memories)

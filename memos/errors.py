@@ -8,6 +8,8 @@ to do about it.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class MemosError(Exception):
     """Root of every error memos raises on purpose."""
@@ -45,6 +47,27 @@ class AlreadyExists(MemosError, ValueError):
     """An object with that id or name exists already."""
 
     http_status = 409
+
+
+class Conflict(AlreadyExists):
+    """Something is in the way of a call (an export's target file, a cube imported already);
+    passing the call's keywords ``fix`` avoids it. The message spells them as the SDK does;
+    an interface words them as its own options with :meth:`advice`."""
+
+    #: how the SDK spells the keywords that avoid a conflict
+    SDK_SPELLING: ClassVar[dict[str, str]] = {
+        "overwrite": "overwrite=True",
+        "copy": "copy=True",
+        "name": "name='…'",
+        "cube_id": "cube_id='…'",
+    }
+
+    def __init__(self, problem: str, fix: tuple[str, ...], purpose: str) -> None:
+        self.problem, self.fix, self.purpose = problem, fix, purpose
+        super().__init__(self.advice(self.SDK_SPELLING))
+
+    def advice(self, spelling: dict[str, str]) -> str:
+        return f"{self.problem}; pass {' and '.join(spelling[k] for k in self.fix)} {self.purpose}"
 
 
 class PermissionDenied(MemosError, PermissionError):

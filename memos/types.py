@@ -167,6 +167,19 @@ class AddResult(BaseModel):
     extraction_failures: int = 0
 
 
+class ChatImport(BaseModel):
+    """What one ``import_chat`` did: the file's sessions and messages, and what ``add`` made of them."""
+
+    file: str
+    sessions: int
+    messages: int
+    added: int = Field(0, description="messages stored as new episodes")
+    skipped: int = Field(0, description="messages whose ids the cube holds already")
+    derived: int = Field(0, description="facts extracted from the new episodes")
+    extraction_failures: int = 0
+    cube_id: str
+
+
 class Page(BaseModel):
     items: list[MemoryItem]
     total: int

@@ -31,23 +31,30 @@ It replaces an existing file only when asked (``overwrite=True``), and never any
 is not a regular file.
 
 Modules: :mod:`~memos.archive.format` (members, manifest), :mod:`~memos.archive.export`,
-:mod:`~memos.archive.reading` (every check, writing nothing), :mod:`~memos.archive.importing`.
+:mod:`~memos.archive.reading` (every check, writing nothing), :mod:`~memos.archive.importing`;
+chat logs: :mod:`~memos.archive.chatlog` (the file formats), :mod:`~memos.archive.chat_import`
+(checked whole, then added in batches). What is in the way of an export or import raises
+:class:`memos.errors.Conflict`.
 """
 
+from memos.archive.chat_import import ChatLog, import_chat, read_chat
 from memos.archive.export import export_cube
-from memos.archive.format import FORMAT, FORMAT_VERSION, MANIFEST, MEMBERS, SDK_SPELLING, Conflict, Manifest
+from memos.archive.format import FORMAT, FORMAT_VERSION, MANIFEST, MEMBERS, Manifest
 from memos.archive.importing import import_cube
 from memos.archive.reading import verify
+from memos.errors import Conflict
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "MANIFEST",
     "MEMBERS",
-    "SDK_SPELLING",
+    "ChatLog",
     "Conflict",
     "Manifest",
     "export_cube",
+    "import_chat",
     "import_cube",
+    "read_chat",
     "verify",
 ]

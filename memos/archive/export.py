@@ -21,13 +21,12 @@ from memos.archive.format import (
     BATCH,
     MANIFEST,
     MEMBERS,
-    Conflict,
     CubeInfo,
     Entry,
     Manifest,
     Member,
 )
-from memos.errors import ArchiveError, InvalidInput, MemosError, StorageError
+from memos.errors import ArchiveError, Conflict, InvalidInput, MemosError, StorageError
 from memos.events import Event, EventKind
 from memos.storage.relational.models import CubeRow, MemoryRow
 from memos.version import __version__

@@ -1,5 +1,4 @@
-"""The ``.memcube`` format, version 1: its members, its manifest, and the one error that
-says what to pass instead (see :mod:`memos.archive`)."""
+"""The ``.memcube`` format, version 1: its members and its manifest (see :mod:`memos.archive`)."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ from typing import Any, Literal, cast
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import Table
 
-from memos.errors import AlreadyExists
 from memos.storage.relational.models import (
     AclRow,
     AuditRow,
@@ -130,23 +128,3 @@ class Manifest(BaseModel):
     cube: CubeInfo
     counts: dict[str, int]
     members: dict[str, Entry]
-
-
-class Conflict(AlreadyExists):
-    """Something is in the way of an export or import; passing the keywords ``fix`` of the
-    call avoids it. The CLI words them as its own options (:meth:`advice`)."""
-
-    def __init__(self, problem: str, fix: tuple[str, ...], purpose: str) -> None:
-        self.problem, self.fix, self.purpose = problem, fix, purpose
-        super().__init__(self.advice(SDK_SPELLING))
-
-    def advice(self, spelling: dict[str, str]) -> str:
-        return f"{self.problem}; pass {' and '.join(spelling[k] for k in self.fix)} {self.purpose}"
-
-
-SDK_SPELLING = {
-    "overwrite": "overwrite=True",
-    "copy": "copy=True",
-    "name": "name='…'",
-    "cube_id": "cube_id='…'",
-}

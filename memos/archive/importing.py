@@ -13,9 +13,9 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from memos import acl
-from memos.archive.format import BATCH, BATCH_BYTES, MEMBERS, Conflict, Manifest, Member
+from memos.archive.format import BATCH, BATCH_BYTES, MEMBERS, Manifest, Member
 from memos.archive.reading import Rules, member_lines, open_archive, read_row, verify_zip
-from memos.errors import ArchiveError
+from memos.errors import ArchiveError, Conflict
 from memos.events import Event, EventKind
 from memos.plaintext.validation import MAX_KEY_CHARS, check_id
 from memos.storage.relational.models import AclRow, BlobRow, CubeRow, MemoryRow

@@ -89,7 +89,7 @@ def _diagnose(mos: MemOS, state: State) -> dict[str, Any]:
 def doctor(ctx: typer.Context) -> None:
     """Check the home without changing it: backends, lock, index health, quarantined rows,
     extraction. Exit status 1 when something needs action."""
-    from memos import lock
+    from memos import MemOS
 
     state = get_state(ctx)
     settings = settings_for(state)
@@ -103,7 +103,7 @@ def doctor(ctx: typer.Context) -> None:
         "notes": [],
     }
     if home_exists(settings):
-        data["locked_by"] = lock.holder(settings.home) if settings.embedded else None
+        data["locked_by"] = MemOS.lock_holder(settings)
     if data["locked_by"] is not None:
         holder = data["locked_by"]
         data["problems"] = [

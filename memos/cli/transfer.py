@@ -1,11 +1,11 @@
 """Moving memories in and out: chat logs (``import-chat``) and ``.memcube`` archives.
 
-Chat logs are read by :func:`memos.archive.chatlog.load_chat` (the same reader the demo uses):
-a JSON list of messages, JSONL (one message per line), or the session format
-``{"sessions": [{"id", "date", "messages": […]}, …]}``. The whole file is validated before
-anything is written (a bad message names its place in the file and stores nothing); then each
-session is added in batches, one ``MemOS.add`` call per batch; message ids make a re-import
-a no-op.
+Both are the facade's: :meth:`MemOS.read_chat` reads a chat log (a JSON list of messages,
+JSONL, or the session format ``{"sessions": [{"id", "date", "messages": […]}, …]}``) and
+checks it whole before anything is written (a bad message names its place in the file and
+stores nothing); :meth:`MemOS.import_chat` then adds each session in batches, one ``add``
+call per batch; message ids make a re-import a no-op. Archives are checked by
+:meth:`MemOS.verify_archive` and moved by ``export_cube`` / ``import_cube``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -30,43 +30,10 @@ from memos.cli.app import (
     settings_for,
     stderr_console,
 )
-from memos.errors import AlreadyExists, InvalidInput
+from memos.errors import AlreadyExists, Conflict
 
 if TYPE_CHECKING:
     from rich.console import Console
-
-    from memos.archive.chatlog import ChatSession
-    from memos.config import Settings
-
-
-def _batches(messages: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    for start in range(0, len(messages), size):
-        yield messages[start : start + size]
-
-
-def _validate(sessions: list[ChatSession], settings: Settings, default_session: str | None) -> None:
-    """Check every message of the file as ``add`` will, before the first batch is written.
-
-    ``add`` checks one batch at a time, so a bad message late in a file would otherwise fail
-    after the batches before it were committed, and be named by its index in its batch.
-    Here each session is checked whole (no count limit: the batches keep to it), so the
-    error names ``messages[i]`` by its position in the file (in its session, if several).
-    """
-    from memos.plaintext.validation import parse_messages
-
-    for n, s in enumerate(sessions):
-        where = f"session {n + 1} of {len(sessions)}" + (f" ({s.id!r})" if s.id is not None else "")
-        session_id = s.id if s.id is not None else default_session
-        if session_id is not None and not session_id.strip():
-            raise InvalidInput(f"{where}: the session id is empty")
-        if not s.messages:
-            continue
-        try:
-            parse_messages(s.messages, settings.max_text_chars, len(s.messages), limits=settings.limits)
-        except InvalidInput as exc:
-            if len(sessions) == 1:
-                raise
-            raise InvalidInput(f"{where}: {exc}") from exc
 
 
 @app.command("import-chat", rich_help_panel=PANEL_TRANSFER)
@@ -104,27 +71,14 @@ def import_chat(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from memos.archive.chatlog import load_chat
+    from memos import MemOS
 
     state = get_state(ctx)
     settings = settings_for(state)
-    sessions = load_chat(file)  # parse before opening the home (and loading a model): fail fast
-    _validate(sessions, settings, session)
-    batch_size = min(batch_size, settings.max_messages_per_add)  # every batch within add's limit
-    total = sum(len(s.messages) for s in sessions)
-    summary: dict[str, Any] = {
-        "file": str(file),
-        "sessions": len(sessions),
-        "messages": total,
-        "added": 0,
-        "skipped": 0,
-        "derived": 0,
-        "extraction_failures": 0,
-        "cube_id": None,
-    }
+    # read and check the whole file before opening the home (and loading a model): fail fast
+    log = MemOS.read_chat(file, settings, session_id=session)
     with open_memos(state, settings) as mos:
         cube_id = resolve_cube(mos, state.user, cube)
-        summary["cube_id"] = cube_id
         progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -133,33 +87,28 @@ def import_chat(
             console=stderr_console(),
         )
         with progress:
-            task = progress.add_task("importing", total=total)
-            for s in sessions:
-                session_id = s.id if s.id is not None else session
-                progress.update(task, description=f"session {escape(session_id or '-')}")
-                for batch in _batches(s.messages, batch_size):
-                    result = mos.add(
-                        batch,
-                        user_id=state.user,
-                        cube_id=cube_id,
-                        session_id=session_id,
-                        extract="defer" if defer_extraction else True,
-                    )
-                    summary["added"] += len(result.memories)
-                    summary["skipped"] += len(batch) - len(result.memories)
-                    summary["derived"] += len(result.derived)
-                    summary["extraction_failures"] += result.extraction_failures
-                    progress.advance(task, len(batch))
+            task = progress.add_task("importing", total=log.messages)
+
+            def advance(session_id: str | None, n: int) -> None:
+                progress.update(task, description=f"session {escape(session_id or '-')}", advance=n)
+
+            summary = mos.import_chat(
+                log,
+                user_id=state.user,
+                cube_id=cube_id,
+                batch_size=batch_size,
+                extract="defer" if defer_extraction else True,
+                progress=advance,
+            )
 
     def render(console: Console) -> None:
         console.print(
-            f"[green]imported[/green] {total} messages in {len(sessions)} session(s) into cube {cube_id}: "
-            f"{summary['added']} new, {summary['skipped']} already there, {summary['derived']} facts derived"
+            f"[green]imported[/green] {summary.messages} messages in {summary.sessions} session(s) "
+            f"into cube {cube_id}: {summary.added} new, {summary.skipped} already there, "
+            f"{summary.derived} facts derived"
         )
-        if summary["extraction_failures"]:
-            console.print(
-                f"[yellow]extraction failed[/yellow] for {summary['extraction_failures']} message(s)"
-            )
+        if summary.extraction_failures:
+            console.print(f"[yellow]extraction failed[/yellow] for {summary.extraction_failures} message(s)")
 
     emit(state, summary, render)
 
@@ -170,8 +119,6 @@ _OPTIONS = {"overwrite": "--force", "copy": "--copy", "name": "--name NAME", "cu
 
 @contextmanager
 def _in_cli_terms() -> Iterator[None]:
-    from memos.archive import Conflict
-
     try:
         yield
     except Conflict as exc:
@@ -231,13 +178,13 @@ def import_(
     Into a home that does not exist yet, the import creates the home and the acting user
     (the archive is checked first, so a bad one leaves nothing behind).
     """
-    from memos.archive import verify
+    from memos import MemOS
 
     state = get_state(ctx)
     settings = settings_for(state)
     fresh = not home_exists(settings)
     if fresh:
-        verify(path, settings)
+        MemOS.verify_archive(path, settings)
     with open_memos(state, settings, create=fresh) as mos, _in_cli_terms():
         if fresh:
             mos.add_user(state.user)
