@@ -75,6 +75,12 @@ class AsyncMemOS:
     async def restore(self, *args: Any, **kwargs: Any) -> MemoryItem:
         return await asyncio.to_thread(self.sync.restore, *args, **kwargs)
 
+    async def archive(self, *args: Any, **kwargs: Any) -> MemoryItem:
+        return await asyncio.to_thread(self.sync.archive, *args, **kwargs)
+
+    async def expire(self, *args: Any, **kwargs: Any) -> MemoryItem:
+        return await asyncio.to_thread(self.sync.expire, *args, **kwargs)
+
     async def purge(self, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(self.sync.purge, *args, **kwargs)
 

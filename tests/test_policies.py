@@ -470,3 +470,29 @@ def test_export_import_keep_the_states_and_the_overrides(alice: Any, make_mos: A
     hits = set(found(other, "note", user="carol", cube_ids=[new.id], include_archived=True))
     assert hits == {by_text["an archived note"][0], by_text["a live note"][0]}
     assert other.policies.overrides(new.id, user_id="carol") == {"ttl": {"types": {"episode": "30d"}}}
+
+
+def test_async_archive_and_expire(tmp_path: Path, embedder: Any) -> None:
+    import asyncio
+
+    from memos.aio import AsyncMemOS
+
+    async def scenario() -> dict[str, str]:
+        async with AsyncMemOS(home=tmp_path / "async", embedder=embedder) as amos:
+            await amos.add_user("alice")
+            cube = (await amos.create_cube("alice", "personal")).id
+            a, b = [
+                (await amos.add(text=t, user_id="alice", cube_id=cube, extract=False)).memories[0].id
+                for t in ("first note", "second note")
+            ]
+            archived = await amos.archive(a, user_id="alice")
+            expired = await amos.expire(b, user_id="alice")
+            hits = await amos.search("note", user_id="alice", include_archived=True)
+            return {
+                "a": str(archived.state),
+                "b": str(expired.state),
+                "hits": ",".join(h.memory.id for h in hits),
+            }
+
+    got = asyncio.run(scenario())
+    assert got["a"] == "archived" and got["b"] == "expired" and len(got["hits"].split(",")) == 1
