@@ -5,8 +5,8 @@
 
 Where things are (the map is in docs/ARCHITECTURE.md): :class:`MemOS` (``memos.core``)
 is the facade every interface calls; :mod:`memos.acl` checks who may do what;
-:mod:`memos.events` says what happened; :mod:`memos.plaintext` stores, reads and forgets
-plaintext memories; :mod:`memos.chat` runs the memory-augmented forward pass;
+:mod:`memos.events` says what happened; :mod:`memos.memories` stores, reads and forgets
+plaintext memories (on :mod:`memos.plaintext`: rows, index, graph, search); :mod:`memos.chat` runs the memory-augmented forward pass;
 :mod:`memos.activation` and :mod:`memos.parametric` hold KV prefixes and LoRA adapters;
 :mod:`memos.archive` moves a cube in and out of a ``.memcube``.
 

@@ -245,7 +245,7 @@ class MemOS:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ------------------------------------------------------------------ plaintext memory (memos.plaintext)
+    # ------------------------------------------------------------------ plaintext memory (memos.memories)
     add = _via("_adding", Adding.add)
     search = _via("_reading", Reading.search)
     get = _via("_reading", Reading.get)

@@ -1,7 +1,7 @@
 """A home, as the services see it: built once when a home opens, then handed to each.
 
 :class:`~memos.core.MemOS` opens the stores and builds a :class:`Home`; the services
-(adding, reading, lifecycle, maintenance of plaintext memories — :mod:`memos.plaintext` —
+(adding, reading, lifecycle, maintenance of plaintext memories — :mod:`memos.memories` —
 and chat, activation, parametric memory, archive) each receive it and call one another
 only through public methods. What is in it:
 
