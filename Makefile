@@ -56,8 +56,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check memos storage policies adapters tests examples
 	$(typecheck_tree)
 	cd $(TYPECHECK) && MYPYPATH=. $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p memos
+	cd $(TYPECHECK) && PYTHONPATH=. $(CURDIR)/$(VENV)/bin/lint-imports --no-cache $(CURDIR)/pyproject.toml
 
-# the import contracts of pyproject.toml ([tool.importlinter]; docs/ARCHITECTURE.md)
+# the import contracts alone (pyproject.toml [tool.importlinter]; docs/ARCHITECTURE.md)
 lint-imports: $(STAMP)
 	$(typecheck_tree)
 	cd $(TYPECHECK) && PYTHONPATH=. $(CURDIR)/$(VENV)/bin/lint-imports --no-cache $(CURDIR)/pyproject.toml

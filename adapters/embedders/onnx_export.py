@@ -151,10 +151,10 @@ def _export(model_name: str, model_path: str, precision: Precision, out: Path) -
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from memos.adapters.embedders.sentence_transformers import _quiet_transformers
+    from memos.adapters.embedders.sentence_transformers import quiet_transformers
 
     EXPORTS += 1
-    _quiet_transformers()
+    quiet_transformers()
     try:
         # Any: the modules and configs reached below are typed loosely upstream
         st: Any = SentenceTransformer(model_path, device="cpu", model_kwargs={"attn_implementation": "eager"})

@@ -109,7 +109,7 @@ class SentenceTransformerEmbedder:
 
                     torch.set_num_threads(self.threads)
                 path = resolve_model_path(self.model_name)
-                _quiet_transformers()
+                quiet_transformers()
                 try:
                     self._model = SentenceTransformer(path, device=self.device)
                 except OSError as exc:
@@ -156,7 +156,7 @@ class SentenceTransformerEmbedder:
         return vector
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     """A library must not draw progress bars on its users' terminals while loading weights."""
     try:
         from transformers.utils import logging as hf_logging
