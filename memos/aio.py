@@ -81,6 +81,12 @@ class AsyncMemOS:
     async def expire(self, *args: Any, **kwargs: Any) -> MemoryItem:
         return await asyncio.to_thread(self.sync.expire, *args, **kwargs)
 
+    async def merge(self, *args: Any, **kwargs: Any) -> MemoryItem:
+        return await asyncio.to_thread(self.sync.merge, *args, **kwargs)
+
+    async def summarize_session(self, *args: Any, **kwargs: Any) -> MemoryItem:
+        return await asyncio.to_thread(self.sync.summarize_session, *args, **kwargs)
+
     async def purge(self, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(self.sync.purge, *args, **kwargs)
 

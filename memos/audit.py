@@ -49,6 +49,7 @@ ACTIONS: dict[EventKind, str] = {
     EventKind.memory_expired: "expire",
     EventKind.memory_purged: "purge",
     EventKind.memory_superseded: "supersede",
+    EventKind.memory_merged: "merge",
     EventKind.extraction_failed: "extract_failed",
     EventKind.indexing_failed: "index_failed",
     EventKind.user_added: "user_add",

@@ -39,6 +39,7 @@ class EventKind(StrEnum):
     memory_expired = "memory_expired"  # out of search, purged after a grace period; details: from, to
     memory_purged = "memory_purged"  # the first id is the one purged; the others went with it
     memory_superseded = "memory_superseded"  # details: by (the new fact), predicate
+    memory_merged = "memory_merged"  # near-duplicates merged; details: into (the kept one), merged (ids)
     extraction_failed = "extraction_failed"  # details: extractor, error
     indexing_failed = "indexing_failed"  # quarantined; details: error
     chat_turn = "chat_turn"

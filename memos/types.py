@@ -22,6 +22,7 @@ class MemoryType(StrEnum):
     profile = "profile"
     procedure = "procedure"
     chunk = "chunk"  # a piece of a document
+    summary = "summary"  # a session's summary; its provenance lists the session's episodes
 
 
 class MemoryState(StrEnum):

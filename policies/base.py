@@ -96,6 +96,11 @@ class MemoryView:
     chars: int
     #: the heat policy's score (0 until it ran)
     heat: float = 0.0
+    #: a statement's (fact, preference, profile, procedure) text with case, punctuation and
+    #: spacing folded, for the dedup policy; None for other types and retired memories
+    text_key: str | None = None
+    #: the subject|predicate|object keys of the current knowledge-graph edges it states
+    relations: frozenset[str] = frozenset()
 
     @property
     def last_touched(self) -> datetime:
@@ -147,6 +152,8 @@ class CubeView:
         for a in actions:
             if a.to_state is not None or isinstance(a, Purge):
                 moved[a.memory_id] = a.to_state
+            if isinstance(a, Merge):
+                moved.update(dict.fromkeys(a.merged_ids, MemoryState.superseded))
         if not moved:
             return self
         kept = []
@@ -173,6 +180,11 @@ class Action:
 
     def as_dict(self) -> dict[str, Any]:
         return {"action": self.verb, "memory_id": self.memory_id, "reason": self.reason}
+
+    @property
+    def memory_ids(self) -> tuple[str, ...]:
+        """Every memory it acts on, ``memory_id`` first (each must be in a state it may start from)."""
+        return (self.memory_id,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +216,44 @@ class Restore(Action):
 
     verb: ClassVar[str] = "restore"
     to_state: ClassVar[str | None] = MemoryState.active
+
+
+@dataclass(frozen=True, slots=True)
+class Summarize(Action):
+    """Summarise a session into a ``summary`` memory whose provenance is ``episode_ids``
+    (``memory_id`` is the first of them). Built with keywords."""
+
+    session_id: str = ""
+    episode_ids: tuple[str, ...] = ()
+    #: the summary's length bound (characters)
+    max_chars: int = 600
+
+    verb: ClassVar[str] = "summarize"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**Action.as_dict(self), "session_id": self.session_id, "episode_ids": list(self.episode_ids)}
+
+    @property
+    def memory_ids(self) -> tuple[str, ...]:
+        return (self.memory_id, *(e for e in self.episode_ids if e != self.memory_id))
+
+
+@dataclass(frozen=True, slots=True)
+class Merge(Action):
+    """Merge ``merged_ids`` into ``memory_id`` (kept: a new version with the union of their
+    provenance and tags); the merged ones become ``superseded`` by it, restorable. Built
+    with keywords."""
+
+    merged_ids: tuple[str, ...] = ()
+
+    verb: ClassVar[str] = "merge"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**Action.as_dict(self), "merged_ids": list(self.merged_ids)}
+
+    @property
+    def memory_ids(self) -> tuple[str, ...]:
+        return (self.memory_id, *self.merged_ids)
 
 
 # ---------------------------------------------------------------------------- the policy

@@ -39,6 +39,10 @@ def actions(report: Any, policy: str | None = None) -> list[tuple[str, str]]:
     ]
 
 
+def _outcome(report: Any, policy: str) -> Any:
+    return next(o for o in report.cubes[0].outcomes if o.policy == policy)
+
+
 def add(mos: Any, cube: str, text: str, **kw: Any) -> str:
     """One memory, an episode unless ``type`` says otherwise, with nothing derived from it."""
     kw.setdefault("type", "episode")
@@ -55,7 +59,7 @@ def test_defaults_retire_nothing_a_user_adds_even_years_later(alice: Any) -> Non
     mos.add([{"role": "user", "content": "I live in Berlin."}], user_id="alice", cube_id=cube)
     mos.clock.advance(days=3650)
     report = mos.policies.plan()
-    assert [o.policy for o in report.cubes[0].outcomes] == ["heat", "ttl", "decay", "capacity"]
+    assert {"heat", "ttl", "decay", "capacity"} <= {o.policy for o in report.cubes[0].outcomes}
     assert actions(report) == [] and all(o.error is None for o in report.cubes[0].outcomes)
     before = states(mos, cube)
     mos.policies.apply()
@@ -154,7 +158,7 @@ def test_ttl_expires_by_type_tag_and_metadata_then_purges_after_grace(alice: Any
     mos.clock.advance(days=27)
     report = mos.policies.apply()
     assert sorted(actions(report)) == sorted([("expire", episode), ("purge", tagged)])
-    reason = next(a.reason for a in report.cubes[0].outcomes[1].actions if a.memory_id == episode)
+    reason = next(a.reason for a in _outcome(report, "ttl").actions if a.memory_id == episode)
     assert "type episode" in reason and "30d" in reason
     assert states(mos, cube) == {episode: "expired", meta: "active", kept: "active"}
     # the audit log says who decided and why
@@ -191,7 +195,7 @@ def test_decay_archives_what_stays_cold_and_spares_the_important(alice: Any) -> 
     mos.policies.set(cube, "decay.enabled", False, user_id="alice")
     mos.clock.advance(days=3650)
     report = mos.policies.plan()
-    assert actions(report) == [] and not report.cubes[0].outcomes[2].enabled
+    assert actions(report) == [] and not _outcome(report, "decay").enabled
 
 
 # ------------------------------------------------------------------ capacity
@@ -215,7 +219,7 @@ def test_capacity_archives_covered_episodes_first_then_the_coldest(alice: Any) -
     mos.policies.set(cube, "capacity.max_active", active - 2, user_id="alice")
     report = mos.policies.plan()
     assert actions(report, "capacity") == [("archive", covered), ("archive", plain[1])]
-    assert "covered by a derived memory" in report.cubes[0].outcomes[3].actions[0].reason
+    assert "covered by a derived memory" in _outcome(report, "capacity").actions[0].reason
     mos.policies.apply()
     assert len([s for s in states(mos, cube).values() if s == "active"]) == active - 2
     assert actions(mos.policies.plan()) == []  # at the cap: nothing more
@@ -282,7 +286,7 @@ def test_a_failing_policy_is_recorded_and_the_others_run(alice: Any) -> None:
     mos.clock.advance(days=2)
     report = mos.policies.plan()
     by_name = {o.policy: o for o in report.cubes[0].outcomes}
-    assert list(by_name) == ["heat", "exploding", "ttl", "decay", "capacity"]
+    assert [n for n in by_name if n in ("heat", "exploding", "ttl", "decay", "capacity")] == ["heat", "exploding", "ttl", "decay", "capacity"]  # fmt: skip
     assert by_name["exploding"].error == "RuntimeError: the plugin broke"
     assert actions(report) == [("expire", expiring)]
     applied = mos.policies.apply()
@@ -392,7 +396,7 @@ def test_bad_settings_name_the_field_and_the_policy(alice: Any) -> None:
         mos.policies.set(cube, "decay.bogus", 1, user_id="alice")
     with pytest.raises(InvalidInput, match=r"max_active' of the capacity policy"):
         mos.policies.set(cube, "capacity.max_active", -1, user_id="alice")
-    with pytest.raises(InvalidInput, match=r"no policy named 'nope'; known: heat, ttl, decay, capacity"):
+    with pytest.raises(InvalidInput, match=r"no policy named 'nope'; known: heat, ttl, .*decay, .*capacity"):
         mos.policies.set(cube, "nope.x", 1, user_id="alice")
     with pytest.raises(InvalidInput, match="types.sticky"):
         mos.policies.set(cube, "ttl.types.sticky", "1d", user_id="alice")

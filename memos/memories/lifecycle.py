@@ -1,10 +1,11 @@
 """A memory's life after it is added: new versions, soft delete, archive and expiry, restore,
-supersession by a newer memory, purge."""
+supersession by a newer memory, merging of near-duplicates, purge."""
 
 from __future__ import annotations
 
 import builtins
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -47,6 +48,35 @@ _KINDS = {
     "archive": EventKind.memory_archived,
     "expire": EventKind.memory_expired,
 }
+#: the types the dedup policy compares (statements, not the turns they came from)
+STATEMENT_TYPES = ("fact", "preference", "profile", "procedure")
+_NOT_WORD = re.compile(r"[^\w]+")
+
+
+def text_key(text: str) -> str:
+    """``text`` with case, punctuation and spacing folded: two statements with the same key
+    say the same thing in the same words."""
+    return " ".join(_NOT_WORD.sub(" ", text.casefold()).split())
+
+
+def statement_keys(s: Session, cube_id: str) -> dict[str, tuple[str, frozenset[str]]]:
+    """Per active statement of the cube: its :func:`text_key` and the
+    ``subject|predicate|object`` keys of the current graph edges it states."""
+    rows = s.execute(
+        select(MemoryRow.id, MemoryRow.text).where(
+            MemoryRow.cube_id == cube_id, MemoryRow.state == "active", MemoryRow.type.in_(STATEMENT_TYPES)
+        )
+    ).all()
+    relations: dict[str, set[str]] = {}
+    src, dst = EntityRow.__table__.alias("src"), EntityRow.__table__.alias("dst")
+    for memory_id, subject, predicate, obj in s.execute(
+        select(EdgeRow.memory_id, src.c.key, EdgeRow.predicate, dst.c.key)
+        .join(src, src.c.id == EdgeRow.src_id)
+        .join(dst, dst.c.id == EdgeRow.dst_id)
+        .where(EdgeRow.cube_id == cube_id, EdgeRow.valid_to.is_(None))
+    ):
+        relations.setdefault(memory_id, set()).add(f"{subject}|{predicate}|{obj}")
+    return {mid: (text_key(text), frozenset(relations.get(mid, ()))) for mid, text in rows}
 
 
 class Lifecycle:
@@ -154,10 +184,85 @@ class Lifecycle:
     def restore(
         self, memory_id: str, *, user_id: str, reason: str | None = None, actor: str | None = None
     ) -> MemoryItem:
-        """Bring a deleted, archived or expired memory back to active."""
+        """Bring a deleted, archived, expired or superseded memory back to active. A merged
+        or superseded one stands on its own again (``superseded_by`` and ``valid_to``
+        cleared); the memory it was merged into keeps its merged version."""
         return self._transition(
-            memory_id, user_id, {"deleted", "archived", "expired"}, "active", "restore", reason, actor
+            memory_id,
+            user_id,
+            {"deleted", "archived", "expired", "superseded"},
+            "active",
+            "restore",
+            reason,
+            actor,
         )
+
+    def merge(
+        self,
+        keep_id: str,
+        others: Sequence[str],
+        *,
+        user_id: str,
+        reason: str | None = None,
+        actor: str | None = None,
+    ) -> MemoryItem:
+        """Merge near-duplicates ``others`` into ``keep_id``, all active memories of one cube.
+
+        The kept memory gets a new version whose provenance (``source_ids``) and tags are the
+        union of all of theirs, and whose importance is the highest; each other memory becomes
+        ``superseded`` by it (out of search, ``superseded_by`` set, its row and history kept)
+        and ``restore`` brings it back. One ``memory_merged`` event names them all."""
+        merged = list(dict.fromkeys(others))
+        if not merged or keep_id in merged or not all(isinstance(x, str) for x in merged):
+            raise InvalidInput("merge needs the id to keep and at least one other memory id, not that one")
+        now = self.home.clock()
+        with self.home.recording() as rec, self.home.write_lock:
+            with self.home.store.session() as s:
+                keep = acl.memory(s, keep_id, user_id, acl.WRITE)
+                rows = [acl.memory(s, mid, user_id, acl.WRITE) for mid in merged]
+                for row in (keep, *rows):
+                    if row.state != "active":
+                        raise InvalidState(f"cannot merge memory {row.id}: it is {row.state}")
+                    if row.cube_id != keep.cube_id:
+                        raise InvalidInput(
+                            f"memory {row.id} is not in the cube of {keep_id}; merge within a cube"
+                        )
+                sources = list(
+                    dict.fromkeys([*(keep.source_ids or []), *(x for r in rows for x in r.source_ids or [])])
+                )
+                tags = list(dict.fromkeys([*(keep.tags or []), *(t for r in rows for t in r.tags or [])]))
+                keep.source_ids = [x for x in sources if x != keep.id and x not in merged]
+                if tags != list(keep.tags or []):
+                    keep.tags = tags
+                    keep.index_state = "pending"  # tags are filtered in the index
+                keep.importance = max([keep.importance, *(r.importance for r in rows)])
+                keep.version += 1
+                keep.updated_at = now
+                s.add(snapshot(keep, actor or user_id, reason or f"merged {', '.join(merged)}"))
+                for row in rows:
+                    row.state = "superseded"
+                    row.superseded_by = keep.id
+                    row.valid_to = now
+                    row.retired_at = now
+                    row.updated_at = now
+                    row.index_state = "pending"
+                details = {"into": keep.id, "merged": merged, "version": keep.version}
+                rec.record(
+                    s,
+                    Event(
+                        EventKind.memory_merged,
+                        now,
+                        actor or user_id,
+                        keep.cube_id,
+                        (keep.id, *merged),
+                        reason,
+                        details,
+                    ),
+                )
+                item = memory_from_row(keep)
+            self.home.indexer.sync([keep_id, *merged])
+            self.home.graphs.invalidate(item.cube_id)
+        return item
 
     def supersede(self, memory_id: str, *, by: str, user_id: str, reason: str | None = None) -> MemoryItem:
         """Retire an active memory in favour of ``by``, a memory of the same cube that
@@ -206,6 +311,9 @@ class Lifecycle:
                     raise InvalidState(f"cannot {action} memory {memory_id}: it is {row.state}")
                 previous = row.state
                 row.state = to
+                if previous == "superseded":
+                    row.superseded_by = None
+                    row.valid_to = None
                 row.retired_at = now if to in ("deleted", "expired") else None
                 row.updated_at = now
                 # archived and expired rows keep their points: only a move in or out of the

@@ -6,7 +6,7 @@ the cube's audit events since the last apply and the time ``now`` (the home's cl
 and returns actions as data. :meth:`Policies.plan` asks every policy in order, each
 seeing the view as the earlier ones left it; :meth:`Policies.apply` computes the very
 same plan and carries each action out through the lifecycle service (archive, expire,
-restore, purge), audited with ``actor = "policy:<name>"`` and the policy's reason. A
+restore, purge, merge) or the summaries service (summarize), audited with ``actor = "policy:<name>"`` and the policy's reason. A
 policy that raises — or returns something that is not an action — is recorded in the
 plan (and, on apply, in the audit log as ``policy_failed``) and the others still run; an
 action the memory's state no longer allows (another policy, or a user, got there first)
@@ -35,9 +35,21 @@ from memos import acl, registry
 from memos.errors import InvalidInput, MemosError, NotFound
 from memos.events import Event, EventKind
 from memos.home import Home
-from memos.memories.lifecycle import Lifecycle
+from memos.memories.lifecycle import Lifecycle, statement_keys
+from memos.memories.summaries import Summaries
 from memos.plaintext.convert import event_from_row
-from memos.policies.base import Action, Archive, CubeView, Expire, MemoryView, Policy, Purge, Restore
+from memos.policies.base import (
+    Action,
+    Archive,
+    CubeView,
+    Expire,
+    MemoryView,
+    Merge,
+    Policy,
+    Purge,
+    Restore,
+    Summarize,
+)
 from memos.scheduler.jobs import Job
 from memos.scheduler.service import Scheduler
 from memos.scheduler.worker import JobContext
@@ -56,6 +68,8 @@ _FROM: dict[type[Action], frozenset[str]] = {
     Expire: frozenset({MemoryState.active, MemoryState.archived}),
     Restore: frozenset({MemoryState.archived, MemoryState.expired, MemoryState.deleted}),
     Purge: frozenset(MemoryState),
+    Summarize: frozenset({MemoryState.active, MemoryState.archived}),
+    Merge: frozenset({MemoryState.active}),
 }
 _APPLIED_AT = "policies_applied_at"
 
@@ -124,9 +138,12 @@ class PolicyReport:
 
 
 class Policies:
-    def __init__(self, home: Home, *, lifecycle: Lifecycle, scheduler: Scheduler) -> None:
+    def __init__(
+        self, home: Home, *, lifecycle: Lifecycle, summaries: Summaries, scheduler: Scheduler
+    ) -> None:
         self.home = home
         self.lifecycle = lifecycle
+        self.summaries = summaries
         self.scheduler = scheduler
         #: policies registered in this process (:meth:`register`), beside the installed ones
         self._registered: dict[str, Policy] = {}
@@ -330,14 +347,15 @@ class Policies:
                 outcome.error = f"{type(exc).__name__}: {exc}"[:500]
                 continue
             for a in actions:
-                m = view.get(a.memory_id)
+                found = [view.get(x) for x in a.memory_ids]
                 allowed = next((v for k, v in _FROM.items() if isinstance(a, k)), None)
-                if m is None:
+                if any(m is None for m in found):
                     outcome.skipped.append((a, "no such memory in this cube (or already purged)"))
                 elif allowed is None:
                     outcome.skipped.append((a, f"{a.verb} is not an action the kernel carries out"))
-                elif m.state not in allowed:
-                    outcome.skipped.append((a, f"the memory is {m.state}"))
+                elif bad := [m for m in found if m is not None and m.state not in allowed]:
+                    which = f"the memory {bad[0].id}" if len(found) > 1 else "the memory"
+                    outcome.skipped.append((a, f"{which} is {bad[0].state}"))
                 else:
                     outcome.actions.append(a)
                     view = view.after([a])
@@ -366,6 +384,7 @@ class Policies:
                 q = q.where(AuditRow.ts > datetime.fromisoformat(since))
             events = [event_from_row(e) for e in s.scalars(q.order_by(AuditRow.id.desc()).limit(MAX_EVENTS))]
             owner = cube.owner_id
+            keys = statement_keys(s, cube_id)
         memories = tuple(
             MemoryView(
                 id=r[0],
@@ -382,6 +401,8 @@ class Policies:
                 session_id=r[11],
                 source_ids=tuple(r[12] or ()),
                 chars=int(r[13] or 0),
+                text_key=keys[r[0]][0] if r[0] in keys else None,
+                relations=keys[r[0]][1] if r[0] in keys else frozenset(),
             )
             for r in rows
         )
@@ -399,6 +420,15 @@ class Policies:
                 try:
                     if isinstance(a, Purge):
                         self.lifecycle.purge(a.memory_id, user_id=owner, reason=a.reason, actor=actor)
+                    elif isinstance(a, Merge):
+                        self.lifecycle.merge(
+                            a.memory_id, a.merged_ids, user_id=owner, reason=a.reason, actor=actor
+                        )
+                    elif isinstance(a, Summarize):
+                        self.summaries.summarize_session(
+                            plan.cube_id, a.session_id, episode_ids=a.episode_ids, max_chars=a.max_chars,
+                            user_id=owner, reason=a.reason, actor=actor,
+                        )  # fmt: skip
                     else:
                         step = {
                             Archive: self.lifecycle.archive,
