@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from memos import registry
 from memos.errors import ConfigError
+from memos.policies.base import Duration
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 
@@ -218,6 +219,11 @@ class SchedulerSettings(BaseModel):
     max_attempts: int = Field(5, ge=1, description="claims of a job before it is failed for good")
     backoff_seconds: float = Field(
         5.0, gt=0, description="delay before the first retry; doubles per attempt, at most 10 minutes"
+    )
+    policy_interval: Duration | None = Field(
+        None,
+        description="run each cube's policies this often (workers queue policy.apply: 1h, 30m); "
+        "none: only when asked (memos policy apply)",
     )
 
     @model_validator(mode="before")

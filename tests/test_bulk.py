@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from memos.errors import InvalidInput
 from memos.protocols import FieldMatch, IndexFilter, IndexPoint, SparseVector
-from memos.storage.relational.models import AuditRow, ExtractTaskRow, MemoryVersionRow, MessageRow
+from memos.storage.relational.models import AuditRow, JobRow, MemoryVersionRow, MessageRow
 
 TURNS = [
     ("Alice", "I moved to Berlin last month and I love it."),
@@ -134,7 +134,7 @@ def test_deferred_extraction_survives_reopen_and_skips_gone_memories(make_mos: A
     assert not any("dog" in t for t in texts)  # deleted: skipped
     assert any("Paris" in t for t in texts)
     with mos.store.session() as s:
-        assert s.scalars(select(ExtractTaskRow)).first() is None
+        assert {j.state for j in s.scalars(select(JobRow).where(JobRow.kind == "extract.deferred"))} == {"done"}
 
 
 def test_extract_argument_is_checked(alice: tuple[Any, str]) -> None:

@@ -429,7 +429,7 @@ def test_migrations_applied_on_open_and_idempotent(make_mos: Any, tmp_path: Any)
     mos = make_mos()
     with mos.store.engine.connect() as conn:
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    assert version == "0004"
+    assert version == "0005"
     assert {
         "users",
         "cubes",

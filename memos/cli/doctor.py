@@ -75,10 +75,20 @@ def _diagnose(mos: MemOS, state: State) -> dict[str, Any]:
             "pending": stats["extraction_pending"],
             "failures": stats["extraction_failures"],
             "reader_failures": stats.get("reader_failures", 0),
+            "jobs_failed": stats["extraction_jobs_failed"],
         },
-        "problems": problems,
+        "problems": problems
+        + (
+            [
+                f"{stats['extraction_jobs_failed']} deferred extraction jobs failed: "
+                "`memos scheduler jobs --state failed --kind extract.deferred` says why"
+            ]
+            if stats["extraction_jobs_failed"]
+            else []
+        ),
         "notes": [
-            f"{stats['extraction_pending']} memories are queued for extraction: `memos extract` runs it"
+            f"{stats['extraction_pending']} memories are queued for extraction: "
+            "`memos extract` or a scheduler worker (`memos scheduler run`) runs it"
         ]
         if stats["extraction_pending"]
         else [],

@@ -18,6 +18,7 @@ from memos.errors import InvalidInput
 from memos.events import Event, EventKind
 from memos.home import Home
 from memos.memories.common import MemoryType, memory_type, new_row, row_values, run_extractor
+from memos.memories.maintenance import queue_extraction
 from memos.plaintext.convert import memory_from_row
 from memos.plaintext.validation import (
     Message,
@@ -29,7 +30,6 @@ from memos.plaintext.validation import (
 )
 from memos.storage.relational.bulk import execute_many
 from memos.storage.relational.models import (
-    ExtractTaskRow,
     MemoryRow,
     MemoryVersionRow,
     MessageRow,
@@ -71,9 +71,10 @@ class Adding:
         relations and derived facts. Everything is validated before anything is written.
 
         ``extract="defer"`` is for bulk imports: the memories are stored and searchable at
-        once, and their extraction is queued (``stats()["extraction_pending"]``) until
-        :meth:`run_deferred_extraction`, which applies it in the order the memories were
-        added. ``extract=False`` skips extraction for good.
+        once, and their extraction is queued as jobs (``stats()["extraction_pending"]``)
+        that a scheduler worker (``memos scheduler run``, or the background scheduler) or
+        :meth:`run_deferred_extraction` runs, in the order the memories were added.
+        ``extract=False`` skips extraction for good.
         """
         from memos.extract.timeparse import parse_timestamp
 
@@ -158,13 +159,14 @@ class Adding:
                 self._insert_new(s, rec, new_rows, kept if text is None else None, user_id, now)
                 derived: list[MemoryRow] = []
                 if extract == "defer" and self.home.extractor is not None and new_rows:
-                    execute_many(
-                        s.connection(),
-                        insert(ExtractTaskRow.__table__),  # type: ignore[arg-type]
-                        [
-                            {"memory_id": r.id, "cube_id": cube_id, "actor": user_id, "created_at": now}
-                            for r in new_rows
-                        ],
+                    # jobs of the scheduler's queue, committed with the rows (memos.memories.maintenance)
+                    queue_extraction(
+                        s,
+                        cube_id,
+                        [r.id for r in new_rows],
+                        user_id,
+                        now,
+                        self.home.settings.scheduler.max_attempts,
                     )
                 elif extract and self.home.extractor is not None and new_rows:
                     applied, failures = run_extractor(

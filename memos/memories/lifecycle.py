@@ -17,6 +17,7 @@ from memos.errors import InvalidInput, InvalidState
 from memos.events import Event, EventKind
 from memos.home import Home
 from memos.memories.common import run_extractor
+from memos.memories.maintenance import forget_deferred
 from memos.plaintext.convert import memory_from_row, snapshot
 from memos.plaintext.retrieval.turns import positions
 from memos.plaintext.validation import (
@@ -27,7 +28,6 @@ from memos.plaintext.validation import (
 from memos.storage.relational.models import (
     EdgeRow,
     EntityRow,
-    ExtractTaskRow,
     IndexTaskRow,
     MemoryEntityRow,
     MemoryRow,
@@ -151,7 +151,7 @@ class Lifecycle:
                     # re-derive the graph from the new text; old derived facts stay (they have their own history)
                     s.execute(delete(MemoryEntityRow).where(MemoryEntityRow.memory_id == row.id))
                     s.execute(delete(EdgeRow).where(EdgeRow.memory_id == row.id))
-                    s.execute(delete(ExtractTaskRow).where(ExtractTaskRow.memory_id == row.id))
+                    forget_deferred(s, row.cube_id, [row.id])
                     run_extractor(self.home, s, rec, row.cube_id, [row], now, user_id, new=False)
                 item = memory_from_row(row)
                 cube_id = row.cube_id
@@ -354,7 +354,7 @@ class Lifecycle:
                 s.execute(delete(MemoryEntityRow).where(MemoryEntityRow.memory_id.in_(ids)))
                 s.execute(delete(EdgeRow).where(EdgeRow.memory_id.in_(ids)))
                 s.execute(delete(MessageRow).where(MessageRow.memory_id.in_(ids)))
-                s.execute(delete(ExtractTaskRow).where(ExtractTaskRow.memory_id.in_(ids)))
+                forget_deferred(s, cube_id, ids)
                 s.execute(delete(MemoryVersionRow).where(MemoryVersionRow.memory_id.in_(ids)))
                 # other memories pointing at a purged one keep no trace of it
                 for other in s.scalars(select(MemoryRow).where(MemoryRow.superseded_by.in_(ids))):

@@ -1,26 +1,45 @@
-"""Keeping a home healthy: the index checked and rebuilt, queued extraction run, statistics."""
+"""Keeping a home healthy: the index checked and rebuilt, queued extraction run, statistics.
+
+Deferred extraction (``add(..., extract="defer")``) is queued on the scheduler's jobs
+table: the add writes, in its own transaction, jobs of kind ``extract.deferred`` for its
+cube, each listing up to :data:`PER_JOB` of the new episodes in the order they were added
+(``{"memory_ids": [...], "actor": user, "done": n}``). The order matters — a functional
+fact is superseded by a later one only if the later episode is extracted after — so
+these jobs are *serial* (:mod:`memos.scheduler.jobs`): a cube's extraction jobs run one at
+a time, in the order they were queued. A job is carried out in steps, each one
+transaction that extracts the next episodes and advances ``done`` with them, so a step is
+applied once, whoever runs it: a worker (the step is fenced by its lease), or
+:meth:`Maintenance.run_deferred_extraction` inline (it locks the queued jobs it drains and
+leaves a job a live worker holds, with those after it, to that worker). A purge, or an
+update that re-extracts a memory, takes it out of the queue (:func:`forget_deferred`).
+"""
 
 from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from memos import acl
+from memos.audit import Recording
 from memos.errors import InvalidInput
 from memos.home import Home
 from memos.memories.common import run_extractor
 from memos.plaintext.sealing import SealedIndex
+from memos.storage.relational.bulk import execute_many
 from memos.storage.relational.models import (
+    EXTRACT_JOB,
+    LIVE_JOB_STATES,
     AuditRow,
     CubeRow,
     EdgeRow,
     EntityRow,
-    ExtractTaskRow,
+    JobRow,
     MemoryRow,
     MetaRow,
     UserRow,
@@ -30,6 +49,61 @@ from memos.types import (
 )
 
 log = logging.getLogger(__name__)
+
+#: episodes per deferred-extraction job (its payload stays well under the jobs' limit)
+PER_JOB = 2000
+#: the states a memory of the queue is extracted in (a deleted one is skipped)
+_EXTRACTED_STATES = ("active", "archived")
+
+
+def queue_extraction(
+    s: Session, cube_id: str, memory_ids: Sequence[str], actor: str, now: datetime, max_attempts: int
+) -> None:
+    """Queue the extraction of ``memory_ids`` (just added to ``cube_id``, in this order) as
+    ``extract.deferred`` jobs, in the caller's transaction: one many-row insert."""
+    ids = builtins.list(memory_ids)
+    execute_many(
+        s.connection(),
+        insert(JobRow.__table__),  # type: ignore[arg-type]
+        [
+            {
+                "kind": EXTRACT_JOB,
+                "cube_id": cube_id,
+                "payload": {"memory_ids": ids[start : start + PER_JOB], "actor": actor, "done": 0},
+                "dedup_key": None,
+                "state": "queued",
+                "attempts": 0,
+                "max_attempts": max_attempts,
+                "cancel_requested": False,
+                "progress": {},
+                "created_at": now,
+                "updated_at": now,
+                "run_after": now,
+            }
+            for start in range(0, len(ids), PER_JOB)
+        ],
+    )
+
+
+def forget_deferred(s: Session, cube_id: str, memory_ids: Sequence[str]) -> None:
+    """Take ``memory_ids`` out of ``cube_id``'s queued extraction, in the caller's
+    transaction (a purge; an update that extracted them again). Their places stay, as
+    ``null``, so a job's count of what it did stays right."""
+    gone = set(memory_ids)
+    for job in s.scalars(
+        select(JobRow)
+        .where(JobRow.kind == EXTRACT_JOB, JobRow.cube_id == cube_id, JobRow.state.in_(LIVE_JOB_STATES))
+        .order_by(JobRow.id)
+        .with_for_update()
+    ):
+        ids = job.payload.get("memory_ids", [])
+        if not gone.isdisjoint(ids):
+            job.payload = {**job.payload, "memory_ids": [None if m in gone else m for m in ids]}
+
+
+def _left(payload: dict[str, Any]) -> int:
+    """The memories a deferred-extraction job still has to extract."""
+    return sum(1 for m in payload.get("memory_ids", [])[int(payload.get("done", 0)) :] if m is not None)
 
 
 class Maintenance:
@@ -114,75 +188,145 @@ class Maintenance:
     def run_deferred_extraction(
         self, *, user_id: str | None = None, cube_ids: Sequence[str] | None = None, batch: int = 2000
     ) -> int:
-        """Run the extraction queued by ``add(..., extract="defer")``; returns memories done.
+        """Run the extraction queued by ``add(..., extract="defer")`` now, in this thread;
+        returns memories done.
 
         Cube by cube, in the order the memories were added, ``batch`` memories per
-        transaction, each with the actor that added it. Memories deleted or purged in the
-        meantime are skipped. Without ``user_id`` (the operator of the home) every cube
-        is processed; with it, the cubes that user may write."""
+        transaction, each with the actor that added it; the jobs drained are marked done.
+        A job a worker is running now is left to it, with the cube's later ones. Memories
+        deleted in the meantime are skipped (and counted), purged ones are not counted.
+        Without ``user_id`` (the operator of the home) every cube is processed; with it,
+        the cubes that user may write."""
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise InvalidInput("batch must be a positive integer")
         with self.home.store.read_session() as s:
             if user_id is None and cube_ids is None:  # the operator: every cube with a queue
-                cubes = builtins.list(s.scalars(select(ExtractTaskRow.cube_id).distinct()))
+                cubes = builtins.list(
+                    s.scalars(
+                        select(JobRow.cube_id)
+                        .where(JobRow.kind == EXTRACT_JOB, JobRow.state.in_(LIVE_JOB_STATES))
+                        .distinct()
+                    )
+                )
             else:
                 cubes = acl.maintained_cubes(s, user_id, cube_ids, acl.WRITE)
         if self.home.extractor is None:
             return 0  # extractor "none": the queue waits for a home configured with one
         done = 0
         for cube_id in cubes:
-            while True:
-                n = self._run_deferred_batch(cube_id, batch)
-                if n == 0:
-                    break
+            while (n := self._drain_step(cube_id, batch)) is not None:
                 done += n
         return done
 
-    def _run_deferred_batch(self, cube_id: str, batch: int) -> int:
+    def _drain_step(self, cube_id: str, batch: int) -> int | None:
+        """Extract the next ``batch`` queued memories of ``cube_id`` (None: nothing to take)."""
         with self.home.recording() as rec, self.home.write_lock:
             now = self.home.clock()
             with self.home.store.session() as s:
-                tasks = s.execute(
-                    select(ExtractTaskRow.id, ExtractTaskRow.memory_id, ExtractTaskRow.actor)
-                    .where(ExtractTaskRow.cube_id == cube_id)
-                    .order_by(ExtractTaskRow.id)
-                    .limit(batch)
+                jobs = s.scalars(
+                    select(JobRow)
+                    .where(
+                        JobRow.kind == EXTRACT_JOB,
+                        JobRow.cube_id == cube_id,
+                        JobRow.state.in_(LIVE_JOB_STATES),
+                    )
+                    .order_by(JobRow.id)
+                    .limit(64)
+                    .with_for_update()
                 ).all()
-                if not tasks:
-                    return 0
-                actor = tasks[0].actor
-                run = []  # one actor per transaction: the audit events name who added the memory
-                for t in tasks:
-                    if t.actor != actor:
-                        break
-                    run.append(t)
-                found: dict[str, MemoryRow] = {}
-                mids = [t.memory_id for t in run]
-                for start in range(0, len(mids), 500):
-                    for row in s.scalars(
-                        select(MemoryRow).where(MemoryRow.id.in_(mids[start : start + 500]))
+                taken: builtins.list[tuple[JobRow, int]] = []
+                ids: builtins.list[str | None] = []
+                actor: str | None = None
+                for job in jobs:
+                    if (
+                        job.state == "running"
+                        and job.lease_expires_at is not None
+                        and job.lease_expires_at >= now
                     ):
-                        found[row.id] = row
-                rows = [found[m] for m in mids if m in found and found[m].state in ("active", "archived")]
-                derived: builtins.list[MemoryRow] = []
-                superseded: builtins.list[str] = []
-                if rows:
-                    # new=False: links are checked, so a memory extracted meanwhile is not linked twice
-                    applied, _ = run_extractor(
-                        self.home, s, rec, cube_id, rows, now, actor or "system", new=False
-                    )
-                    derived, superseded = applied.derived, applied.superseded
-                task_ids = [t.id for t in run]
-                for start in range(0, len(task_ids), 500):
-                    s.execute(
-                        delete(ExtractTaskRow).where(ExtractTaskRow.id.in_(task_ids[start : start + 500]))
-                    )
-            self.home.graphs.invalidate(cube_id)
-            self.home.indexer.index_rows(derived)
-            if superseded:
-                self.home.indexer.sync(superseded)
-            self.home.optimize_in_rounds()
-        return len(run)
+                        break  # a worker holds it: it and the later ones are its to run
+                    if taken and job.payload.get("actor") != actor:
+                        break  # one actor per transaction: the audit events name who added the memory
+                    actor = job.payload.get("actor")
+                    queued = job.payload.get("memory_ids", [])
+                    start = int(job.payload.get("done", 0))
+                    end = min(len(queued), start + batch - len(ids))
+                    taken.append((job, end))
+                    ids += queued[start:end]
+                    if len(ids) >= batch:
+                        break
+                if not taken:
+                    return None
+                n, derived, superseded = self._extract(s, rec, cube_id, ids, actor, now)
+                for job, end in taken:
+                    self._advance(job, end, now)
+            self._after_extraction(cube_id, derived, superseded)
+        return n
+
+    @staticmethod
+    def _advance(job: JobRow, end: int, now: datetime) -> None:
+        """Record a drained job's progress inline: done at its end, else queued where it is."""
+        ids = job.payload.get("memory_ids", [])
+        job.payload = {**job.payload, "done": end}
+        job.lease_owner = job.lease_expires_at = None  # an expired lease, taken over here
+        job.updated_at = now
+        if end >= len(ids):
+            job.state, job.finished_at = "done", now
+            job.progress = {"fraction": 1.0, "message": "extracted inline (run_deferred_extraction)"}
+            job.result = {"memories": sum(1 for m in ids if m is not None)}
+        else:
+            job.state = "queued"
+
+    def extract_job_step(self, fence: Callable[[Session], JobRow], batch: int = 2000) -> tuple[int, int]:
+        """One step of an ``extract.deferred`` job run by a worker: the next ``batch`` of its
+        memories, in the transaction that ``fence`` checks the worker's lease in (it raises
+        if the lease is lost, and nothing is applied). Returns (memories done, left)."""
+        with self.home.recording() as rec, self.home.write_lock:
+            now = self.home.clock()
+            with self.home.store.session() as s:
+                job = fence(s)
+                queued = job.payload.get("memory_ids", [])
+                start = int(job.payload.get("done", 0))
+                end = min(len(queued), start + batch)
+                assert job.cube_id is not None
+                cube_id = job.cube_id
+                n, derived, superseded = self._extract(
+                    s, rec, cube_id, queued[start:end], job.payload.get("actor"), now
+                )
+                job.payload = {**job.payload, "done": end}
+                left = _left(job.payload)
+            self._after_extraction(cube_id, derived, superseded)
+        return n, left
+
+    def _extract(
+        self,
+        s: Session,
+        rec: Recording,
+        cube_id: str,
+        ids: Sequence[str | None],
+        actor: str | None,
+        now: datetime,
+    ) -> tuple[int, builtins.list[MemoryRow], builtins.list[str]]:
+        """Extract the queued memories ``ids`` in order; (memories found, derived, superseded)."""
+        mids = [m for m in ids if m is not None]  # None: taken out of the queue
+        found: dict[str, MemoryRow] = {}
+        for start in range(0, len(mids), 500):
+            for row in s.scalars(select(MemoryRow).where(MemoryRow.id.in_(mids[start : start + 500]))):
+                found[row.id] = row
+        rows = [found[m] for m in mids if m in found and found[m].state in _EXTRACTED_STATES]
+        if not rows:
+            return len(found), [], []
+        # new=False: links are checked, so a memory extracted meanwhile is not linked twice
+        applied, _ = run_extractor(self.home, s, rec, cube_id, rows, now, actor or "system", new=False)
+        return len(found), applied.derived, applied.superseded
+
+    def _after_extraction(
+        self, cube_id: str, derived: builtins.list[MemoryRow], superseded: builtins.list[str]
+    ) -> None:
+        self.home.graphs.invalidate(cube_id)
+        self.home.indexer.index_rows(derived)
+        if superseded:
+            self.home.indexer.sync(superseded)
+        self.home.optimize_in_rounds()
 
     def optimize_index(self) -> bool:
         """:meth:`memos.home.Home.optimize_index`."""
@@ -223,8 +367,20 @@ class Maintenance:
                 select(func.count()).select_from(EntityRow).where(EntityRow.cube_id.in_(cubes))
             )
             edges = s.scalar(select(func.count()).select_from(EdgeRow).where(EdgeRow.cube_id.in_(cubes)))
-            deferred = s.scalar(
-                select(func.count()).select_from(ExtractTaskRow).where(ExtractTaskRow.cube_id.in_(cubes))
+            deferred = sum(
+                _left(p)
+                for p in s.scalars(
+                    select(JobRow.payload).where(
+                        JobRow.kind == EXTRACT_JOB,
+                        JobRow.state.in_(LIVE_JOB_STATES),
+                        JobRow.cube_id.in_(cubes),
+                    )
+                )
+            )
+            failed_jobs = s.scalar(
+                select(func.count())
+                .select_from(JobRow)
+                .where(JobRow.kind == EXTRACT_JOB, JobRow.state == "failed", JobRow.cube_id.in_(cubes))
             )
             failures = s.get(MetaRow, "extraction_failures")
             reader = s.get(MetaRow, "reader_failures")
@@ -242,6 +398,8 @@ class Maintenance:
             "index_quarantined": quarantined,
             "extraction_failures": int(failures.value.get("count", 0)) if failures else 0,
             "extraction_pending": deferred,
+            # extract.deferred jobs that failed for good (memos scheduler jobs --state failed)
+            "extraction_jobs_failed": failed_jobs,
             "relational": self.home.store.dialect,
             "vector_index": self.home.index.name,
             "embedder": self.home.embedder.id,

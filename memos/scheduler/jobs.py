@@ -19,6 +19,12 @@ effect must therefore be idempotent (keyed by the job's id, or by what it writes
 
 ``enqueue`` with a ``key`` is idempotent: while a job of that kind and key is queued or
 running, enqueueing again returns it (a partial unique index enforces it).
+
+Jobs of a *serial* kind (``serial_kinds``; by default deferred extraction, whose facts
+must apply in the order the episodes were added) run one at a time per cube, in the
+order they were queued: such a job is claimed only once no earlier job of its kind and
+cube is queued or running. A handler that commits its effect step by step can check its
+lease in the step's own transaction (:meth:`JobQueue.fence`), so a step is applied once.
 """
 
 from __future__ import annotations
@@ -31,13 +37,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from memos.errors import Cancelled, InvalidInput, InvalidState, NotFound
 from memos.storage.relational.engine import RelationalStore
-from memos.storage.relational.models import LIVE_JOB_STATES, JobRow
+from memos.storage.relational.models import LIVE_JOB_STATES, SERIAL_JOB_KINDS, JobRow
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
@@ -163,11 +169,14 @@ class JobQueue:
         *,
         max_attempts: int = 5,
         backoff: Backoff | None = None,
+        serial_kinds: Iterable[str] = SERIAL_JOB_KINDS,
     ) -> None:
         self.store = store
         self.clock = clock
         self.max_attempts = max_attempts
         self.backoff = backoff or Backoff()
+        #: kinds whose jobs of one cube run one at a time, in the order they were queued
+        self.serial_kinds = tuple(serial_kinds)
 
     # ------------------------------------------------------------------ producers
     def enqueue(
@@ -266,6 +275,15 @@ class JobQueue:
             query = select(JobRow).where(JobRow.state == QUEUED, JobRow.run_after <= now)
             if kinds is not None:
                 query = query.where(JobRow.kind.in_(kinds))
+            if self.serial_kinds:
+                earlier = aliased(JobRow)
+                waiting = exists().where(
+                    earlier.kind == JobRow.kind,
+                    earlier.cube_id == JobRow.cube_id,
+                    earlier.state.in_(LIVE_JOB_STATES),
+                    earlier.id < JobRow.id,
+                )
+                query = query.where(or_(JobRow.kind.not_in(self.serial_kinds), ~waiting))
             query = query.order_by(JobRow.run_after, JobRow.id).limit(1).with_for_update(skip_locked=True)
             row = s.scalars(query).first()
             if row is None:
@@ -416,6 +434,13 @@ class JobQueue:
         if row is None:
             raise NotFound(f"no job {job_id}")
         return row
+
+    def fence(self, s: Session, job: Job) -> JobRow:
+        """The job's row, locked in the caller's transaction, if ``job``'s worker still
+        holds it; else :class:`LeaseLost` (and the caller's transaction rolls back). A
+        handler that commits its effect in steps calls it in each step's transaction, so
+        a step is applied by the lease's holder only, and once."""
+        return self._fenced(s, job, self.clock())
 
     @staticmethod
     def _fenced(s: Session, job: Job, now: datetime) -> JobRow:

@@ -7,6 +7,12 @@ as if it did not exist.
 
 With ``scheduler.mode = "background"`` (``MemOS(..., scheduler="background")``) a worker
 thread runs due jobs in this process until :meth:`Scheduler.close` (``MemOS.close``).
+
+Built-in kinds: ``extract.deferred`` (the extraction queued by ``add(..., extract="defer")``,
+see :mod:`memos.memories.maintenance`; run by any worker of a home with an extractor) and
+``policy.apply`` (:mod:`memos.scheduler.policies`). With ``scheduler.policy_interval`` set,
+every worker's :meth:`Scheduler.tick` queues ``policy.apply`` for each cube whose last run
+is older than the interval (keyed by cube: several workers ticking queue it once).
 """
 
 from __future__ import annotations
@@ -18,14 +24,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import func, select
+
 from memos import acl
 from memos.errors import InvalidInput, NotFound, PermissionDenied
 from memos.home import Home
+from memos.memories.maintenance import Maintenance
 from memos.scheduler.jobs import RUNNING, STATES, Backoff, Job, JobQueue
-from memos.scheduler.worker import Handler, Worker, installed_handlers, load_handler
-from memos.storage.relational.models import AclRow
+from memos.scheduler.worker import Handler, JobContext, Worker, installed_handlers, load_handler
+from memos.storage.relational.models import EXTRACT_JOB, AclRow, CubeRow, JobRow
 
 log = logging.getLogger(__name__)
+
+#: the job kind that applies a cube's policies (:data:`memos.scheduler.policies.JOB_KIND`)
+POLICY_JOB = "policy.apply"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +65,9 @@ class Scheduler:
         self.handlers: dict[str, Handler] = {}
         self._installed = False
         self._background: Worker | None = None
+        self._maintenance = Maintenance(home)
+        if home.extractor is not None:  # else deferred extraction waits for a home with one
+            self.register(EXTRACT_JOB, self._run_extraction)
         if cfg.mode == "background":
             self.start_background()
 
@@ -88,6 +103,7 @@ class Scheduler:
             poll=cfg.poll_seconds,
             app=self.app,
             on_progress=on_progress,
+            tick=self.tick if cfg.policy_interval is not None else None,
         )
 
     def run_worker(
@@ -127,6 +143,44 @@ class Scheduler:
             if self._background.alive:
                 log.warning("the background worker did not stop within a lease; its job will be re-run")
             self._background = None
+
+    def tick(self) -> list[Job]:
+        """Queue the recurring work that is due: ``policy.apply`` for each cube whose last
+        run (its latest ``policy.apply`` job: when it finished, or was queued if it has not)
+        is ``scheduler.policy_interval`` old or more. Keyed by cube, so workers ticking at
+        once queue one job. Workers call it between jobs; returns the jobs queued (or the
+        live ones found)."""
+        interval = self.home.settings.scheduler.policy_interval
+        if interval is None or POLICY_JOB not in self.handlers:
+            return []
+        now = self.home.clock()
+        with self.home.store.read_session() as s:
+            last = dict(
+                s.execute(
+                    select(JobRow.cube_id, func.max(func.coalesce(JobRow.finished_at, JobRow.created_at)))
+                    .where(JobRow.kind == POLICY_JOB)
+                    .group_by(JobRow.cube_id)
+                ).all()
+            )
+            due = [
+                c
+                for c in s.scalars(select(CubeRow.id).order_by(CubeRow.id))
+                if (t := last.get(c)) is None or t <= now - interval
+            ]
+        if not due:
+            return []
+        with self.home.store.session() as s:
+            return [self.queue.enqueue(POLICY_JOB, {}, cube_id=c, key=c, session=s) for c in due]
+
+    def _run_extraction(self, ctx: JobContext) -> dict[str, Any]:
+        """``extract.deferred``: the job's memories, in steps fenced by this worker's lease."""
+        done = 0
+        while True:
+            n, left = self._maintenance.extract_job_step(lambda s: self.queue.fence(s, ctx.job))
+            done += n
+            if not left:
+                return {"memories": done}
+            ctx.progress(done / (done + left), f"{left} memories left to extract")
 
     # ------------------------------------------------------------------ jobs
     def enqueue(

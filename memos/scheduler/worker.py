@@ -31,6 +31,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -128,6 +129,7 @@ class Worker:
         poll: float = 1.0,
         app: Any = None,
         on_progress: Callable[[Job], None] | None = None,
+        tick: Callable[[], object] | None = None,
     ) -> None:
         if not lease > 0 or not poll > 0:
             raise InvalidInput(f"lease and poll are positive seconds, got lease={lease!r}, poll={poll!r}")
@@ -140,6 +142,9 @@ class Worker:
         self.app = app
         #: told of each job when it starts and at each progress report (a display)
         self.on_progress = on_progress
+        #: called between jobs, at most once a ``poll``: queues recurring work (Scheduler.tick)
+        self.tick = tick
+        self._next_tick = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -170,6 +175,7 @@ class Worker:
         telling ``on_job`` how each ended. Returns how many were run."""
         ran = 0
         while not self._stop.is_set() and (max_jobs is None or ran < max_jobs):
+            self._tick()
             try:
                 job = self.run_once()
             except MemosError as exc:  # the store is busy or gone for a moment: try again later
@@ -184,6 +190,15 @@ class Worker:
             else:
                 self._stop.wait(self.poll)
         return ran
+
+    def _tick(self) -> None:
+        if self.tick is None or time.monotonic() < self._next_tick:
+            return
+        self._next_tick = time.monotonic() + self.poll
+        try:
+            self.tick()
+        except MemosError as exc:  # the store is busy for a moment: the next tick queues it
+            log.warning("worker %s could not queue recurring jobs: %s", self.id, exc)
 
     def stop(self, timeout: float | None = None) -> None:
         """Ask the worker to stop after its current step; with a background thread, wait

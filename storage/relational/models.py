@@ -18,10 +18,9 @@ Tables and why they exist:
   tombstone here: the memory id, no content.
 - ``index_tasks``: removals the vector index still owes for rows that no longer exist
   (purge, cube deletion); cleared once applied.
-- ``extract_tasks``: episodes added with ``extract="defer"`` whose extraction has not
-  run yet (``MemOS.run_deferred_extraction``), in insertion order.
 - ``jobs``: the scheduler's queue (:mod:`memos.scheduler.jobs`): claimed under a lease,
-  retried with backoff, deduplicated by ``dedup_key`` while queued or running.
+  retried with backoff, deduplicated by ``dedup_key`` while queued or running. Deferred
+  extraction (``add(..., extract="defer")``) is queued here too (``extract.deferred``).
 - ``blobs``: manifests of content-addressed files (KV caches, LoRA adapters).
 - ``meta``: facts about the home (schema, embedder id and dimension of the index).
 
@@ -263,26 +262,17 @@ class IndexTaskRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
-class ExtractTaskRow(Base):
-    """An episode whose extraction was deferred (``add(..., extract="defer")``).
-
-    Kept in insertion order (``id``), so running the queue later applies facts and their
-    supersessions in the order the episodes were added. Removed with its memory."""
-
-    __tablename__ = "extract_tasks"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    memory_id: Mapped[str] = mapped_column(
-        ForeignKey("memories.id", ondelete="CASCADE"), unique=True, index=True
-    )
-    cube_id: Mapped[str] = mapped_column(String(128), index=True)
-    actor: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-
-
 #: the states of a job that hold its dedup key (at most one such job per kind and key)
 LIVE_JOB_STATES = ("queued", "running")
 _LIVE_JOB = text("state IN ('queued', 'running') AND dedup_key IS NOT NULL")
+
+#: the job kind of deferred extraction: a payload ``{"memory_ids": [...], "actor": user,
+#: "done": n}`` of episodes of one cube, in the order they were added (``done``: how many
+#: of them are extracted, advanced in the transaction that extracts them)
+EXTRACT_JOB = "extract.deferred"
+#: kinds whose jobs of one cube run one at a time, in the order they were queued: a job is
+#: claimed only once no earlier job of its kind and cube is queued or running
+SERIAL_JOB_KINDS = (EXTRACT_JOB,)
 
 
 class JobRow(Base):
