@@ -293,3 +293,26 @@ def test_async_merge_and_summarize_session(tmp_path: Any, embedder: Any) -> None
 
     merged, kind, ids = asyncio.run(scenario())
     assert merged and kind == "summary" and ids[:5] == ids[5:] and len(ids) == 10
+
+
+def test_summaries_and_merges_travel_through_export_and_import(
+    alice: Any, make_mos: Any, tmp_path: Any
+) -> None:
+    mos, cube = alice
+    _duplicate_facts(mos, cube)
+    assert mos.policies.apply().counts() == {"failed": 0, "merge": 1}
+    talk(mos, cube, "s1")  # (Alice now lives in Lisbon: the Berlin fact is superseded)
+    mos.clock.advance(days=2)
+    mos.policies.set(cube, "summaries.after", "1d", user_id="alice")
+    assert mos.policies.apply().counts() == {"failed": 0, "summarize": 1}
+    path = mos.export_cube(cube, tmp_path / "c.memcube", user_id="alice")
+    other = make_mos(home=tmp_path / "other")  # on PostgreSQL the same database: a copy, new ids
+    other.add_user("carol")
+    new = other.import_cube(path, user_id="carol", copy=True)
+    items = other.list_memories(user_id="carol", cube_id=new.id, states=None, limit=1000).items
+    by_id = {m.id: m for m in items}
+    (summary,) = [m for m in items if m.type == "summary"]
+    assert [by_id[s].type for s in summary.provenance.source_ids] == ["episode"] * 5
+    (merged,) = [m for m in items if m.state == "superseded" and by_id[m.superseded_by].version == 2]
+    assert "merge" in [e.action for e in other.history(merged.id, user_id="carol").events]
+    assert other.restore(merged.id, user_id="carol").state == "active"
