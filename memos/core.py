@@ -11,52 +11,35 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, cast, overload
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
-from memos import acl
 from memos.activation import ActivationMemory
 from memos.chat import Chat, ChatResult, ChatStream, Runtimes
 from memos.config import Settings, load_settings
-from memos.errors import AlreadyExists, InvalidInput, NotFound
-from memos.events import Event, EventBus, EventKind
+from memos.cubes import Cubes
+from memos.events import EventBus, EventKind
 from memos.home import Home
 from memos.memories.adding import Adding
 from memos.memories.lifecycle import Lifecycle
 from memos.memories.maintenance import Maintenance
 from memos.memories.reading import Reading
-from memos.memories.summaries import Summaries
 from memos.parametric import ParametricMemory
 from memos.plaintext.graph import GraphCache
 from memos.plaintext.hits import AccessStats
-from memos.plaintext.validation import MAX_KEY_CHARS, check_id
 from memos.protocols import Embedder, Runtime, VectorIndex
 from memos.storage.relational.engine import RelationalStore
 from memos.storage.relational.models import (
-    AclRow,
     CubeRow,
-    EdgeRow,
-    EntityRow,
-    MemoryEntityRow,
-    MemoryRow,
-    MemoryVersionRow,
-    MessageRow,
     MetaRow,
-    SessionRow,
-    UserRow,
 )
 from memos.types import (
     ChatImport,
     Cube,
-    Role,
-    Share,
-    User,
 )
 
 if TYPE_CHECKING:
@@ -172,7 +155,6 @@ class MemOS:
             self._reading = Reading(self.home)
             self._lifecycle = Lifecycle(self.home)
             self._maintenance = Maintenance(self.home)
-            self._summaries = Summaries(self.home, runtimes=self._runtimes.get)
             #: activation memory: compiled KV prefixes (memos.activation)
             self.activation = ActivationMemory(self.home, runtimes=self._runtimes.get)
             #: parametric memory: LoRA adapters consolidated from memories (memos.parametric)
@@ -186,6 +168,9 @@ class MemOS:
                 parametric=self.parametric,
                 runtimes=self._runtimes,
             )
+            self._cubes = Cubes(
+                self.home, blob_deleters=(self.activation.delete_cube_blobs, self.parametric.delete_cube_blobs)
+            )
             for artifacts in (self.activation, self.parametric):  # erasure reaches what was built
                 self.events.subscribe(artifacts.on_purge, [EventKind.memory_purged])
             self.repair()
@@ -196,9 +181,7 @@ class MemOS:
             from memos.scheduler.policies import Policies
 
             #: the scheduler's policies (memos.policies): settings, plan, apply; job kind policy.apply
-            self.policies = Policies(
-                self.home, lifecycle=self._lifecycle, summaries=self._summaries, scheduler=self.scheduler
-            )
+            self.policies = Policies(self.home, lifecycle=self._lifecycle, scheduler=self.scheduler)
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
@@ -262,8 +245,6 @@ class MemOS:
     archive = _via("_lifecycle", Lifecycle.archive)
     expire = _via("_lifecycle", Lifecycle.expire)
     supersede = _via("_lifecycle", Lifecycle.supersede)
-    merge = _via("_lifecycle", Lifecycle.merge)
-    summarize_session = _via("_summaries", Summaries.summarize_session)
     purge = _via("_lifecycle", Lifecycle.purge)
     check_index = _via("_maintenance", Maintenance.check_index)
     reindex = _via("_maintenance", Maintenance.reindex)
@@ -316,196 +297,18 @@ class MemOS:
     def chat(self, message: str, **kwargs: Any) -> ChatResult | ChatStream:
         return self._chat.chat(message, **kwargs)
 
-    # ------------------------------------------------------------------ users
-    def add_user(self, user_id: str, name: str | None = None) -> User:
-        user_id = check_id(user_id, "user_id", MAX_KEY_CHARS)
-        with self.home.recording() as rec, self.store.session() as s:
-            if s.get(UserRow, user_id) is not None:
-                raise AlreadyExists(f"user {user_id!r} exists already")
-            row = UserRow(id=user_id, name=name or user_id, created_at=self.clock())
-            s.add(row)
-            rec.record(s, Event(EventKind.user_added, row.created_at, user_id, None))
-        return User(id=row.id, name=row.name, created_at=row.created_at)
-
-    def get_user(self, user_id: str) -> User:
-        with self.store.session() as s:
-            row = acl.user(s, user_id)
-            return User(id=row.id, name=row.name, created_at=row.created_at)
-
-    def list_users(self) -> list[User]:
-        with self.store.session() as s:
-            return [
-                User(id=r.id, name=r.name, created_at=r.created_at)
-                for r in s.scalars(select(UserRow).order_by(UserRow.created_at))
-            ]
-
-    # ------------------------------------------------------------------ cubes
-    def create_cube(
-        self, user_id: str, name: str, *, cube_id: str | None = None, description: str | None = None
-    ) -> Cube:
-        """Create a cube owned by ``user_id``. Names are unique per owner."""
-        name = check_id(name, "cube name", MAX_KEY_CHARS)
-        cube_id = check_id(cube_id, "cube_id", MAX_KEY_CHARS) if cube_id is not None else str(uuid.uuid4())
-        now = self.clock()
-        with self.home.recording() as rec, self.store.session() as s:
-            acl.user(s, user_id)
-            if s.get(CubeRow, cube_id) is not None:
-                raise AlreadyExists(f"a cube with id {cube_id!r} exists already")
-            if s.scalar(select(CubeRow).where(CubeRow.owner_id == user_id, CubeRow.name == name)):
-                raise AlreadyExists(f"user {user_id!r} already has a cube named {name!r}")
-            s.add(
-                CubeRow(
-                    id=cube_id,
-                    name=name,
-                    owner_id=user_id,
-                    description=description,
-                    created_at=now,
-                    settings={},
-                )
-            )
-            s.flush()
-            s.add(
-                AclRow(cube_id=cube_id, user_id=user_id, role=Role.owner, granted_at=now, granted_by=user_id)
-            )
-            rec.record(s, Event(EventKind.cube_created, now, user_id, cube_id, details={"name": name}))
-        return Cube(
-            id=cube_id, name=name, owner_id=user_id, created_at=now, description=description, role=Role.owner
-        )
-
-    def list_cubes(self, user_id: str) -> list[Cube]:
-        """Cubes ``user_id`` can read, with the user's role on each."""
-        with self.store.session() as s:
-            acl.user(s, user_id)
-            rows = s.execute(
-                select(CubeRow, AclRow.role)
-                .join(AclRow, AclRow.cube_id == CubeRow.id)
-                .where(AclRow.user_id == user_id)
-                .order_by(CubeRow.created_at)
-            ).all()
-            return [
-                Cube(
-                    id=c.id,
-                    name=c.name,
-                    owner_id=c.owner_id,
-                    created_at=c.created_at,
-                    description=c.description,
-                    role=Role(role),
-                )
-                for c, role in rows
-            ]
-
-    def get_cube(self, cube_id: str, user_id: str) -> Cube:
-        with self.store.session() as s:
-            role = acl.require(s, cube_id, user_id, acl.READ)
-            c = s.get(CubeRow, cube_id)
-            assert c is not None
-            return Cube(
-                id=c.id,
-                name=c.name,
-                owner_id=c.owner_id,
-                created_at=c.created_at,
-                description=c.description,
-                role=role,
-            )
-
-    def resolve_cube(self, user_id: str, ref: str) -> str:
-        """A cube id from an id or from the name of a cube ``user_id`` can read."""
-        with self.store.session() as s:
-            if s.get(CubeRow, ref) is not None:
-                return ref
-            ids = list(
-                s.scalars(
-                    select(CubeRow.id)
-                    .join(AclRow, AclRow.cube_id == CubeRow.id)
-                    .where(AclRow.user_id == user_id, CubeRow.name == ref)
-                )
-            )
-        if len(ids) == 1:
-            return ids[0]
-        if not ids:
-            raise NotFound(f"no cube {ref!r} visible to user {user_id!r}")
-        raise InvalidInput(f"cube name {ref!r} is ambiguous for user {user_id!r}; use the cube id")
-
-    def delete_cube(self, cube_id: str, user_id: str) -> int:
-        """Delete a cube and everything in it (owner only). Returns the memories removed."""
-        with self.home.recording() as rec:
-            with self.write_lock, self.store.session() as s:
-                acl.require(s, cube_id, user_id, acl.OWNER)
-                count = select(func.count()).select_from(MemoryRow).where(MemoryRow.cube_id == cube_id)
-                n = s.scalar(count) or 0
-                self._delete_cube_rows(s, cube_id)
-                # the memories are gone, so are their audit events: the cube_delete row is the record
-                rec.record(
-                    s, Event(EventKind.cube_deleted, self.clock(), user_id, cube_id, details={"memories": n})
-                )
-            self.index.delete_cube(cube_id)
-            self.graphs.invalidate(cube_id)
-        return int(n)
-
-    def _delete_cube_rows(self, s: Session, cube_id: str) -> None:
-        # Explicit deletes in dependency order: SQLite only cascades with foreign_keys=ON,
-        # and we do not want correctness to hang on a pragma.
-        mids = select(MemoryRow.id).where(MemoryRow.cube_id == cube_id).scalar_subquery()
-        s.execute(delete(MemoryEntityRow).where(MemoryEntityRow.memory_id.in_(mids)))
-        s.execute(delete(EdgeRow).where(EdgeRow.cube_id == cube_id))
-        s.execute(delete(MessageRow).where(MessageRow.cube_id == cube_id))
-        s.execute(delete(MemoryVersionRow).where(MemoryVersionRow.memory_id.in_(mids)))
-        s.execute(delete(MemoryRow).where(MemoryRow.cube_id == cube_id))
-        s.execute(delete(EntityRow).where(EntityRow.cube_id == cube_id))
-        s.execute(delete(SessionRow).where(SessionRow.cube_id == cube_id))
-        s.execute(delete(AclRow).where(AclRow.cube_id == cube_id))
-        self.activation.delete_cube_blobs(s, cube_id)
-        self.parametric.delete_cube_blobs(s, cube_id)
-        s.execute(delete(CubeRow).where(CubeRow.id == cube_id))
-
-    def share_cube(
-        self, cube_id: str, owner_id: str, target_user_id: str, role: str | Role = Role.reader
-    ) -> Share:
-        """Give ``target_user_id`` reader or writer access (owner only)."""
-        try:
-            role = Role(role)
-        except ValueError as exc:
-            raise InvalidInput(f"role must be 'reader' or 'writer', got {role!r}") from exc
-        if role == Role.owner:
-            raise InvalidInput("a cube has one owner; share as 'reader' or 'writer'")
-        now = self.clock()
-        with self.home.recording() as rec, self.store.session() as s:
-            acl.require(s, cube_id, owner_id, acl.OWNER)
-            acl.user(s, target_user_id)
-            if target_user_id == owner_id:
-                raise InvalidInput("the owner already has full access")
-            s.merge(
-                AclRow(
-                    cube_id=cube_id, user_id=target_user_id, role=role, granted_at=now, granted_by=owner_id
-                )
-            )
-            shared = {"user": target_user_id, "role": role}
-            rec.record(s, Event(EventKind.cube_shared, now, owner_id, cube_id, details=shared))
-        return Share(cube_id=cube_id, user_id=target_user_id, role=role, granted_at=now, granted_by=owner_id)
-
-    def unshare_cube(self, cube_id: str, owner_id: str, target_user_id: str) -> None:
-        with self.home.recording() as rec, self.store.session() as s:
-            acl.require(s, cube_id, owner_id, acl.OWNER)
-            grant = s.get(AclRow, (cube_id, target_user_id))
-            if grant is None or grant.role == Role.owner:
-                raise NotFound(f"cube {cube_id!r} is not shared with {target_user_id!r}")
-            s.delete(grant)
-            unshared = {"user": target_user_id}
-            rec.record(s, Event(EventKind.cube_unshared, self.clock(), owner_id, cube_id, details=unshared))
-
-    def shares(self, cube_id: str, user_id: str) -> list[Share]:
-        with self.store.session() as s:
-            acl.require(s, cube_id, user_id, acl.READ)
-            return [
-                Share(
-                    cube_id=a.cube_id,
-                    user_id=a.user_id,
-                    role=Role(a.role),
-                    granted_at=a.granted_at,
-                    granted_by=a.granted_by,
-                )
-                for a in s.scalars(select(AclRow).where(AclRow.cube_id == cube_id))
-            ]
+    # ------------------------------------------------------------------ users and cubes (memos.cubes)
+    add_user = _via("_cubes", Cubes.add_user)
+    get_user = _via("_cubes", Cubes.get_user)
+    list_users = _via("_cubes", Cubes.list_users)
+    create_cube = _via("_cubes", Cubes.create_cube)
+    list_cubes = _via("_cubes", Cubes.list_cubes)
+    get_cube = _via("_cubes", Cubes.get_cube)
+    resolve_cube = _via("_cubes", Cubes.resolve_cube)
+    delete_cube = _via("_cubes", Cubes.delete_cube)
+    share_cube = _via("_cubes", Cubes.share_cube)
+    unshare_cube = _via("_cubes", Cubes.unshare_cube)
+    shares = _via("_cubes", Cubes.shares)
 
     # ------------------------------------------------------------------ portability
     def export_cube(self, cube_id: str, path: str | Path, *, user_id: str, overwrite: bool = False) -> Path:
