@@ -28,6 +28,7 @@ from memos.memories.adding import Adding
 from memos.memories.lifecycle import Lifecycle
 from memos.memories.maintenance import Maintenance
 from memos.memories.reading import Reading
+from memos.memories.summaries import Summaries
 from memos.parametric import ParametricMemory
 from memos.plaintext.graph import GraphCache
 from memos.plaintext.hits import AccessStats
@@ -155,6 +156,7 @@ class MemOS:
             self._reading = Reading(self.home)
             self._lifecycle = Lifecycle(self.home)
             self._maintenance = Maintenance(self.home)
+            self._summaries = Summaries(self.home, runtimes=self._runtimes.get)
             #: activation memory: compiled KV prefixes (memos.activation)
             self.activation = ActivationMemory(self.home, runtimes=self._runtimes.get)
             #: parametric memory: LoRA adapters consolidated from memories (memos.parametric)
@@ -181,7 +183,9 @@ class MemOS:
             from memos.scheduler.policies import Policies
 
             #: the scheduler's policies (memos.policies): settings, plan, apply; job kind policy.apply
-            self.policies = Policies(self.home, lifecycle=self._lifecycle, scheduler=self.scheduler)
+            self.policies = Policies(
+                self.home, lifecycle=self._lifecycle, summaries=self._summaries, scheduler=self.scheduler
+            )
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
@@ -245,6 +249,8 @@ class MemOS:
     archive = _via("_lifecycle", Lifecycle.archive)
     expire = _via("_lifecycle", Lifecycle.expire)
     supersede = _via("_lifecycle", Lifecycle.supersede)
+    merge = _via("_lifecycle", Lifecycle.merge)
+    summarize_session = _via("_summaries", Summaries.summarize_session)
     purge = _via("_lifecycle", Lifecycle.purge)
     check_index = _via("_maintenance", Maintenance.check_index)
     reindex = _via("_maintenance", Maintenance.reindex)
