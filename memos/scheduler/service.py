@@ -173,10 +173,11 @@ class Scheduler:
             return [self.queue.enqueue(POLICY_JOB, {}, cube_id=c, key=c, session=s) for c in due]
 
     def _run_extraction(self, ctx: JobContext) -> dict[str, Any]:
-        """``extract.deferred``: the job's memories, in steps fenced by this worker's lease."""
+        """``extract.deferred``: the job's memories, in steps fenced by this worker's lease
+        (short ones: a step holds the write lock, and progress and cancel land between)."""
         done = 0
         while True:
-            n, left = self._maintenance.extract_job_step(lambda s: self.queue.fence(s, ctx.job))
+            n, left = self._maintenance.extract_job_step(lambda s: self.queue.fence(s, ctx.job), batch=500)
             done += n
             if not left:
                 return {"memories": done}
