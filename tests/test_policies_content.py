@@ -131,11 +131,14 @@ def test_capacity_then_archives_the_summarised_episodes_first(alice: Any) -> Non
 
 def test_summarize_session_refuses_what_it_cannot_summarise(alice: Any) -> None:
     mos, cube = alice
-    talk(mos, cube, "s1")
+    ids = talk(mos, cube, "s1")
     with pytest.raises(InvalidInput, match="no episodes"):
         mos.summarize_session(cube, "nope", user_id="alice")
-    with pytest.raises(InvalidInput, match="not episodes of session"):
+    with pytest.raises(InvalidInput, match="not active or archived episodes of session"):
         mos.summarize_session(cube, "s1", episode_ids=["x"], user_id="alice")
+    mos.delete(ids[0], user_id="alice")
+    with pytest.raises(InvalidInput, match=ids[0]):
+        mos.summarize_session(cube, "s1", episode_ids=ids, user_id="alice")
     assert not [m for m in every(mos, cube).values() if m.type == "summary"]
 
 
@@ -316,3 +319,19 @@ def test_summaries_and_merges_travel_through_export_and_import(
     (merged,) = [m for m in items if m.state == "superseded" and by_id[m.superseded_by].version == 2]
     assert "merge" in [e.action for e in other.history(merged.id, user_id="carol").events]
     assert other.restore(merged.id, user_id="carol").state == "active"
+
+
+@pytest.mark.slow
+def test_llm_summary_with_the_bundled_model(tmp_path: Any, embedder: Any) -> None:
+    from memos.core import MemOS
+
+    with MemOS(home=tmp_path / "llm", embedder=embedder, extractor="llm") as mos:
+        mos.add_user("alice")
+        cube = mos.create_cube("alice", "personal").id
+        episodes = talk(mos, cube, "s1")
+        summary = mos.summarize_session(cube, "s1", user_id="alice", max_chars=300)
+        assert summary.type == "summary" and summary.provenance.source_ids == episodes
+        assert (
+            summary.metadata["method"] == "llm:smollm2-135m-instruct" and "llm_error" not in summary.metadata
+        )
+        assert 0 < len(summary.text) <= 300 and summary.provenance.extractor == summary.metadata["method"]

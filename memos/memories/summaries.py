@@ -173,17 +173,21 @@ class Summaries:
 
     @staticmethod
     def _turns(s: Session, cube_id: str, session_id: str, episode_ids: Sequence[str] | None) -> list[Turn]:
+        # a deleted, expired or superseded turn is not summarised (nor a purged one)
         q = select(MemoryRow).where(
-            MemoryRow.cube_id == cube_id, MemoryRow.session_id == session_id, MemoryRow.type == "episode"
+            MemoryRow.cube_id == cube_id,
+            MemoryRow.session_id == session_id,
+            MemoryRow.type == "episode",
+            MemoryRow.state.in_(("active", "archived")),
         )
-        if episode_ids is None:
-            q = q.where(MemoryRow.state.in_(("active", "archived")))
         rows = {r.id: r for r in s.scalars(q)}
         if episode_ids is not None:
             wanted = list(dict.fromkeys(episode_ids))
             missing = [x for x in wanted if x not in rows]
             if missing:
-                raise InvalidInput(f"not episodes of session {session_id!r} in cube {cube_id}: {missing[:5]}")
+                raise InvalidInput(
+                    f"not active or archived episodes of session {session_id!r} in cube {cube_id}: {missing[:5]}"
+                )
             rows = {x: rows[x] for x in wanted}
         if not rows:
             raise InvalidInput(f"session {session_id!r} of cube {cube_id} has no episodes to summarise")

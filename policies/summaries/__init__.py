@@ -67,8 +67,8 @@ class SummariesPolicy(Policy):
             out.append(
                 Summarize(
                     memory_id=episodes[0].id,
-                    reason=f"no new turn for {format_duration(settings.after)} or more; "
-                    f"{len(episodes)} episodes",
+                    reason=f"session {session_id!r}: no new turn for {format_duration(settings.after)} "
+                    f"or more; {len(episodes)} episodes",
                     session_id=session_id,
                     episode_ids=tuple(m.id for m in episodes),
                     max_chars=settings.max_chars,
