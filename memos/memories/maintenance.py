@@ -201,13 +201,15 @@ class Maintenance:
             raise InvalidInput("batch must be a positive integer")
         with self.home.store.read_session() as s:
             if user_id is None and cube_ids is None:  # the operator: every cube with a queue
-                cubes = builtins.list(
-                    s.scalars(
+                cubes = [
+                    c
+                    for c in s.scalars(
                         select(JobRow.cube_id)
                         .where(JobRow.kind == EXTRACT_JOB, JobRow.state.in_(LIVE_JOB_STATES))
                         .distinct()
                     )
-                )
+                    if c is not None
+                ]
             else:
                 cubes = acl.maintained_cubes(s, user_id, cube_ids, acl.WRITE)
         if self.home.extractor is None:
