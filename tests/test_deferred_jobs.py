@@ -11,6 +11,7 @@ passed (injected clock). Real SQLite and PostgreSQL, Qdrant Edge, the bundled em
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -223,6 +224,19 @@ def test_stats_and_doctor_count_the_queue_from_the_jobs(make_mos: Any, tmp_path:
     assert report["extraction"]["pending"] == 0 and report["notes"] == []
     jobs = cli_json(path, "scheduler", "jobs", "--kind", KIND)
     assert [j["state"] for j in jobs] == ["done"]
+    # a job that failed for good is a problem doctor names (exit status 1)
+    mos = make_mos(path)
+    mos.add(messages=_turns("u"), user_id="alice", cube_id=cube, extract="defer")
+    job = mos.scheduler.queue.claim("w", kinds=[KIND])
+    assert job is not None
+    mos.scheduler.queue.fail(job, "the extractor crashed", retry=False)
+    assert (mos.stats()["extraction_jobs_failed"], mos.stats()["extraction_pending"]) == (1, 0)
+    mos.close()
+    result = cli(path, "--json", "doctor")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["extraction"]["jobs_failed"] == 1
+    assert any("extraction jobs failed" in p for p in report["problems"])
 
 
 def _downgrade(mos: Any, revision: str) -> None:
