@@ -6,8 +6,9 @@ policy archives them (:attr:`memos.policies.base.CubeView.covered`). A session i
 summarised once: asked again, it returns the summary it has.
 
 The text comes from the LLM (the configured runtime) when the home's extractor is
-``"llm"``, and otherwise — or when the model fails — from the extractive fallback, which
-needs no model and gives the same text for the same episodes:
+``"llm"``, and otherwise — or when the model fails, times out or copies the conversation
+out — from the extractive fallback, which needs no model and gives the same text for the
+same episodes (the LLM's failure is kept in the summary's metadata, ``llm_error``):
 
 - the episodes are split into sentences; a sentence scores
   ``2 × (relations the rule extractor finds in it) + Σ ln(1 + n / df(w)) / √k`` over its
@@ -63,11 +64,12 @@ _STOP = frozenset(
     yeah yes you your yours oh ok okay""".split()  # noqa: SIM905 - a word list reads better as text
 )
 
-INSTRUCTIONS = (
-    "You summarise a conversation for a memory store. Write one paragraph of at most {words} "
-    "words, in the third person, that keeps the names, dates, places, plans, events and "
-    "preferences it mentions. Answer with the summary only."
+#: the instruction comes after the conversation: small models asked before it copy it out
+SYSTEM = (
+    "You write short third-person summaries of conversations that keep the names, dates, "
+    "places, plans, events and preferences they mention."
 )
+ASK = "Write a summary of at most {words} words of what {who} said."
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,17 +226,18 @@ def llm_summary(runtime: Runtime, turns: Sequence[Turn], max_chars: int, *, time
     """The model's summary of ``turns``, cut to ``max_chars`` at a sentence end where it can."""
     lines = [f"{t.speaker or 'someone'}: {t.text}" for t in turns]
     transcript = "\n".join(lines)[-MAX_TRANSCRIPT:]
-    words = max(20, max_chars // 7)
-    messages = [
-        ChatMessage("system", INSTRUCTIONS.format(words=words)),
-        ChatMessage("user", f"Conversation:\n{transcript}"),
-    ]
+    speakers = list(dict.fromkeys(t.speaker for t in turns if t.speaker)) or ["the speakers"]
+    who = " and ".join([", ".join(speakers[:-1]), speakers[-1]] if len(speakers) > 1 else speakers)
+    ask = ASK.format(words=max(20, max_chars // 7), who=who)
+    messages = [ChatMessage("system", SYSTEM), ChatMessage("user", f"Conversation:\n{transcript}\n\n{ask}")]
     gen = runtime.chat(messages, GenerationParams(max_tokens=max(32, max_chars // 3)))
     deadline = _deadline(timeout_s)
     for _ in gen:
         if deadline():
             raise TimeoutError(f"the summary took longer than {timeout_s:.0f} s")
     text = " ".join(gen.text.split())
+    if text and _fold(text) in _fold(transcript):
+        raise ValueError("the model copied the conversation out instead of summarising it")
     if len(text) > max_chars:
         cut = text[:max_chars]
         end = max(cut.rfind(". "), cut.rfind("! "), cut.rfind("? "))
@@ -285,6 +288,10 @@ def extractive_summary(turns: Sequence[Turn], max_chars: int, extractor: Extract
         for k in sorted(chosen)
     ]
     return head + " ".join(parts)
+
+
+def _fold(text: str) -> str:
+    return " ".join(_WORD.findall(text.lower()))
 
 
 def _deadline(seconds: float) -> Callable[[], bool]:
