@@ -218,6 +218,7 @@ def test_duplicate_facts_are_merged_keeping_both_histories_and_provenance(alice:
     assert back.state == "active" and back.superseded_by is None and back.valid_to is None
     assert fact_b in [h.memory.id for h in mos.search("Alice lives in Berlin", user_id="alice", top_k=10)]
     assert mos.get(fact_a, user_id="alice").provenance.source_ids == [ep_a, ep_b]
+    assert actions(mos.policies.plan(), "dedup") == []  # restored by a person: not merged again
 
 
 def test_merge_refuses_bad_input_and_writes_nothing(alice: Any) -> None:

@@ -26,6 +26,7 @@ from memos.plaintext.validation import (
     check_text,
 )
 from memos.storage.relational.models import (
+    AuditRow,
     EdgeRow,
     EntityRow,
     IndexTaskRow,
@@ -61,12 +62,30 @@ def text_key(text: str) -> str:
 
 def statement_keys(s: Session, cube_id: str) -> dict[str, tuple[str, frozenset[str]]]:
     """Per active statement of the cube: its :func:`text_key` and the
-    ``subject|predicate|object`` keys of the current graph edges it states."""
-    rows = s.execute(
-        select(MemoryRow.id, MemoryRow.text).where(
-            MemoryRow.cube_id == cube_id, MemoryRow.state == "active", MemoryRow.type.in_(STATEMENT_TYPES)
+    ``subject|predicate|object`` keys of the current graph edges it states.
+
+    A statement that was merged into another and then restored is left out: someone said
+    it is not a duplicate, and the dedup policy does not merge it again."""
+    kept_apart: set[str] = set()
+    merged: set[str] = set()
+    for memory_id, action, details in s.execute(
+        select(AuditRow.memory_id, AuditRow.action, AuditRow.details)
+        .where(AuditRow.cube_id == cube_id, AuditRow.action.in_(("merge", "restore")))
+        .order_by(AuditRow.id)
+    ):
+        if action == "merge" and memory_id != (details or {}).get("into"):
+            merged.add(memory_id)
+        elif action == "restore" and memory_id in merged:
+            kept_apart.add(memory_id)
+    rows = [
+        r
+        for r in s.execute(
+            select(MemoryRow.id, MemoryRow.text).where(
+                MemoryRow.cube_id == cube_id, MemoryRow.state == "active", MemoryRow.type.in_(STATEMENT_TYPES)
+            )
         )
-    ).all()
+        if r[0] not in kept_apart
+    ]
     relations: dict[str, set[str]] = {}
     src, dst = EntityRow.__table__.alias("src"), EntityRow.__table__.alias("dst")
     for memory_id, subject, predicate, obj in s.execute(
@@ -179,7 +198,9 @@ class Lifecycle:
     ) -> MemoryItem:
         """Mark a memory expired: out of every search (``include_archived`` too), listed with
         ``states=["expired"]``, restorable until it is purged (the ttl policy's grace)."""
-        return self._transition(memory_id, user_id, {"active", "archived"}, "expired", "expire", reason, actor)
+        return self._transition(
+            memory_id, user_id, {"active", "archived"}, "expired", "expire", reason, actor
+        )
 
     def restore(
         self, memory_id: str, *, user_id: str, reason: str | None = None, actor: str | None = None

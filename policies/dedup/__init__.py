@@ -14,7 +14,7 @@ duplicates when
 Duplicates group transitively; each group is merged into its oldest memory
 (:meth:`MemOS.merge`): that one gets a new version with the union of their provenance and
 tags, the others become ``superseded`` by it, with their rows and history, and ``restore``
-brings them back. The view carries each statement's folded text and its triples, not its
+brings them back (one restored from a merge is not merged again: someone said it differs). The view carries each statement's folded text and its triples, not its
 vector: vector similarity is not a rule here (a fact worded differently with no triple in
 common is not merged). On by default for exact duplicates (``same_text`` and
 ``same_relation``), which say nothing the kept memory does not.
