@@ -61,6 +61,7 @@ ACTIONS: dict[EventKind, str] = {
     EventKind.cube_imported: "import",
     EventKind.policy_failed: "policy_failed",
     EventKind.policy_set: "policy_set",
+    EventKind.policy_applied: "policy_applied",
 }
 
 

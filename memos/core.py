@@ -184,8 +184,9 @@ class MemOS:
 
             #: the scheduler's policies (memos.policies): settings, plan, apply; job kind policy.apply
             self.policies = Policies(
-                self.home, lifecycle=self._lifecycle, summaries=self._summaries, scheduler=self.scheduler
-            )
+                self.home, lifecycle=self._lifecycle, summaries=self._summaries, scheduler=self.scheduler,
+                activation=self.activation, parametric=self.parametric,
+            )  # fmt: skip
         except BaseException:
             if self._lock is not None:
                 self._lock.release()

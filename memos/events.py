@@ -54,6 +54,7 @@ class EventKind(StrEnum):
     cube_imported = "cube_imported"
     policy_failed = "policy_failed"  # a policy raised; details: policy, error (the others still ran)
     policy_set = "policy_set"  # a cube's policy setting changed; details: policy, key, value
+    policy_applied = "policy_applied"  # a policy's action on derived memory; details: policy, action, …
 
 
 @dataclass(frozen=True, slots=True)

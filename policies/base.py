@@ -21,7 +21,7 @@ import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Annotated, Any, ClassVar
@@ -110,13 +110,43 @@ class MemoryView:
         return self.recorded_at
 
 
+@dataclass(frozen=True, slots=True)
+class ArtifactView:
+    """A compiled KV prefix (``kind = "kv_prefix"``) or a LoRA adapter (``"lora"``) of the
+    cube, as a policy sees it: its manifest, checked against the memories' rows."""
+
+    kind: str
+    id: str
+    name: str
+    #: kv_prefix: ready | stale | purged; lora: active | inactive | rejected | stale | retired
+    state: str
+    #: the memories it was built from, in order
+    memory_ids: tuple[str, ...]
+    created_at: datetime
+    #: the runtime and model of its fingerprint
+    runtime: str
+    model: str
+    #: a memory inside was updated, deleted, archived or purged since it was built
+    outdated: bool = False
+    #: lora: a retrain is queued (after a purge or an update of a memory inside)
+    retrain: bool = False
+
+    @property
+    def live(self) -> bool:
+        """Still holds what it was built from: not retired, purged or outdated."""
+        return self.state not in ("purged", "retired", "stale") and not self.outdated
+
+
 @dataclass(frozen=True)
 class CubeView:
-    """A cube as the policies see it: its memories in every state but purged."""
+    """A cube as the policies see it: its memories in every state but purged, its compiled
+    KV prefixes and adapters, and the home's configured chat runtime (its name)."""
 
     cube_id: str
     owner_id: str
     memories: tuple[MemoryView, ...]
+    artifacts: tuple[ArtifactView, ...] = ()
+    runtime: str | None = None
     _by_id: dict[str, MemoryView] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -141,10 +171,16 @@ class CubeView:
             src for m in self.memories if m.state in live and m.type != "episode" for src in m.source_ids
         )
 
+    def artifacts_of(self, kind: str) -> list[ArtifactView]:
+        return [a for a in self.artifacts if a.kind == kind]
+
+    @property
+    def last_activity(self) -> datetime | None:
+        """When a memory of the cube was last added, changed or returned by a search."""
+        return max((max(m.last_touched, m.updated_at) for m in self.memories), default=None)
+
     def with_heat(self, heat: Mapping[str, float]) -> CubeView:
-        return CubeView(
-            self.cube_id, self.owner_id, tuple(replace(m, heat=heat.get(m.id, m.heat)) for m in self.memories)
-        )
+        return replace(self, memories=tuple(replace(m, heat=heat.get(m.id, m.heat)) for m in self.memories))
 
     def after(self, actions: Iterable[Action]) -> CubeView:
         """The view once ``actions`` are carried out (what the next policy sees)."""
@@ -162,7 +198,7 @@ class CubeView:
                 kept.append(m)
             elif (to := moved[m.id]) is not None:
                 kept.append(replace(m, state=to))
-        return CubeView(self.cube_id, self.owner_id, tuple(kept))
+        return replace(self, memories=tuple(kept))
 
 
 # ---------------------------------------------------------------------------- actions
@@ -254,6 +290,68 @@ class Merge(Action):
     @property
     def memory_ids(self) -> tuple[str, ...]:
         return (self.memory_id, *self.merged_ids)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArtifactAction(Action):
+    """An action on the cube's derived memory (a KV prefix, an adapter) rather than on one
+    memory: ``memory_id`` stays empty, ``memory_ids`` are the memories it is built from
+    (each still active when it runs, or it is skipped)."""
+
+    memory_id: str = ""
+    memory_ids: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {"action": self.verb, "reason": self.reason, "memory_ids": list(self.memory_ids)}
+        for f in fields(self):
+            if f.name not in ("memory_id", "memory_ids", "reason"):
+                out[f.name] = getattr(self, f.name)
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompileActivation(ArtifactAction):
+    """Compile ``memory_ids`` (in order) into the cube's KV prefix ``name`` for ``runtime``
+    (None: the configured one) within ``token_budget`` prefix tokens, counted by the
+    runtime (the memories that do not fit are left out, from the end); it replaces the
+    previous prefix of that name and model in one transaction."""
+
+    verb: ClassVar[str] = "compile_activation"
+    name: str
+    runtime: str | None = None
+    token_budget: int = 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetireArtifact(ArtifactAction):
+    """Retire a KV prefix or an adapter built from memories since purged (``memory_ids``):
+    its blob files go, its manifest is scrubbed of them (what a purge does at once)."""
+
+    verb: ClassVar[str] = "retire_artifact"
+    kind: str
+    artifact_id: str
+
+    def as_dict(self) -> dict[str, Any]:  # the purged ids are not repeated in a plan
+        return {"action": self.verb, "reason": self.reason, "kind": self.kind, "artifact_id": self.artifact_id}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsolidateParametric(ArtifactAction):
+    """Queue a ``parametric.consolidate`` job: train adapter ``name`` on ``memory_ids``
+    (the gate decides whether it becomes the cube's active adapter)."""
+
+    verb: ClassVar[str] = "consolidate_parametric"
+    name: str
+    #: training options over ``[parametric]`` (epochs, rank, …), as (key, value) pairs
+    train: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetrainParametric(ArtifactAction):
+    """Queue the ``parametric.retrain`` job of adapter ``adapter_id`` (its queued retrain)."""
+
+    verb: ClassVar[str] = "retrain_parametric"
+    adapter_id: str
 
 
 # ---------------------------------------------------------------------------- the policy

@@ -65,6 +65,8 @@ class ActivationMemory:
         token_budget: int = 1024,
         runtime: str | Runtime | None = None,
         name: str = "default",
+        fit: bool = False,
+        actor: str | None = None,
     ) -> ActivationInfo:
         """Compile memories into a KV prefix for ``runtime`` (default: the configured one).
 
@@ -72,8 +74,16 @@ class ActivationMemory:
         order), ``memory_ids`` (one segment), or neither: the selector takes a
         ``profile`` segment (profile and preference memories) and a ``hot`` segment (the
         top ``top_n`` facts by importance, then use, then recency), within
-        ``token_budget`` prefix tokens. A newer compile under the same ``name`` for the
-        same model replaces the older one.
+        ``token_budget`` prefix tokens. Chosen memories that do not fit are an error,
+        unless ``fit``: then those from the first that does not fit on are left out.
+
+        A newer compile under the same ``name`` for the same model replaces the older one
+        atomically: the new blob is written first, then one transaction swaps the manifest
+        rows, and only after it committed are the old blob files deleted. A chat that
+        looked up the old prefix just before loads the new one instead (:meth:`for_chat`);
+        one that holds the old prefix already finishes with it (a loaded prefix is
+        memory-mapped or in memory: deleting its file does not touch it). ``actor`` (a
+        policy) is who the events name, ``user_id`` by default.
         """
         home = self.home
         rt = self._runtime(runtime)
@@ -97,14 +107,18 @@ class ActivationMemory:
         for seg, item in chosen:
             trial = [*lines, memory_text(item)]
             if rt.count_tokens(prefix_text(rt, system_prompt, trial)) > token_budget:
-                if not kept and memory_ids is not None:
+                if not kept and memory_ids is not None and not fit:
                     raise InvalidInput(f"memory {item.id} alone does not fit a {token_budget}-token prefix")
+                if fit:
+                    break
                 if memory_ids is not None or segments is not None:
                     raise InvalidInput(
                         f"the chosen memories do not fit a {token_budget}-token prefix; raise token_budget"
                     )
                 break
             lines, kept = trial, [*kept, (seg, item)]
+        if not kept and fit and chosen:
+            raise InvalidInput(f"memory {chosen[0][1].id} alone does not fit a {token_budget}-token prefix")
         if not kept:
             raise InvalidInput("no memories to compile (the cube has no active memories of the chosen kinds)")
         text = prefix_text(rt, system_prompt, lines)
@@ -149,7 +163,7 @@ class ActivationMemory:
                     and old.sha256 != sha
                 ):
                     replaced.append(old)
-                    self._delete_row(s, old)
+                    s.delete(old)
             row = s.get(BlobRow, sha)
             if row is None:
                 s.add(
@@ -165,9 +179,12 @@ class ActivationMemory:
             else:
                 row.manifest = manifest
             info = mf.info(sha, cube_id, len(data), now, manifest)
+        for old in replaced:  # committed: no row names them any more
+            self._forget(old.sha256)
+        who = actor or user_id
         self._publish(
-            *(_retired(old, now, user_id, f"replaced by {sha[:12]}") for old in replaced),
-            Event(EventKind.artifact_compiled, now, user_id, cube_id, tuple(info.memory_ids),
+            *(_retired(old, now, who, f"replaced by {sha[:12]}") for old in replaced),
+            Event(EventKind.artifact_compiled, now, who, cube_id, tuple(info.memory_ids),
                   details={"kind": "kv_prefix", "id": sha, "name": name}),
         )  # fmt: skip
         return info
@@ -272,7 +289,7 @@ class ActivationMemory:
         return info, prefix
 
     def for_chat(
-        self, cube_id: str, runtime: Runtime
+        self, cube_id: str, runtime: Runtime, *, retry: bool = True
     ) -> tuple[ActivationInfo, KVPrefix, str, builtins.list[str]] | None:
         """The newest ready prefix of ``cube_id`` for this runtime's fingerprint, with its
         text and memory lines."""
@@ -293,6 +310,8 @@ class ActivationMemory:
                     info, prefix = self.load(info.id, runtime)
                 except InvalidState:  # its file went missing: now stale; plaintext memory serves
                     continue
+                except NotFound:  # replaced by a compile since the lookup: look again, once
+                    return self.for_chat(cube_id, runtime, retry=False) if retry else None
                 return info, prefix, str(text), lines
         return None
 
@@ -376,8 +395,14 @@ class ActivationMemory:
     def _delete_row(self, s: Session, row: BlobRow) -> None:
         self._unlink(row.sha256)
         s.delete(row)
+        self._forget(row.sha256, unlink=False)
+
+    def _forget(self, sha: str, *, unlink: bool = True) -> None:
+        """Drop a prefix from the process's cache (and its file): its row is gone."""
+        if unlink:
+            self._unlink(sha)
         with self._lock:
-            for key in [k for k in self._loaded if k[0] == row.sha256]:
+            for key in [k for k in self._loaded if k[0] == sha]:
                 del self._loaded[key]
 
     def _unlink(self, sha: str) -> None:

@@ -25,7 +25,10 @@ computed without adapters, so a chat that applies adapters does not use one.
 **Erasure.** Purging a memory an adapter was trained on *retires* the adapter: both blob
 files are deleted, the manifest keeps why, and a retrain without the purged memories is
 queued (``pending`` / ``retrain``). Updating or deleting such a memory marks the adapter
-``stale`` (not applied) and queues a retrain too; the blob stays until then.
+``stale`` (not applied) and queues a retrain too; the blob stays until then. The queue is
+the jobs table: the transaction that marks the adapter also enqueues a ``parametric.retrain``
+job keyed by its id (:mod:`memos.scheduler.artifacts`), which a worker runs when the
+cube's parametric policy allows training; the manifest's ``retrain`` entry says on what.
 
 Storage: ``$MEMOS_HOME/blobs/sha256/<2>/<sha>.safetensors`` (peft tensor names and the
 base fingerprint in its metadata) and ``<sha>.gguf`` (:mod:`memos.blobs`); the manifest

@@ -46,6 +46,10 @@ class ParametricMemory:
         self.home = home
         self.runtimes = runtimes
         self.blobs = BlobStore(home.settings.home)
+        #: queues an adapter's retrain as a job in the caller's transaction — ``(session,
+        #: adapter id, cube id)``; wired by the scheduler (``parametric.retrain``). Without
+        #: it the manifest's ``retrain`` entry is the only record (``pending``).
+        self.queue_retrain: Callable[[Session, str, str | None], None] | None = None
 
     def blob_path(self, sha: str, suffix: str = ".safetensors") -> Path:
         return self.blobs.path(sha, suffix)
@@ -352,6 +356,8 @@ class ParametricMemory:
                     m.update(state="stale", reason=reason)
                 if m.get("state") in ("retired", "stale"):
                     m["retrain"] = {"memory_ids": remaining, "queued_at": now, "reason": reason}
+                    if self.queue_retrain is not None:  # the job commits with the mark, or neither
+                        self.queue_retrain(s, row.sha256, row.cube_id)
                 row.manifest = m
         self._publish(*retired)
         return hit

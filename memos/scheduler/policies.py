@@ -6,7 +6,9 @@ the cube's audit events since the last apply and the time ``now`` (the home's cl
 and returns actions as data. :meth:`Policies.plan` asks every policy in order, each
 seeing the view as the earlier ones left it; :meth:`Policies.apply` computes the very
 same plan and carries each action out through the lifecycle service (archive, expire,
-restore, purge, merge) or the summaries service (summarize), audited with ``actor = "policy:<name>"`` and the policy's reason. A
+restore, purge, merge), the summaries service (summarize) or, for actions on derived
+memory (KV prefixes, adapters), :mod:`memos.scheduler.artifacts` (audited as
+``policy_applied``), with ``actor = "policy:<name>"`` and the policy's reason. A
 policy that raises — or returns something that is not an action — is recorded in the
 plan (and, on apply, in the audit log as ``policy_failed``) and the others still run; an
 action the memory's state no longer allows (another policy, or a user, got there first)
@@ -32,15 +34,18 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import func, select
 
 from memos import acl, registry
+from memos.activation import ActivationMemory
 from memos.errors import InvalidInput, MemosError, NotFound
 from memos.events import Event, EventKind
 from memos.home import Home
 from memos.memories.lifecycle import Lifecycle, statement_keys
 from memos.memories.summaries import Summaries
+from memos.parametric import ParametricMemory
 from memos.plaintext.convert import event_from_row
 from memos.policies.base import (
     Action,
     Archive,
+    ArtifactAction,
     CubeView,
     Expire,
     MemoryView,
@@ -50,6 +55,9 @@ from memos.policies.base import (
     Restore,
     Summarize,
 )
+from memos.policies.parametric import ParametricSettings
+from memos.policies.parametric import allowed as training_allowed
+from memos.scheduler.artifacts import Artifacts
 from memos.scheduler.jobs import Job
 from memos.scheduler.service import Scheduler
 from memos.scheduler.worker import JobContext
@@ -139,12 +147,24 @@ class PolicyReport:
 
 class Policies:
     def __init__(
-        self, home: Home, *, lifecycle: Lifecycle, summaries: Summaries, scheduler: Scheduler
+        self,
+        home: Home,
+        *,
+        lifecycle: Lifecycle,
+        summaries: Summaries,
+        scheduler: Scheduler,
+        activation: ActivationMemory,
+        parametric: ParametricMemory,
     ) -> None:
         self.home = home
         self.lifecycle = lifecycle
         self.summaries = summaries
         self.scheduler = scheduler
+        #: KV prefixes and adapters: their views, their actions, the parametric jobs
+        self.artifacts = Artifacts(
+            home, activation=activation, parametric=parametric, scheduler=scheduler,
+            training_blocked=self.training_blocked,
+        )  # fmt: skip
         #: policies registered in this process (:meth:`register`), beside the installed ones
         self._registered: dict[str, Policy] = {}
         self._loaded: dict[str, Policy] | None = None
@@ -347,6 +367,12 @@ class Policies:
                 outcome.error = f"{type(exc).__name__}: {exc}"[:500]
                 continue
             for a in actions:
+                if isinstance(a, ArtifactAction):
+                    if (why := self.artifacts.problem(a, view)) is not None:
+                        outcome.skipped.append((a, why))
+                    else:
+                        outcome.actions.append(a)
+                    continue
                 found = [view.get(x) for x in a.memory_ids]
                 allowed = next((v for k, v in _FROM.items() if isinstance(a, k)), None)
                 if any(m is None for m in found):
@@ -361,6 +387,16 @@ class Policies:
                     view = view.after([a])
         return CubePlan(cube_id, outcomes), view.owner_id
 
+    def training_blocked(self, cube_id: str | None) -> str | None:
+        """Why the cube's parametric policy does not let training start now, or None."""
+        policy = next((p for p in self.installed() if p.name == "parametric"), None)
+        if policy is None or cube_id is None:
+            return "the parametric policy is not installed"
+        cfg = self._resolve(policy, self._cube_settings(cube_id).get("parametric"))
+        if not isinstance(cfg, ParametricSettings) or not cfg.enabled:
+            return "the parametric policy is off for this cube"
+        return training_allowed(self._view(cube_id)[0], self.home.clock(), cfg)
+
     def _cube_settings(self, cube_id: str) -> dict[str, Any]:
         with self.home.store.read_session() as s:
             row = s.get(CubeRow, cube_id)
@@ -372,6 +408,7 @@ class Policies:
         columns = (
             m.id, m.type, m.state, m.importance, m.tags, m.meta, m.recorded_at, m.updated_at,
             m.retired_at, m.hits, m.last_accessed, m.session_id, m.source_ids, func.length(m.text),
+            m.version,
         )  # fmt: skip
         with self.home.store.read_session() as s:
             cube = s.get(CubeRow, cube_id)
@@ -385,6 +422,7 @@ class Policies:
             events = [event_from_row(e) for e in s.scalars(q.order_by(AuditRow.id.desc()).limit(MAX_EVENTS))]
             owner = cube.owner_id
             keys = statement_keys(s, cube_id)
+            artifacts = self.artifacts.views(s, cube_id, {r[0]: (r[2], r[14]) for r in rows})
         memories = tuple(
             MemoryView(
                 id=r[0],
@@ -406,17 +444,32 @@ class Policies:
             )
             for r in rows
         )
-        return CubeView(cube_id, owner, memories), events[::-1]
+        runtime = self.home.settings.runtime.name
+        return CubeView(cube_id, owner, memories, artifacts, runtime), events[::-1]
 
     def _carry_out(self, plan: CubePlan, owner: str, now: datetime) -> None:
         """Run each action through the lifecycle service as ``policy:<name>``; record failures."""
-        failures = []
+        records = []
         for o in plan.outcomes:
             actor = f"policy:{o.policy}"
             if o.error is not None:
                 details = {"policy": o.policy, "error": o.error}
-                failures.append(Event(EventKind.policy_failed, now, actor, plan.cube_id, (), None, details))
+                records.append(Event(EventKind.policy_failed, now, actor, plan.cube_id, (), None, details))
             for a in o.actions:
+                if isinstance(a, ArtifactAction):  # audited here: no memory changes state
+                    try:
+                        done = self.artifacts.carry_out(a, plan.cube_id, owner, actor)
+                    except Exception as exc:  # noqa: BLE001 - e.g. the runtime could not load; the others run
+                        log.warning(
+                            "policy %s: %s failed on cube %s: %s", o.policy, a.verb, plan.cube_id, exc
+                        )
+                        o.failed.append((a, f"{type(exc).__name__}: {exc}"[:500]))
+                    else:
+                        details = {"policy": o.policy, "action": a.verb, **done}
+                        records.append(
+                            Event(EventKind.policy_applied, now, actor, plan.cube_id, (), a.reason, details)
+                        )
+                    continue
                 try:
                     if isinstance(a, Purge):
                         self.lifecycle.purge(a.memory_id, user_id=owner, reason=a.reason, actor=actor)
@@ -439,7 +492,7 @@ class Policies:
                 except MemosError as exc:  # e.g. a user changed the memory since the plan
                     o.failed.append((a, f"{type(exc).__name__}: {exc}"))
         with self.home.recording() as rec, self.home.write_lock, self.home.store.session() as s:
-            rec.record(s, *failures)
+            rec.record(s, *records)
             row = s.get(CubeRow, plan.cube_id)
             if row is not None:
                 row.settings = {**(row.settings or {}), _APPLIED_AT: now.isoformat()}
