@@ -294,3 +294,28 @@ def test_parametric_policy_consolidates_and_retrains_through_jobs(alice: Any) ->
     assert mos.scheduler.run_worker(until_idle=True) == 1
     assert "off" in mos.scheduler.get(retrain.id).result["deferred"]
     assert [p.id for p in mos.parametric.pending(cube, user_id="alice")] == [info.id]
+
+
+@pytest.mark.slow
+def test_a_chat_whose_prefix_is_replaced_under_it_loads_the_new_one(alice: Any, monkeypatch: Any) -> None:
+    """The swap is atomic: a chat that looked up the old prefix just before a recompile
+    replaced it (row gone, file deleted after the commit) looks again and starts from the new."""
+    mos, cube = alice
+    ids = _warm(
+        mos, cube, ["Alice's sister Mira lives in Tromso", "Alice has a beagle named Pretzel"], times=0
+    )
+    first = mos.activation.compile(cube, user_id="alice", memory_ids=ids[:1], name="auto")
+    real = mos.activation._refresh
+    replaced: list[Any] = []
+
+    def refresh_then_replace(infos: Any) -> None:
+        real(infos)
+        if not replaced:  # between the chat's lookup and its load, a policy recompiles
+            replaced.append(mos.activation.compile(cube, user_id="alice", memory_ids=ids, name="auto"))
+
+    monkeypatch.setattr(mos.activation, "_refresh", refresh_then_replace)
+    r = mos.chat("Hi", user_id="alice", cube_ids=[cube], write_back=False, max_tokens=2)
+    assert replaced and r.activation is not None and r.activation["used"] is True
+    assert r.activation["id"] == replaced[0].id != first.id
+    assert not mos.activation.blob_path(first.id).exists()
+    assert [i.id for i in mos.activation.list(cube, user_id="alice")] == [replaced[0].id]
