@@ -295,14 +295,19 @@ class Merge(Action):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ArtifactAction(Action):
     """An action on the cube's derived memory (a KV prefix, an adapter) rather than on one
-    memory: ``memory_id`` stays empty, ``memory_ids`` are the memories it is built from
-    (each still active when it runs, or it is skipped)."""
+    memory: ``memory_id`` stays empty (so in :meth:`as_dict`), ``memory_ids`` are the
+    memories it is built from (each still active when it runs, or it is skipped)."""
 
     memory_id: str = ""
     memory_ids: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        out = {"action": self.verb, "reason": self.reason, "memory_ids": list(self.memory_ids)}
+        out = {
+            "action": self.verb,
+            "memory_id": "",
+            "reason": self.reason,
+            "memory_ids": list(self.memory_ids),
+        }
         for f in fields(self):
             if f.name not in ("memory_id", "memory_ids", "reason"):
                 out[f.name] = getattr(self, f.name)
@@ -332,7 +337,8 @@ class RetireArtifact(ArtifactAction):
     artifact_id: str
 
     def as_dict(self) -> dict[str, Any]:  # the purged ids are not repeated in a plan
-        return {"action": self.verb, "reason": self.reason, "kind": self.kind, "artifact_id": self.artifact_id}  # fmt: skip
+        return {"action": self.verb, "memory_id": "", "reason": self.reason, "kind": self.kind,
+                "artifact_id": self.artifact_id}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

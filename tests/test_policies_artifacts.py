@@ -7,6 +7,7 @@ in its own transaction. Every home runs on an injected clock."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -181,6 +182,13 @@ def test_plan_lists_the_compile_and_apply_records_a_failing_one(alice: Any) -> N
     plan = mos.policies.plan()
     (a,) = [a for o in plan.cubes[0].outcomes if o.policy == "activation" for a in o.actions]
     assert a.verb == "compile_activation" and set(a.memory_ids) == set(ids)
+    shown = json.loads(json.dumps(plan.as_dict()))  # what `memos policy plan` prints, with the keys it reads
+    (listed,) = [
+        x for p in shown["cubes"][0]["policies"] if p["policy"] == "activation" for x in p["actions"]
+    ]
+    assert (
+        listed["memory_id"] == "" and listed["memory_ids"] == list(a.memory_ids) and listed["name"] == "auto"
+    )
     # a runtime that cannot be loaded: the action fails, is reported, and the rest is applied
     mos.policies.set(cube, "activation.runtime", "no-such-runtime", user_id="alice")
     report = mos.policies.apply()
