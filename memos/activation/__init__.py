@@ -27,6 +27,11 @@ Storage: the blob is a safetensors file, content-addressed under
 ``$MEMOS_HOME/blobs/sha256/<2>/<sha256>.safetensors`` (:mod:`memos.blobs`); its manifest
 is a ``blobs`` row (``kind = "activation"``).
 
+Who compiles: a user (``mos.activation.compile``), or the ``activation`` policy
+(:mod:`memos.policies.activation`), which keeps each cube's prefix compiled from its
+hottest stable memories; a recompile swaps the manifest rows in one transaction and
+deletes the replaced blob only after it committed.
+
 Modules: :mod:`~memos.activation.text` (how memories read in the prompt, where a prefix
 ends), :mod:`~memos.activation.manifest` (the ``blobs`` row), :mod:`~memos.activation.prefixes`
 (:class:`ActivationMemory`, built with the home and a runtime source). Compiling and
