@@ -327,3 +327,18 @@ def test_a_chat_whose_prefix_is_replaced_under_it_loads_the_new_one(alice: Any, 
     assert r.activation["id"] == replaced[0].id != first.id
     assert not mos.activation.blob_path(first.id).exists()
     assert [i.id for i in mos.activation.list(cube, user_id="alice")] == [replaced[0].id]
+
+
+def test_parametric_jobs_whose_adapter_or_cube_went_end_without_failing(alice: Any) -> None:
+    mos, cube = alice
+    gone = mos.scheduler.enqueue("parametric.retrain", {"adapter_id": "f" * 64}, cube_id=cube, key="f" * 64)
+    assert mos.scheduler.run_worker(until_idle=True) == 1
+    done = mos.scheduler.get(gone.id)
+    assert done.state == "done" and done.result == {"skipped": "the adapter is gone"}
+    mos.scheduler.enqueue(
+        "parametric.consolidate", {"memory_ids": ["x"], "name": "auto"}, cube_id=cube, key=cube
+    )
+    mos.delete_cube(cube, user_id="alice")
+    assert mos.scheduler.run_worker(until_idle=True) == 1
+    (job,) = mos.scheduler.jobs(kind="parametric.consolidate")
+    assert job.state == "done" and job.result == {"skipped": "the cube is gone"}

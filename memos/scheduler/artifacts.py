@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from memos.activation import KIND as KV_KIND
 from memos.activation import ActivationMemory
-from memos.errors import InvalidInput
+from memos.errors import InvalidInput, NotFound
 from memos.home import Home
 from memos.parametric import KIND as LORA_KIND
 from memos.parametric import ParametricMemory
@@ -157,12 +157,11 @@ class Artifacts:
         )
 
     # ------------------------------------------------------------------ jobs
-    def _owner(self, cube_id: str | None) -> str:
+    def _owner(self, cube_id: str | None) -> str | None:
+        """The owner of the job's cube; None once the cube is gone (nothing left to train)."""
         with self.home.store.read_session() as s:
             row = s.get(CubeRow, cube_id) if cube_id is not None else None
-            if row is None:
-                raise InvalidInput(f"the job's cube {cube_id!r} does not exist any more")
-            return row.owner_id
+            return row.owner_id if row is not None else None
 
     def _train_hooks(self, ctx: JobContext) -> dict[str, Any]:
         def progress(step: int, total: int, loss: float) -> None:
@@ -175,7 +174,8 @@ class Artifacts:
         that name already trained on these memories as they are now is not trained again."""
         cube_id, p = ctx.job.cube_id, ctx.job.payload
         owner = self._owner(cube_id)
-        assert cube_id is not None
+        if owner is None or cube_id is None:
+            return {"skipped": "the cube is gone"}
         wanted = list(p.get("memory_ids") or [])
         with self.home.store.read_session() as s:
             current = {r.id: r.version for r in s.scalars(select(MemoryRow).where(MemoryRow.id.in_(wanted)))
@@ -205,7 +205,12 @@ class Artifacts:
         """Run an adapter's queued retrain if the cube's parametric policy allows it now."""
         adapter_id = str(ctx.job.payload.get("adapter_id", ""))
         owner = self._owner(ctx.job.cube_id)
-        info = self.parametric.show(adapter_id, user_id=owner)
+        if owner is None:
+            return {"skipped": "the cube is gone"}
+        try:
+            info = self.parametric.show(adapter_id, user_id=owner)
+        except NotFound:
+            return {"skipped": "the adapter is gone"}
         if not info.retrain:
             return {"skipped": "no retrain queued (done already)"}
         if (why := self.training_blocked(info.cube_id)) is not None:
