@@ -189,6 +189,10 @@ def test_plan_lists_the_compile_and_apply_records_a_failing_one(alice: Any) -> N
     assert (
         listed["memory_id"] == "" and listed["memory_ids"] == list(a.memory_ids) and listed["name"] == "auto"
     )
+    # a runtime without KV prefixes (said by its class): the compile is skipped, saying why
+    mos.policies.set(cube, "activation.runtime", "openai", user_id="alice")
+    (o,) = [o for o in mos.policies.plan().cubes[0].outcomes if o.policy == "activation"]
+    assert o.actions == [] and "cannot hold activation memory" in o.skipped[0][1]
     # a runtime that cannot be loaded: the action fails, is reported, and the rest is applied
     mos.policies.set(cube, "activation.runtime", "no-such-runtime", user_id="alice")
     report = mos.policies.apply()

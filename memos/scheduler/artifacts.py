@@ -31,9 +31,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from memos import registry
 from memos.activation import KIND as KV_KIND
 from memos.activation import ActivationMemory
-from memos.errors import InvalidInput, NotFound
+from memos.errors import ConfigError, InvalidInput, NotFound
 from memos.home import Home
 from memos.parametric import KIND as LORA_KIND
 from memos.parametric import ParametricMemory
@@ -117,10 +118,24 @@ class Artifacts:
             return f"{a.verb} is not an action the kernel carries out"
         if not a.memory_ids:
             return "no memories named"
+        if isinstance(a, CompileActivation) and (why := self._no_kv(a.runtime)) is not None:
+            return why
         for mid in a.memory_ids:
             m = view.get(mid)
             if m is None or m.state != "active":
                 return f"the memory {mid} is {'gone' if m is None else m.state}"
+        return None
+
+    def _no_kv(self, runtime: str | None) -> str | None:
+        """Why ``runtime`` (None: the configured one) cannot hold a KV prefix, said by its
+        class (no model loaded); a runtime that cannot be found fails when carried out."""
+        name = runtime or self.home.settings.runtime.name
+        try:
+            cls = registry.load("memos.runtimes", name)
+        except ConfigError:
+            return None
+        if not getattr(cls, "supports_kv_prefix", False):
+            return f"the {name} runtime cannot hold activation memory (no KV prefix support)"
         return None
 
     # ------------------------------------------------------------------ carrying out
