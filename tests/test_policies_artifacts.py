@@ -346,3 +346,26 @@ def test_parametric_jobs_whose_adapter_or_cube_went_end_without_failing(alice: A
     assert mos.scheduler.run_worker(until_idle=True) == 1
     (job,) = mos.scheduler.jobs(kind="parametric.consolidate")
     assert job.state == "done" and job.result == {"skipped": "the cube is gone"}
+
+
+@pytest.mark.slow
+def test_the_background_scheduler_compiles_the_prefix_the_next_chat_starts_from(make_mos: Any) -> None:
+    """Embedded use: a background worker runs the queued policy.apply; nobody compiles by hand."""
+    import time
+
+    mos = make_mos(scheduler={"mode": "background", "poll_seconds": 0.05, "lease_seconds": 120})
+    mos.add_user("alice", "Alice")
+    cube = mos.create_cube("alice", "personal").id
+    ids = _warm(mos, cube, ["Alice's sister Mira lives in Tromso", "Alice prefers tea over coffee"])
+    mos.clock.advance(hours=2)
+    (job,) = mos.policies.enqueue(cube_ids=[cube])
+    deadline = time.monotonic() + 300
+    while mos.scheduler.get(job.id).state in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    done = mos.scheduler.get(job.id)
+    assert done.state == "done" and done.result["counts"]["compile_activation"] == 1
+    r = mos.chat(
+        "Where does my sister live?", user_id="alice", cube_ids=[cube], write_back=False, max_tokens=4
+    )
+    assert r.activation is not None and r.activation["used"] is True
+    assert set(r.activation["memory_ids"]) == set(ids)
