@@ -20,6 +20,7 @@ from memos.policies.base import (
     ConsolidateParametric,
     CubeView,
     MemoryView,
+    Policy,
     RetireArtifact,
     RetrainParametric,
 )
@@ -198,11 +199,21 @@ def test_plan_lists_the_compile_and_apply_records_a_failing_one(alice: Any) -> N
     report = mos.policies.apply()
     (o,) = [o for o in report.cubes[0].outcomes if o.policy == "activation"]
     assert [f[0].verb for f in o.failed] == ["compile_activation"] and report.counts()["failed"] == 1
-    # a policy's artifact action naming a memory no longer active is skipped, saying which
+    # an archived memory leaves the hot set; a (third-party) policy's compile naming it is
+    # skipped by the kernel, saying which
     mos.archive(ids[0], user_id="alice")
-    plan = mos.policies.plan()
-    (o,) = [o for o in plan.cubes[0].outcomes if o.policy == "activation"]
-    assert o.actions[0].memory_ids == (ids[1],)  # the policy itself leaves it out
+    (o,) = [o for o in mos.policies.plan().cubes[0].outcomes if o.policy == "activation"]
+    assert o.actions[0].memory_ids == (ids[1],)
+
+    class Eager(Policy):
+        name = "eager"
+
+        def decide(self, view: CubeView, events: Any, now: datetime, settings: Any) -> list[Any]:
+            return [CompileActivation(reason="everything", memory_ids=tuple(ids), name="eager")]
+
+    mos.policies.register(Eager)
+    (o,) = [o for o in mos.policies.plan().cubes[0].outcomes if o.policy == "eager"]
+    assert o.actions == [] and o.skipped[0][1] == f"the memory {ids[0]} is archived"
 
 
 @pytest.mark.slow
