@@ -364,6 +364,9 @@ class Lifecycle:
                 row = acl.memory(s, memory_id, user_id, acl.WRITE)
                 cube_id = row.cube_id
                 ids = [row.id, *self._derived_only_from(s, cube_id, row.id)]
+                # the queued extraction first: a worker's step locks its job before the rows
+                # it writes, so taking the locks in that order too leaves no deadlock
+                forget_deferred(s, cube_id, ids)
                 entity_ids = set(
                     s.scalars(select(MemoryEntityRow.entity_id).where(MemoryEntityRow.memory_id.in_(ids)))
                 )
@@ -375,7 +378,6 @@ class Lifecycle:
                 s.execute(delete(MemoryEntityRow).where(MemoryEntityRow.memory_id.in_(ids)))
                 s.execute(delete(EdgeRow).where(EdgeRow.memory_id.in_(ids)))
                 s.execute(delete(MessageRow).where(MessageRow.memory_id.in_(ids)))
-                forget_deferred(s, cube_id, ids)
                 s.execute(delete(MemoryVersionRow).where(MemoryVersionRow.memory_id.in_(ids)))
                 # other memories pointing at a purged one keep no trace of it
                 for other in s.scalars(select(MemoryRow).where(MemoryRow.superseded_by.in_(ids))):
