@@ -81,6 +81,9 @@ class AsyncMemOS:
     async def expire(self, *args: Any, **kwargs: Any) -> MemoryItem:
         return await asyncio.to_thread(self.sync.expire, *args, **kwargs)
 
+    async def supersede(self, *args: Any, **kwargs: Any) -> MemoryItem:
+        return await asyncio.to_thread(self.sync.supersede, *args, **kwargs)
+
     async def merge(self, *args: Any, **kwargs: Any) -> MemoryItem:
         return await asyncio.to_thread(self.sync.merge, *args, **kwargs)
 

@@ -221,6 +221,25 @@ def test_supersede_retires_a_memory_for_a_newer_one(make_mos: Any) -> None:
         mos.supersede(old.id, by=new.id, user_id="alice")
 
 
+def test_async_supersede(tmp_path: Any, embedder: Any) -> None:
+    import asyncio
+
+    from memos.aio import AsyncMemOS
+
+    async def scenario() -> tuple[str, bool]:
+        async with AsyncMemOS(home=tmp_path / "async", embedder=embedder) as amos:
+            await amos.add_user("alice")
+            cube = (await amos.create_cube("alice", "personal")).id
+            old, new = [
+                (await amos.add(text=t, type="fact", user_id="alice", cube_id=cube, extract=False)).memories[0].id
+                for t in ("Alice's bike is red", "Alice's bike is blue")
+            ]
+            item = await amos.supersede(old, by=new, user_id="alice")
+            return str(item.state), item.superseded_by == new
+
+    assert asyncio.run(scenario()) == ("superseded", True)
+
+
 def test_delete_restore_purge(alice: tuple[Any, str]) -> None:
     mos, cube = alice
     res = mos.add(messages=CHAT, user_id="alice", cube_id=cube, session_id="s1")
