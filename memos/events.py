@@ -10,9 +10,10 @@ and so does a chat turn. Subscribers run in the thread that made the change, in 
 order they subscribed; one that fails does not keep the others from running, and its
 error reaches the caller once all have run (erasure must never fail silently).
 
-Who listens today: activation and parametric memory, which retire every KV prefix and
-adapter built from a purged memory. The scheduler's policies (heat, promotion,
-consolidation, expiry) will be subscribers too.
+Who listens: activation and parametric memory, which retire every KV prefix and adapter
+built from a purged memory as the purge returns (erasure's guarantee). The scheduler's
+policies (:mod:`memos.scheduler.policies`) read what happened from the audit log, the
+durable record of these events, when they run.
 """
 
 from __future__ import annotations

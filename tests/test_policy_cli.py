@@ -159,3 +159,13 @@ def test_archive_search_include_archived_restore(home: tuple[Path, dict[str, str
     one_line_error(cli(path, "archive", ids["chat"]), "it is archived")
     assert cli_json(path, "restore", ids["chat"])["state"] == "active"
     assert cli_json(path, "search", "harbour")[0]["memory"]["id"] == ids["chat"]
+
+
+def test_expire_leaves_every_search_until_restored(home: tuple[Path, dict[str, str]]) -> None:
+    path, ids = home
+    assert "expired" in ok(cli(path, "expire", ids["chat"], "--reason", "old")).stdout
+    for extra in ((), ("--include-archived",)):
+        assert ids["chat"] not in [h["memory"]["id"] for h in cli_json(path, "search", "harbour", *extra)]
+    assert [m["id"] for m in cli_json(path, "list", "-c", "personal", "--state", "expired")["items"]] == [ids["chat"]]
+    assert cli_json(path, "restore", ids["chat"])["state"] == "active"
+    assert cli_json(path, "search", "harbour")[0]["memory"]["id"] == ids["chat"]

@@ -73,8 +73,9 @@ def config_template() -> str:
         for name, field in model.model_fields.items():
             lines += _setting_lines(name, field)
     lines += [
-        "# [policies.<name>]: the scheduler's policies (heat, ttl, decay, capacity); `memos policy",
-        "# show` lists their settings and defaults. Episodes expire after 90 days with:",
+        "# [policies.<name>]: the scheduler's policies (heat, ttl, dedup, decay, summaries,",
+        "# capacity, activation, parametric, erasure); `memos policy show` lists their settings",
+        "# and defaults. Episodes expire after 90 days with:",
         "#   [policies.ttl]",
         '#   types = { episode = "90d" }',
         "",

@@ -320,6 +320,16 @@ def archive(ctx: typer.Context, memory_id: MemoryIdArg, reason: ReasonOpt = None
 
 
 @app.command(rich_help_panel=PANEL_MEMORIES)
+def expire(ctx: typer.Context, memory_id: MemoryIdArg, reason: ReasonOpt = None) -> None:
+    """Expire a memory: out of every search (even --include-archived), kept with its
+    history until a purge (the ttl policy purges after its grace); `memos restore` brings it back."""
+    state = get_state(ctx)
+    with open_memos(state) as mos:
+        item = mos.expire(memory_id, user_id=state.user, reason=reason)
+    emit(state, item, lambda console: console.print(f"[yellow]expired[/yellow] {item.id} (restorable)"))
+
+
+@app.command(rich_help_panel=PANEL_MEMORIES)
 def restore(ctx: typer.Context, memory_id: MemoryIdArg, reason: ReasonOpt = None) -> None:
     """Bring back a deleted, archived or expired memory."""
     state = get_state(ctx)

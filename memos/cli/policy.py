@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from memos.core import MemOS
 
 policy_app = typer.Typer(
-    help="Policies of the scheduler (heat, ttl, decay, capacity, …): settings, plan, apply.",
+    help="Policies of the scheduler (heat, ttl, dedup, decay, summaries, capacity, activation, parametric, erasure): settings, plan, apply.",
     no_args_is_help=True,
 )
 app.add_typer(policy_app, name="policy", rich_help_panel=PANEL_ADMIN)
