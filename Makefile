@@ -43,25 +43,16 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -ra -m "not slow"
 
-# mypy and import-linter do not follow setuptools' package-dir mapping, so they read a
-# tree of links laid out the way the package installs (memos/storage -> storage/, …).
-TYPECHECK := build/typecheck
-define typecheck_tree
-	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/memos
-	for f in memos/*; do ln -s "$(CURDIR)/$$f" $(TYPECHECK)/memos/; done
-	for d in storage policies adapters; do ln -s "$(CURDIR)/$$d" $(TYPECHECK)/memos/$$d; done
-endef
-
+# memos/storage, memos/policies and memos/adapters are links to the top-level folders
+# (setup.py), so mypy and import-linter read the package as it installs.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check memos storage policies adapters tests examples
-	$(typecheck_tree)
-	cd $(TYPECHECK) && MYPYPATH=. $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p memos
-	cd $(TYPECHECK) && PYTHONPATH=. $(CURDIR)/$(VENV)/bin/lint-imports --no-cache $(CURDIR)/pyproject.toml
+	$(VENV)/bin/mypy --config-file pyproject.toml -p memos
+	$(VENV)/bin/lint-imports --no-cache
 
 # the import contracts alone (pyproject.toml [tool.importlinter]; docs/ARCHITECTURE.md)
 lint-imports: $(STAMP)
-	$(typecheck_tree)
-	cd $(TYPECHECK) && PYTHONPATH=. $(CURDIR)/$(VENV)/bin/lint-imports --no-cache $(CURDIR)/pyproject.toml
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: $(STAMP)
 	$(VENV)/bin/memos bench scale --n 1000,10000 --json BENCH_scale.json
