@@ -96,3 +96,29 @@ def test_capacity_max_tokens_plan_is_apply_and_leaves_the_cube_under_the_cap(ali
     # archived, not lost: a search that asks for archived memories still finds them
     hits = mos.search("garden water", user_id="alice", include_archived=True, top_k=10)
     assert gone[0] in [h.memory.id for h in hits]
+
+
+# ------------------------------------------------------------------ one job kind
+
+
+def test_the_policy_job_kind_is_spelled_once_and_runs_policies(alice: Any) -> None:
+    """``policy.apply`` is :data:`memos.scheduler.service.POLICY_JOB`: the scheduler's
+    other modules import it (a second literal could drift from the first)."""
+    from pathlib import Path
+
+    import memos.scheduler
+    from memos.scheduler.service import POLICY_JOB
+
+    package = Path(memos.scheduler.__file__).parent
+    spelled = sorted(
+        p.relative_to(package.parent.parent).as_posix()
+        for folder in (package, package.parent.parent / "policies")
+        for p in folder.rglob("*.py")
+        if '"policy.apply"' in p.read_text(encoding="utf-8")
+    )
+    assert spelled == ["memos/scheduler/service.py"]
+    mos, cube = alice
+    assert POLICY_JOB in mos.scheduler.handlers
+    (job,) = mos.policies.enqueue(cube_ids=[cube])
+    assert job.kind == POLICY_JOB
+    assert mos.scheduler.run_worker(until_idle=True) == 1 and mos.scheduler.get(job.id).state == "done"

@@ -59,7 +59,7 @@ from memos.policies.parametric import ParametricSettings
 from memos.policies.parametric import allowed as training_allowed
 from memos.scheduler.artifacts import Artifacts
 from memos.scheduler.jobs import Job
-from memos.scheduler.service import Scheduler
+from memos.scheduler.service import POLICY_JOB, Scheduler
 from memos.scheduler.worker import JobContext
 from memos.storage.relational.models import AuditRow, CubeRow, MemoryRow
 from memos.types import AuditEvent, MemoryState
@@ -67,7 +67,6 @@ from memos.types import AuditEvent, MemoryState
 log = logging.getLogger(__name__)
 
 GROUP = "memos.policies"
-JOB_KIND = "policy.apply"
 #: the audit events a policy is shown at most (the newest since the last apply)
 MAX_EVENTS = 1000
 #: the states each action may start from
@@ -170,7 +169,7 @@ class Policies:
         self._loaded: dict[str, Policy] | None = None
         #: installed policies that could not be loaded, with why (reported in every plan)
         self._broken: dict[str, str] = {}
-        scheduler.register(JOB_KIND, self._run_job)
+        scheduler.register(POLICY_JOB, self._run_job)
 
     # ------------------------------------------------------------------ which policies
     def register(self, policy: Policy | type[Policy]) -> None:
@@ -329,7 +328,7 @@ class Policies:
     ) -> list[Job]:
         """Queue a ``policy.apply`` job per cube (the live one of a cube if there is one)."""
         return [
-            self.scheduler.enqueue(JOB_KIND, {}, user_id=user_id, cube_id=c, key=c, run_after=run_after)
+            self.scheduler.enqueue(POLICY_JOB, {}, user_id=user_id, cube_id=c, key=c, run_after=run_after)
             for c in self._cubes(cube_ids, user_id)
         ]
 

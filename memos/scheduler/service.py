@@ -36,7 +36,7 @@ from memos.storage.relational.models import EXTRACT_JOB, AclRow, CubeRow, JobRow
 
 log = logging.getLogger(__name__)
 
-#: the job kind that applies a cube's policies (:data:`memos.scheduler.policies.JOB_KIND`)
+#: the job kind that applies a cube's policies (:meth:`memos.scheduler.policies.Policies.apply`)
 POLICY_JOB = "policy.apply"
 
 
