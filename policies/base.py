@@ -2,7 +2,8 @@
 
 A policy never touches a store. The kernel (:mod:`memos.scheduler.policies`) builds a
 :class:`CubeView` of a cube — its memories with their state, type, importance, tags,
-metadata, times, access statistics and heat — hands it, with the cube's recent audit
+metadata, times, access statistics and heat, and the statements' vectors when a policy
+:meth:`Policy.needs_vectors` — hands it, with the cube's recent audit
 events and the time ``now``, to each policy's :meth:`Policy.decide`, and carries out the
 :class:`Action` s it returns through the kernel's public services, each audited with the
 policy's name (``actor = "policy:<name>"``) and the action's reason. ``memos policy plan``
@@ -101,6 +102,9 @@ class MemoryView:
     text_key: str | None = None
     #: the subject|predicate|object keys of the current knowledge-graph edges it states
     relations: frozenset[str] = frozenset()
+    #: a statement's dense vector (the home's embedder over its text), only when an enabled
+    #: policy :meth:`~Policy.needs_vectors`; None otherwise and for every other memory
+    vector: tuple[float, ...] | None = None
 
     @property
     def last_touched(self) -> datetime:
@@ -181,6 +185,11 @@ class CubeView:
 
     def with_heat(self, heat: Mapping[str, float]) -> CubeView:
         return replace(self, memories=tuple(replace(m, heat=heat.get(m.id, m.heat)) for m in self.memories))
+
+    def with_vectors(self, vectors: Mapping[str, tuple[float, ...]]) -> CubeView:
+        return replace(
+            self, memories=tuple(replace(m, vector=vectors.get(m.id, m.vector)) for m in self.memories)
+        )
 
     def after(self, actions: Iterable[Action]) -> CubeView:
         """The view once ``actions`` are carried out (what the next policy sees)."""
@@ -374,6 +383,13 @@ class Policy(ABC):
         self, view: CubeView, events: Sequence[AuditEvent], now: datetime, settings: Any
     ) -> list[Action]:
         """What to do with ``view`` at ``now``. Pure: the same input gives the same actions."""
+
+    def needs_vectors(self, settings: Any) -> bool:
+        """Whether :meth:`decide` reads the statements' :attr:`MemoryView.vector` with these
+        settings. Embedding a cube's statements costs: the kernel does it only when an
+        enabled policy of the cube says so (False for all but ``dedup`` with
+        ``vector_similarity`` set)."""
+        return False
 
     def scores(self, view: CubeView, now: datetime, settings: Any) -> Mapping[str, float] | None:
         """Heat per memory id, for the policies after this one (:attr:`MemoryView.heat`);

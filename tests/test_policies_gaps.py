@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from memos.errors import InvalidInput
-from memos.policies.base import CubeView, MemoryView
+from memos.policies.base import Action, CubeView, MemoryView, Policy
 from memos.policies.capacity import CapacityPolicy, CapacitySettings
+from memos.policies.dedup import DedupPolicy, DedupSettings
 
 T0 = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -96,6 +97,144 @@ def test_capacity_max_tokens_plan_is_apply_and_leaves_the_cube_under_the_cap(ali
     # archived, not lost: a search that asks for archived memories still finds them
     hits = mos.search("garden water", user_id="alice", include_archived=True, top_k=10)
     assert gone[0] in [h.memory.id for h in hits]
+
+
+# ------------------------------------------------------------------ dedup confirmed by vectors
+
+
+def _fact(mid: str, key: str, vector: tuple[float, ...] | None, **kw: Any) -> MemoryView:
+    return _mem(mid, type="fact", text_key=key, vector=vector, **kw)
+
+
+def test_dedup_vector_rule_needs_both_the_token_overlap_and_the_cosine() -> None:
+    view = CubeView(
+        "c",
+        "alice",
+        (
+            _fact("a", "alice s sister mira lives in tromso", (1.0, 0.0, 0.0)),
+            _fact("b", "mira the sister of alice lives in tromso", (0.97, 0.2431, 0.0)),  # J 0.67, cos 0.97
+            _fact("c", "alice works at feedzai in lisbon", (0.0, 1.0, 0.0)),
+            _fact("d", "alice works at google in lisbon", (0.0, 0.81, 0.5864)),  # J 0.71, cos 0.81
+            _fact("e", "alice is vegetarian", (0.0, 0.0, 1.0)),
+            _fact("f", "alice is not vegetarian", (0.0, 0.0, 1.0)),  # a negation in one only
+            _fact("g", "bob likes green tea very much", None),  # no vector: never confirmed
+            _fact("h", "bob likes green tea very much indeed", (0.5, 0.5, 0.0)),
+        ),
+    )
+    policy = DedupPolicy()
+    only = {"same_text": False, "same_relation": False}
+    tokens = policy.decide(view, [], T0, DedupSettings(similarity=0.5, **only))
+    assert [(m.memory_id, m.merged_ids) for m in tokens] == [("a", ("b",)), ("c", ("d",)), ("g", ("h",))]
+    assert not policy.needs_vectors(DedupSettings(similarity=0.5))
+    cfg = DedupSettings(similarity=0.5, vector_similarity=0.93, **only)
+    assert policy.needs_vectors(cfg)
+    (m,) = policy.decide(view, [], T0, cfg)
+    assert (m.memory_id, m.merged_ids) == ("a", ("b",))
+    assert m.reason == "1 duplicate fact(s): token overlap 0.67 ≥ 0.5 and cosine 0.97 ≥ 0.93"
+    # the cosine alone merges nothing: the tokens must overlap first
+    assert policy.decide(view, [], T0, DedupSettings(similarity=0.9, vector_similarity=0.5, **only)) == []
+    with pytest.raises(ValueError, match="set similarity too"):
+        DedupSettings(vector_similarity=0.9)
+
+
+class VectorProbe(Policy):
+    """Records the vectors the kernel gave it; asks for them when ``settings.enabled``."""
+
+    name = "vector_probe"
+    seen: ClassVar[list[dict[str, tuple[float, ...] | None]]] = []
+
+    def needs_vectors(self, settings: Any) -> bool:
+        return True
+
+    def decide(self, view: CubeView, events: Any, now: datetime, settings: Any) -> list[Action]:
+        VectorProbe.seen.append({m.id: m.vector for m in view.memories})
+        return []
+
+
+def test_the_kernel_embeds_statements_only_for_a_policy_that_needs_vectors_and_once_per_version(
+    alice: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mos, cube = alice
+    texts = [
+        "Alice's sister Mira lives in Tromso",
+        "Mira, the sister of Alice, lives in Tromso",
+        "Alice works at Feedzai in Lisbon",
+        "Alice works at Google in Lisbon",
+        "Alice is vegetarian",
+        "Alice is not vegetarian",
+    ]
+    ids = [
+        mos.add(text=t, type="fact", user_id="alice", cube_id=cube, extract=False).memories[0].id
+        for t in texts
+    ]
+    episode = (
+        mos.add(text="we talked about Tromso", type="episode", user_id="alice", cube_id=cube, extract=False)
+        .memories[0]
+        .id
+    )
+    embedded: list[list[str]] = []
+    real = mos.home.embedder.embed
+
+    def counting(batch: Any) -> Any:
+        embedded.append(list(batch))
+        return real(batch)
+
+    monkeypatch.setattr(mos.home.embedder, "embed", counting)
+    mos.policies.plan()  # dedup on its defaults (exact duplicates): nothing embedded
+    mos.policies.set(cube, "dedup.similarity", 0.5, user_id="alice")
+    mos.policies.plan()
+    assert embedded == []
+
+    mos.policies.set(cube, "dedup.vector_similarity", 0.93, user_id="alice")
+    plan = mos.policies.plan()
+    assert [sorted(b) for b in embedded] == [sorted(texts)]  # the statements, not the episode
+    (merge,) = archived_merges = [
+        a for c in plan.cubes for o in c.outcomes if o.policy == "dedup" for a in o.actions
+    ]
+    assert (merge.memory_id, merge.merged_ids) == (ids[0], (ids[1],)) and "cosine 0.97" in merge.reason
+    mos.policies.plan()
+    assert len(embedded) == 1  # cached per version: not embedded at every plan
+    mos.update(ids[3], user_id="alice", text="Alice works at Google in Zurich")
+    embedded.clear()  # the update's own indexing embedded it too
+    applied = mos.policies.apply()
+    assert embedded[0] == ["Alice works at Google in Zurich"]  # the plan embedded only the new version
+    assert [a.as_dict() for a in archived_merges] == [
+        a.as_dict() for c in applied.cubes for o in c.outcomes if o.policy == "dedup" for a in o.actions
+    ]
+    assert mos.get(ids[1], user_id="alice").state == "superseded"
+    assert {mos.get(i, user_id="alice").state for i in ids[4:]} == {"active"}  # contrary, not merged
+
+    # any policy may ask: the vectors are the embedder's, for the live statements only
+    VectorProbe.seen.clear()
+    mos.policies.register(VectorProbe)
+    mos.policies.plan()
+    (seen,) = VectorProbe.seen
+    vec = seen[ids[0]]
+    assert vec is not None and len(vec) == mos.home.embedder.dim
+    assert seen[episode] is None and seen[ids[1]] is None  # an episode; a superseded statement
+
+
+def test_a_failing_embedder_fails_the_policies_that_need_vectors_and_the_others_run(
+    alice: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mos, cube = alice
+    told = mos.add(
+        text="Alice likes tea", type="fact", user_id="alice", cube_id=cube, extract=False, tags=["tmp"]
+    )
+    mos.policies.set_many(
+        cube, {"dedup.similarity": 0.5, "dedup.vector_similarity": 0.9, "ttl.tags.tmp": "1d"}, user_id="alice"
+    )
+
+    def down(batch: Any) -> Any:
+        raise RuntimeError("embedder down")
+
+    monkeypatch.setattr(mos.home.embedder, "embed", down)
+    mos.clock.advance(days=2)
+    report = mos.policies.apply()
+    outcomes = {o.policy: o for o in report.cubes[0].outcomes}
+    assert outcomes["dedup"].error == "could not embed the cube's statements: RuntimeError: embedder down"
+    assert [(a.verb, a.memory_id) for a in outcomes["ttl"].actions] == [("expire", told.memories[0].id)]
+    assert report.counts() == {"failed": 1, "expire": 1}
 
 
 # ------------------------------------------------------------------ one job kind

@@ -79,6 +79,8 @@ _FROM: dict[type[Action], frozenset[str]] = {
     Merge: frozenset({MemoryState.active}),
 }
 _APPLIED_AT = "policies_applied_at"
+#: ids per IN (…) query
+_CHUNK = 500
 
 
 @dataclass(slots=True)
@@ -169,6 +171,8 @@ class Policies:
         self._loaded: dict[str, Policy] | None = None
         #: installed policies that could not be loaded, with why (reported in every plan)
         self._broken: dict[str, str] = {}
+        #: per cube, its statements' vectors by memory id, with the version embedded
+        self._vectors: dict[str, dict[str, tuple[int, tuple[float, ...]]]] = {}
         scheduler.register(POLICY_JOB, self._run_job)
 
     # ------------------------------------------------------------------ which policies
@@ -346,14 +350,27 @@ class Policies:
         view, events = self._view(cube_id)
         overrides = self._cube_settings(cube_id)
         policies = self.installed()
+        configs = {p.name: self._configure(p, overrides.get(p.name)) for p in policies}
+        unembedded = None  # why the statements have no vectors, when a policy needed them
+        if any(needs for _, needs in configs.values()):
+            try:
+                view = view.with_vectors(self._statement_vectors(view))
+            except Exception as exc:  # noqa: BLE001 - the policies that need vectors fail; the others run
+                log.warning("could not embed the statements of cube %s: %s", cube_id, exc)
+                unembedded = f"could not embed the cube's statements: {type(exc).__name__}: {exc}"[:500]
         outcomes = [PolicyOutcome(name, error=why) for name, why in sorted(self._broken.items())]
         for policy in policies:
             outcome = PolicyOutcome(policy.name)
             outcomes.append(outcome)
             try:
-                cfg = self._resolve(policy, overrides.get(policy.name))
+                cfg, needs_vectors = configs[policy.name]
+                if isinstance(cfg, Exception):
+                    raise cfg
                 if not getattr(cfg, "enabled", True):
                     outcome.enabled = False
+                    continue
+                if needs_vectors and unembedded is not None:
+                    outcome.error = unembedded
                     continue
                 heat = policy.scores(view, now, cfg)
                 if heat is not None:
@@ -385,6 +402,48 @@ class Policies:
                     outcome.actions.append(a)
                     view = view.after([a])
         return CubePlan(cube_id, outcomes), view.owner_id
+
+    def _configure(
+        self, policy: Policy, override: Mapping[str, Any] | None
+    ) -> tuple[BaseModel | Exception, bool]:
+        """The policy's settings for a cube (or why they failed), and whether it wants vectors."""
+        try:
+            cfg = self._resolve(policy, override)
+            return cfg, bool(getattr(cfg, "enabled", True) and policy.needs_vectors(cfg))
+        except Exception as exc:  # noqa: BLE001 - reported as the policy's failure in the plan
+            return exc, False
+
+    def _statement_vectors(self, view: CubeView) -> dict[str, tuple[float, ...]]:
+        """The dense vectors of the cube's live statements (those with a text key).
+
+        Embedded with the home's embedder from the rows' texts: for a statement the very
+        text and model its index point was embedded from (:func:`memos.plaintext.indexer.index_text`),
+        but the index cannot be read back by id (:class:`memos.protocols.VectorIndex`
+        searches, it does not return vectors) and is derived: a statement still pending in
+        its outbox, or quarantined, has no point there, and the newest duplicate is the one
+        most likely not indexed yet. Kept in this process per memory and version, so each
+        statement is embedded once per version, not at every apply."""
+        wanted = [m.id for m in view.memories if m.text_key is not None]
+        known = self._vectors.get(view.cube_id, {})
+        with self.home.store.read_session() as s:
+            versions: dict[str, int] = {}
+            for i in range(0, len(wanted), _CHUNK):
+                q = select(MemoryRow.id, MemoryRow.version).where(MemoryRow.id.in_(wanted[i : i + _CHUNK]))
+                versions.update((mid, int(v)) for mid, v in s.execute(q))
+            missing = [mid for mid, v in versions.items() if mid not in known or known[mid][0] != v]
+            rows: list[tuple[str, int, str]] = []
+            for i in range(0, len(missing), _CHUNK):
+                q = select(MemoryRow.id, MemoryRow.version, MemoryRow.text).where(
+                    MemoryRow.id.in_(missing[i : i + _CHUNK])
+                )
+                rows += [(mid, int(v), str(t)) for mid, v, t in s.execute(q)]
+        embedded = self.home.embedder.embed([t for _, _, t in rows]) if rows else []
+        fresh = {mid: known[mid] for mid in versions if mid in known and known[mid][0] == versions[mid]}
+        fresh.update(
+            {mid: (v, tuple(map(float, vec))) for (mid, v, _), vec in zip(rows, embedded, strict=True)}
+        )
+        self._vectors[view.cube_id] = fresh  # only the cube's live statements stay cached
+        return {mid: vec for mid, (_, vec) in fresh.items()}
 
     def training_blocked(self, cube_id: str | None) -> str | None:
         """Why the cube's parametric policy does not let training start now, or None."""
