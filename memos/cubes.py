@@ -4,7 +4,8 @@ write them (the roles themselves are :mod:`memos.acl`'s).
 :class:`Cubes` is the service :class:`~memos.core.MemOS` delegates ``add_user``,
 ``create_cube``, ``share_cube`` and the rest to. Every change is audited through
 :meth:`memos.home.Home.recording`. Deleting a cube deletes its rows in dependency order
-and then the blobs the artifact services built for it (KV prefixes, LoRA adapters).
+and retires what the artifact services built for it (KV prefixes, LoRA adapters): their
+rows and blob files go, and each is published as ``artifact_retired``.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ from memos.storage.relational.models import (
 )
 from memos.types import Cube, Role, Share, User
 
-#: deletes what an artifact service keeps for a cube, inside the cube's delete transaction
-BlobDeleter = Callable[[Session, str], None]
+#: deletes what an artifact service keeps for a cube (rows and blob files), inside the cube's
+#: delete transaction, ``(session, cube_id, actor)``; returns the ``artifact_retired`` events
+#: of what it retired, published once that transaction committed
+BlobDeleter = Callable[[Session, str, str | None], Sequence[Event]]
 
 
 class Cubes:
@@ -155,25 +158,29 @@ class Cubes:
         raise InvalidInput(f"cube name {ref!r} is ambiguous for user {user_id!r}; use the cube id")
 
     def delete_cube(self, cube_id: str, user_id: str) -> int:
-        """Delete a cube and everything in it (owner only). Returns the memories removed."""
+        """Delete a cube and everything in it (owner only). Returns the memories removed.
+
+        Its KV prefixes and adapters are retired with it: their blob files deleted, an
+        ``artifact_retired`` published for each (after ``cube_deleted``), and listed in the
+        ``cube_delete`` audit row, the one record of the cube that stays."""
         with self.home.recording() as rec:
             with self.home.write_lock, self.home.store.session() as s:
                 acl.require(s, cube_id, user_id, acl.OWNER)
                 count = select(func.count()).select_from(MemoryRow).where(MemoryRow.cube_id == cube_id)
                 n = s.scalar(count) or 0
-                self._delete_rows(s, cube_id)
+                retired = self._delete_rows(s, cube_id, user_id)
+                artifacts = [dict(e.details) for e in retired]
                 # the memories are gone, so are their audit events: the cube_delete row is the record
+                details = {"memories": n, **({"artifacts": artifacts} if artifacts else {})}
                 rec.record(
-                    s,
-                    Event(
-                        EventKind.cube_deleted, self.home.clock(), user_id, cube_id, details={"memories": n}
-                    ),
+                    s, Event(EventKind.cube_deleted, self.home.clock(), user_id, cube_id, details=details)
                 )
+            rec.committed.extend(retired)  # published with cube_deleted: the delete committed
             self.home.index.delete_cube(cube_id)
             self.home.graphs.invalidate(cube_id)
         return int(n)
 
-    def _delete_rows(self, s: Session, cube_id: str) -> None:
+    def _delete_rows(self, s: Session, cube_id: str, actor: str | None) -> list[Event]:
         # Explicit deletes in dependency order: SQLite only cascades with foreign_keys=ON,
         # and we do not want correctness to hang on a pragma.
         mids = select(MemoryRow.id).where(MemoryRow.cube_id == cube_id).scalar_subquery()
@@ -185,9 +192,9 @@ class Cubes:
         s.execute(delete(EntityRow).where(EntityRow.cube_id == cube_id))
         s.execute(delete(SessionRow).where(SessionRow.cube_id == cube_id))
         s.execute(delete(AclRow).where(AclRow.cube_id == cube_id))
-        for delete_blobs in self.blob_deleters:
-            delete_blobs(s, cube_id)
+        retired = [e for delete_blobs in self.blob_deleters for e in delete_blobs(s, cube_id, actor)]
         s.execute(delete(CubeRow).where(CubeRow.id == cube_id))
+        return retired
 
     def share_cube(
         self, cube_id: str, owner_id: str, target_user_id: str, role: str | Role = Role.reader

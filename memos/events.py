@@ -48,7 +48,7 @@ class EventKind(StrEnum):
     artifact_retired = "artifact_retired"
     user_added = "user_added"
     cube_created = "cube_created"
-    cube_deleted = "cube_deleted"  # details: memories (how many went)
+    cube_deleted = "cube_deleted"  # details: memories (how many went), artifacts (retired with it)
     cube_shared = "cube_shared"  # details: user, role
     cube_unshared = "cube_unshared"  # details: user
     cube_exported = "cube_exported"

@@ -261,3 +261,93 @@ def test_the_policy_job_kind_is_spelled_once_and_runs_policies(alice: Any) -> No
     (job,) = mos.policies.enqueue(cube_ids=[cube])
     assert job.kind == POLICY_JOB
     assert mos.scheduler.run_worker(until_idle=True) == 1 and mos.scheduler.get(job.id).state == "done"
+
+
+# ------------------------------------------------------------------ a deleted cube's artifacts
+
+
+def _blob_files(mos: Any) -> list[Any]:
+    root = mos.settings.home / "blobs"
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+def _cube_rows(mos: Any, cube: str) -> tuple[list[Any], list[Any]]:
+    """The audit rows and the blob rows left of ``cube``."""
+    from sqlalchemy import select
+
+    from memos.storage.relational.models import AuditRow, BlobRow
+
+    with mos.store.read_session() as s:
+        audit = list(s.scalars(select(AuditRow).where(AuditRow.cube_id == cube)))
+        return audit, list(s.scalars(select(BlobRow).where(BlobRow.cube_id == cube)))
+
+
+@pytest.mark.slow
+def test_deleting_a_cube_retires_its_kv_prefixes(alice: Any, hf_runtime: Any) -> None:
+    """Each live prefix is published as ``artifact_retired`` (one a purge retired already is
+    not retired twice), listed in the surviving ``cube_delete`` audit row, and its blob
+    file is gone."""
+    from memos.events import Event, EventKind
+
+    mos, cube = alice
+    kept, purged = (
+        mos.add(text=t, type="fact", user_id="alice", cube_id=cube, extract=False).memories[0].id
+        for t in ("Alice's sister Mira lives in Tromso", "Alice has a beagle named Pretzel")
+    )
+    prefix = mos.activation.compile(cube, user_id="alice", runtime=hf_runtime, memory_ids=[kept], name="one")
+    other = mos.activation.compile(cube, user_id="alice", runtime=hf_runtime, memory_ids=[purged], name="two")
+    mos.purge(purged, user_id="alice")  # "two" is retired now, once
+    assert not mos.activation.blob_path(other.id).exists()
+    assert mos.activation.blob_path(prefix.id).exists() and _blob_files(mos)
+    seen: list[Event] = []
+    mos.events.subscribe(seen.append, [EventKind.artifact_retired, EventKind.cube_deleted])
+
+    mos.delete_cube(cube, "alice")
+    (deleted, retired) = seen
+    assert deleted.kind == EventKind.cube_deleted and retired.kind == EventKind.artifact_retired
+    assert retired.details == {"kind": "kv_prefix", "id": prefix.id, "name": "one"}  # not "two" again
+    assert (retired.actor, retired.cube_id, retired.reason) == ("alice", cube, "its cube was deleted")
+    assert retired.memory_ids == (kept,)
+    assert _blob_files(mos) == []  # no blob file left behind
+    (row,), blob_rows = _cube_rows(mos, cube)
+    assert blob_rows == [] and row.action == "cube_delete"
+    assert row.details == {"memories": 1, "artifacts": [retired.details]}
+
+
+def test_deleting_a_cube_retires_its_adapters(alice: Any) -> None:
+    """An adapter row as consolidation stores it (a blob file and its gguf export, the
+    manifest's fields the retirement reads; training one takes minutes): deleting the cube
+    publishes its ``artifact_retired`` and deletes both files; a retired one is not retired
+    twice."""
+    from datetime import UTC, datetime
+
+    from memos.blobs import BlobStore
+    from memos.events import Event, EventKind
+    from memos.parametric.lora import KIND
+    from memos.storage.relational.models import BlobRow
+
+    mos, cube = alice
+    kept = mos.add(text="Alice is vegetarian", type="fact", user_id="alice", cube_id=cube, extract=False)
+    mid = kept.memories[0].id
+    blobs = BlobStore(mos.settings.home)
+    rows = []
+    for name, state in (("default", "active"), ("old", "retired")):
+        sha = blobs.write(f"adapter {name}".encode())
+        gguf = blobs.write(f"gguf {name}".encode(), ".gguf")
+        manifest = {"name": name, "state": state, "memories": [{"id": mid, "version": 1}],
+                    "gguf": {"sha256": gguf}}  # fmt: skip
+        rows.append(BlobRow(sha256=sha, cube_id=cube, kind=KIND, size=9, created_at=datetime.now(UTC),
+                            manifest=manifest))  # fmt: skip
+    with mos.store.session() as s:
+        s.add_all(rows)
+    assert len(_blob_files(mos)) == 4
+    seen: list[Event] = []
+    mos.events.subscribe(seen.append, [EventKind.artifact_retired])
+
+    mos.delete_cube(cube, "alice")
+    (retired,) = seen
+    assert retired.details == {"kind": "lora", "id": rows[0].sha256, "name": "default"}
+    assert (retired.actor, retired.reason, retired.memory_ids) == ("alice", "its cube was deleted", (mid,))
+    assert _blob_files(mos) == []
+    (row,), blob_rows = _cube_rows(mos, cube)
+    assert blob_rows == [] and row.details["artifacts"] == [retired.details]

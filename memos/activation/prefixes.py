@@ -380,10 +380,17 @@ class ActivationMemory:
                     info.state, info.stale_reason = "stale", why
                     break
 
-    def delete_cube_blobs(self, s: Session, cube_id: str) -> None:
-        """Remove the cube's prefixes (rows and files), inside the caller's transaction."""
+    def delete_cube_blobs(self, s: Session, cube_id: str, actor: str | None) -> builtins.list[Event]:
+        """Remove the cube's prefixes (rows and files), inside the caller's transaction.
+        Returns an ``artifact_retired`` per prefix not purged already, by ``actor``, for
+        the caller to publish once it committed."""
+        at = self.home.clock()
+        retired = []
         for row in mf.rows(s, cube_id):
+            if row.manifest.get("state") != "purged":
+                retired.append(_retired(row, at, actor, "its cube was deleted"))
             self._delete_row(s, row)
+        return retired
 
     # ------------------------------------------------------------------ helpers
     def _runtime(self, runtime: str | Runtime | None) -> Runtime:

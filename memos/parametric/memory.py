@@ -428,11 +428,18 @@ class ParametricMemory:
                         info.memories, info.gguf = fresh.memories, fresh.gguf
                     break
 
-    def delete_cube_blobs(self, s: Session, cube_id: str) -> None:
-        """Remove the cube's adapters (rows and files), inside the caller's transaction."""
+    def delete_cube_blobs(self, s: Session, cube_id: str, actor: str | None) -> builtins.list[Event]:
+        """Remove the cube's adapters (rows and files), inside the caller's transaction.
+        Returns an ``artifact_retired`` per adapter not retired already, by ``actor``, for
+        the caller to publish once it committed."""
+        at = self.home.clock()
+        retired = []
         for row in lora.rows(s, cube_id):
+            if row.manifest.get("state") != "retired":
+                retired.append(_retired(row, at, actor, "its cube was deleted"))
             self._unlink(row)
             s.delete(row)
+        return retired
 
     # ------------------------------------------------------------------ helpers
     def _deactivate_others(self, s: Session, cube_id: str, base: Mapping[str, str], keep: str) -> None:
