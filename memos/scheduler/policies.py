@@ -428,14 +428,15 @@ class Policies:
         with self.home.store.read_session() as s:
             versions: dict[str, int] = {}
             for i in range(0, len(wanted), _CHUNK):
-                q = select(MemoryRow.id, MemoryRow.version).where(MemoryRow.id.in_(wanted[i : i + _CHUNK]))
-                versions.update((mid, int(v)) for mid, v in s.execute(q))
+                ids = MemoryRow.id.in_(wanted[i : i + _CHUNK])
+                versions.update(
+                    (mid, int(v)) for mid, v in s.execute(select(MemoryRow.id, MemoryRow.version).where(ids))
+                )
             missing = [mid for mid, v in versions.items() if mid not in known or known[mid][0] != v]
             rows: list[tuple[str, int, str]] = []
             for i in range(0, len(missing), _CHUNK):
-                q = select(MemoryRow.id, MemoryRow.version, MemoryRow.text).where(
-                    MemoryRow.id.in_(missing[i : i + _CHUNK])
-                )
+                ids = MemoryRow.id.in_(missing[i : i + _CHUNK])
+                q = select(MemoryRow.id, MemoryRow.version, MemoryRow.text).where(ids)
                 rows += [(mid, int(v), str(t)) for mid, v, t in s.execute(q)]
         embedded = self.home.embedder.embed([t for _, _, t in rows]) if rows else []
         fresh = {mid: known[mid] for mid in versions if mid in known and known[mid][0] == versions[mid]}
