@@ -1,7 +1,8 @@
 """``mos.policies``: the scheduler's policies, run over each cube (plan, apply, settings).
 
 A policy (:mod:`memos.policies.base`) is a pure decision: it gets a read-only
-:class:`~memos.policies.base.CubeView` built here from the rows and access statistics,
+:class:`~memos.policies.base.CubeView` built here from the rows and access statistics
+(and the statements' vectors, embedded only when an enabled policy ``needs_vectors``),
 the cube's audit events since the last apply and the time ``now`` (the home's clock),
 and returns actions as data. :meth:`Policies.plan` asks every policy in order, each
 seeing the view as the earlier ones left it; :meth:`Policies.apply` computes the very
