@@ -9,7 +9,7 @@ from __future__ import annotations
 
 # isort: off
 # Import order is the order of the panels in `memos --help`.
-from memos.cli import memories, chat, activation, parametric, transfer, admin, scheduler, policy, doctor, bench, bench_chat  # noqa: F401 - registers the commands
+from memos.cli import memories, chat, activation, parametric, transfer, admin, scheduler, policy, doctor, bench, bench_chat, bench_lifecycle  # noqa: F401 - registers the commands
 
 # isort: on
 from memos.cli.app import app
