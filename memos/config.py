@@ -95,6 +95,13 @@ class SearchSettings(BaseModel):
         description="search hits (hits, last_accessed) are counted in memory and written at most this "
         "often, and before any read that returns them; 0 writes on every search",
     )
+    access_depth: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="a search counts as a use (hits, last_accessed) of the memories in its first N "
+        "places only: deeper ones were offered, not used, and would make every memory look used",
+    )
 
 
 #: runtime settings the kernel itself reads (sampling, the reader's timeout) or every

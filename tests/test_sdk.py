@@ -77,6 +77,24 @@ def test_search_returns_scored_explained_hits(alice: tuple[Any, str]) -> None:
     assert mos.get(hits[0].memory.id, user_id="alice").hits == 1
 
 
+def test_a_search_counts_a_use_of_its_first_access_depth_hits_only(make_mos: Any, tmp_path: Any) -> None:
+    """Only the first ``[search] access_depth`` hits of a search are counted as used (hits,
+    last_accessed): the tail was offered, not read, and counting it makes everything look used."""
+    mos = make_mos(tmp_path / "depth", search={"access_depth": 2})
+    mos.add_user("alice")
+    cube = mos.create_cube("alice", "personal").id
+    for food in ("peanuts", "walnuts", "cashews", "almonds", "hazelnuts"):
+        mos.add(text=f"Alice is allergic to {food}", user_id="alice", cube_id=cube, extract=False)
+    hits = mos.search("Alice allergic nuts", user_id="alice", top_k=5)
+    assert len(hits) == 5
+    counted = {m.id: m.hits for m in mos.list_memories(user_id="alice", cube_id=cube).items}
+    assert [counted[h.memory.id] for h in hits] == [1, 1, 0, 0, 0]
+    assert all(
+        (m.last_accessed is not None) == (m.id in {h.memory.id for h in hits[:2]})
+        for m in mos.list_memories(user_id="alice", cube_id=cube).items
+    )
+
+
 def test_search_hits_are_written_in_batches_and_before_reads(make_mos: Any, tmp_path: Any) -> None:
     """Access statistics are counted in memory and written in one batch: not per search, but
     before a read that returns them and on close (nothing counted is lost)."""

@@ -96,11 +96,12 @@ class Reading:
             ),
             self.home.clock(),
         )
-        if hits:
-            self._touch([h.memory.id for h in hits])
+        used = hits[: self.home.settings.search.access_depth]
+        if used:
+            self._touch([h.memory.id for h in used])
             if self.home.events.wants(EventKind.memory_accessed):
                 by_cube: dict[str, builtins.list[str]] = {}
-                for h in hits:
+                for h in used:
                     by_cube.setdefault(h.memory.cube_id, []).append(h.memory.id)
                 now = self.home.clock()
                 self.home.events.publish(
