@@ -108,7 +108,8 @@ def test_heat_formula_frequency_recency_importance_and_type() -> None:
         _mem("fact", type="fact", importance=0.0),
         _mem("vip", importance=1.0, recorded_at=T0 - timedelta(days=3650)),
     )
-    heat = HeatPolicy().scores(view, now, HeatSettings())
+    assert HeatSettings().half_life == timedelta(days=180)  # the default (BENCHMARKS.md, lifecycle)
+    heat = HeatPolicy().scores(view, now, HeatSettings(half_life="30d"))
     assert heat["new"] == pytest.approx(1.0 + 0.25)  # fresh: 1 × 1 × 1 + 0.5 × 0.5
     assert heat["idle"] == pytest.approx(0.5)
     assert heat["used"] == pytest.approx((1 + math.log(10)) * 0.25)  # two half-lives since its last hit
@@ -121,7 +122,7 @@ def test_a_search_warms_what_it_returns(alice: Any) -> None:
     mos, cube = alice
     warm = add(mos, cube, "the boiler code is 4711")
     cold = add(mos, cube, "the garden gate squeaks")
-    mos.clock.advance(days=60)
+    mos.clock.advance(days=400)  # unused for over a year: below 0.5 with the 180-day half-life
     assert warm in found(mos, "boiler code", top_k=1)
     mos.policies.set(cube, "decay.after", "30d", user_id="alice")
     report = mos.policies.plan()
@@ -180,7 +181,7 @@ def test_decay_archives_what_stays_cold_and_spares_the_important(alice: Any) -> 
     mos, cube = alice
     cold = add(mos, cube, "the old wifi password was hunter2")
     vip = add(mos, cube, "Alice's blood type is AB negative", importance=1.0)
-    mos.policies.set(cube, "decay.after", "45d", user_id="alice")
+    mos.policies.set_many(cube, {"decay.after": "45d", "heat.half_life": "30d"}, user_id="alice")
     mos.clock.advance(days=40)
     fresh_later = add(mos, cube, "the new wifi password is correcthorse")
     assert actions(mos.policies.plan(), "decay") == []  # idle 40 days < 45

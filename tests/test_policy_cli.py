@@ -69,9 +69,9 @@ def test_show_set_unset(home: tuple[Path, dict[str, str]]) -> None:
     assert (
         defaults["settings"]["ttl"]["types"] == {} and defaults["settings"]["capacity"]["max_active"] is None
     )
-    assert defaults["settings"]["heat"]["half_life"] == "30d"
+    assert defaults["settings"]["heat"]["half_life"] == "180d"
     text = ok(cli(path, "policy", "show")).stdout
-    assert "ttl" in text and 'half_life = "30d"' in text
+    assert "ttl" in text and 'half_life = "180d"' in text
 
     done = cli_json(path, "policy", "set", "personal", "ttl.tags.tmp=7d", "capacity.max_active=2")
     assert (

@@ -5,7 +5,9 @@ A memory is archived when both hold: it has not been added or returned by a sear
 Archived memories leave default search, stay searchable with ``include_archived=True``,
 and ``restore`` brings them back. Off by default (``after = null``); with ``after`` set,
 the default threshold 0.5 spares memories of importance 1 (their heat never drops below
-0.5 with the heat defaults) and memories in regular use.
+0.5 with the heat defaults) and memories in regular use; an unused memory of importance
+0.5 drops below it after about a year idle (the heat half-life is 180 days): raise
+``below_heat`` to archive sooner.
 """
 
 from __future__ import annotations
