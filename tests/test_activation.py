@@ -206,6 +206,10 @@ def test_compile_and_chat_with_activation_memory(
         # the prompt begins with exactly the compiled text; its memories are not repeated
         assert res.prompt is not None and res.prompt.count("Alice's sister Mira lives in Tromso") == 1
         assert not set(res.memory_ids) & set(info.memory_ids)
+        # the retrieved memories the prefix holds keep their places among the k: not refilled
+        assert res.activation["retrieved_in_prefix"]
+        assert set(res.activation["retrieved_in_prefix"]) <= set(info.memory_ids)
+        assert len(res.memory_ids) + len(res.activation["retrieved_in_prefix"]) <= mos.settings.chat.memories
         assert res.prompt_tokens <= res.context_budget
     assert len(set(answers)) == 1 and answers[0]
     assert hashlib.sha256(blob.read_bytes()).hexdigest() == info.id  # copy-on-use

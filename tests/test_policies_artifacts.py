@@ -68,18 +68,19 @@ def test_activation_promotes_the_hottest_stable_used_memories_within_the_budget(
         _mem("hot", heat=3.0, type="preference"),
         _mem("fresh", heat=9.0, updated_at=NOW - timedelta(minutes=5)),  # changed 5 min ago: not stable
         _mem("rare", heat=9.0, hits=1),  # returned once: not used enough
-        _mem("talk", heat=9.0, type="episode"),  # not a promoted type
+        _mem("doc", heat=9.0, type="chunk"),  # not a promoted type (documents stay retrieved)
+        _mem("said", heat=2.5, type="episode"),  # a turn searches keep returning: promoted
         _mem("gone", heat=9.0, state="archived"),
         _mem("big", heat=1.5, chars=4000),  # ~1000 tokens: over the budget, and everything after it
         _mem("cool", heat=1.0),
     )
     (a,) = _activation(view)
     assert isinstance(a, CompileActivation)
-    assert a.memory_ids == ("hot", "warm") and a.name == "auto" and a.token_budget == 1024
+    assert a.memory_ids == ("hot", "said", "warm") and a.name == "auto" and a.token_budget == 1024
     assert "no 'auto' prefix for transformers" in a.reason
     # a bigger budget takes them all, hottest first; an empty hot set asks for nothing
     (b,) = _activation(view, token_budget=4096)
-    assert b.memory_ids == ("hot", "warm", "big", "cool")
+    assert b.memory_ids == ("hot", "said", "warm", "big", "cool")
     assert _activation(view, min_hits=50) == []
     # no runtime configured and none set: nothing to compile for
     assert (

@@ -129,7 +129,9 @@ class Chat:
         ``stream=True`` a :class:`ChatStream` is returned instead of a :class:`ChatResult`.
         ``explain=True`` puts the exact prompt text in ``ChatResult.prompt``.
         ``activation=False`` / ``parametric=False`` leave the compiled KV prefix / the
-        cubes' LoRA adapters out; ``memories=0`` turns retrieval off.
+        cubes' LoRA adapters out; ``memories=0`` turns retrieval off. Of the ``memories``
+        best hits, those the KV prefix holds are in the prompt already (computed, not written
+        again: ``ChatResult.activation["retrieved_in_prefix"]``); the others follow as text.
         """
         started = time.perf_counter()
         settings = self.home.settings
@@ -170,13 +172,15 @@ class Chat:
         use_kv = activation and cfg.activation and not adapters
         kv = self.activation.for_chat(cube_id, rt) if use_kv else None
         in_prefix = set(kv[0].memory_ids) if kv else set()
-        hits: list[SearchHit] = []
+        found: list[SearchHit] = []
         if k > 0 and readable:
-            # the session's recent turns and the KV prefix are in the prompt already
-            skip = {h[1] for h in history} | in_prefix
-            hits = chat_memories(
+            # the session's recent turns are in the prompt already: others take their places
+            skip = {h[1] for h in history}
+            found = chat_memories(
                 self.reading.search, cfg, message, user_id=user_id, cube_ids=readable, k=k, skip=skip
             )
+        # the best k memories; those compiled in the KV prefix are there, already computed
+        hits = [h for h in found if h.memory.id not in in_prefix]
         timings.retrieval_ms = (time.perf_counter() - t0) * 1000
 
         t0 = time.perf_counter()
@@ -195,6 +199,8 @@ class Chat:
                 "n_tokens": info.n_tokens,
                 "memory_ids": info.memory_ids,
                 "used": False,
+                # of the k memories retrieved, those the prefix holds (not written again)
+                "retrieved_in_prefix": [h.memory.id for h in found if h.memory.id in in_prefix],
             }
             if info.system_prompt != system_prompt:
                 activation_report["reason"] = "compiled for another user's system prompt"
@@ -212,8 +218,8 @@ class Chat:
                     else:
                         activation_report["reason"] = "the prompt does not begin with the compiled text"
                         assembled = None
-        if assembled is None:
-            assembled = assemble(rt, **args)  # type: ignore[arg-type]
+        if assembled is None:  # no prefix, or not usable: every retrieved memory as text
+            assembled = assemble(rt, **{**args, "hits": found})  # type: ignore[arg-type]
         timings.assemble_ms = (time.perf_counter() - t0) * 1000
         params = GenerationParams(
             max_tokens=n_tokens,
