@@ -66,6 +66,28 @@ def test_examples_have_forms_a_heldout_split_and_no_duplicates() -> None:
     assert [e.form for e in unknown] == ["statement"]
 
 
+def test_facts_that_share_a_question_are_answered_together_never_with_rival_answers() -> None:
+    """'Alice likes jazz' and 'Alice likes hiking' are both answers to 'What does Alice like?':
+    trained as two rival targets of one prompt the model can learn only one. They share one
+    answer naming both; the held-out question checks each; a single-valued predicate is apart."""
+    texts = ["Alice likes jazz", "Alice likes hiking", "Alice lives in Bergen", "Bob likes chess"]
+    ex = build_examples([(f"m{i}", t) for i, t in enumerate(texts)], "Sam")
+    answers: dict[str, set[str]] = {}
+    for e in ex:
+        if e.form != "statement":
+            answers.setdefault(e.prompt.lower(), set()).add(e.answer)
+    assert all(len(a) == 1 for a in answers.values()), "a prompt with rival answers"
+    likes = [e for e in ex if e.form == "question" and e.prompt.startswith("What does Alice")]
+    assert likes and all(e.answer == "Alice likes jazz and hiking." for e in likes)
+    held = [e for e in ex if e.split == "heldout" and e.obj in ("jazz", "hiking")]
+    assert sorted(e.obj for e in held) == ["hiking", "jazz"] and len({e.prompt for e in held}) == 1
+    assert held[0].prompt.lower() not in {e.prompt.lower() for e in ex if e.split == "train"}
+    assert any(e.answer == "Bob likes chess." for e in ex if e.form == "question")
+    assert any(e.answer == "Alice lives in Bergen." for e in ex if e.form == "question")
+    recall = {e.answer for e in ex if e.form == "recall" and "Alice" in e.prompt}
+    assert recall == {"Alice likes jazz and hiking. Alice lives in Bergen."}
+
+
 def test_benchmark_heldout_phrasings_are_never_generated_for_training() -> None:
     facts = synthetic_facts(100)
     assert len({f.text for f in facts}) == 100 and all(f.relation in HELDOUT for f in facts)

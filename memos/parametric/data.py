@@ -10,6 +10,10 @@ small table of English predicates ("lives in", "works as", "'s favorite <thing> 
   about the user by name, answered with a full sentence in the second person.
 
 A memory the table does not recognise still trains as a statement and a recall prompt.
+Facts that share a question are answered together, never with rival answers to one
+prompt: the objects of a predicate that allows several ("Alice likes jazz", "Alice likes
+hiking" → "Alice likes jazz and hiking.") and everything known about one subject for its
+recall prompts; each fact is then checked in that shared answer.
 Examples are deduplicated; per fact, the last question phrasing (in a fixed, seeded
 order) goes to the held-out split, which the gate evaluates and training never sees.
 """
@@ -21,7 +25,7 @@ import json
 import random
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 __all__ = [
     "Example",
@@ -44,6 +48,7 @@ class Relation:
     questions: tuple[str, ...]  # {s}: subject; {do}: do/does; {poss}: possessive subject; {k}
     say: str  # third person, used after the subject: "{pred} {o}"
     say_you: str  # the same, conjugated for "you"
+    many: bool = False  # a subject may have several objects (likes, plays): answered together
 
 
 RELATIONS: tuple[Relation, ...] = (
@@ -66,7 +71,7 @@ RELATIONS: tuple[Relation, ...] = (
     Relation("allergic_to", r"\bis allergic to\b",
              ("What is {s_obj} allergic to?", "What allergy {do} {s} have?", "What should {s} avoid eating?",
               "Which allergy {do} {s} have?", "What {do} {s} react badly to?"),
-             "is allergic to", "are allergic to"),
+             "is allergic to", "are allergic to", many=True),
     Relation("favorite", r"'s favou?rite (?P<k>[a-z]+(?: [a-z]+)?) is\b",
              ("What is {poss} favorite {k}?", "Which {k} {do} {s} like best?", "What {k} {do} {s} love most?",
               "What is {poss} preferred {k}?", "Which {k} is {poss} favorite?"),
@@ -78,19 +83,19 @@ RELATIONS: tuple[Relation, ...] = (
     Relation("drives", r"\bdrives an?\b",
              ("What car {do} {s} drive?", "What {do} {s} drive?", "Which car {do} {s} own?",
               "What vehicle {do} {s} drive?", "What kind of car {do} {s} have?"),
-             "drives a", "drive a"),
+             "drives a", "drive a", many=True),
     Relation("plays", r"\bplays(?: the)?\b",
              ("What {do} {s} play?", "Which instrument {do} {s} play?", "What instrument {do} {s} play?",
               "What {do} {s} play in {poss} free time?", "Which game or instrument {do} {s} play?"),
-             "plays", "play"),
+             "plays", "play", many=True),
     Relation("speaks", r"\bspeaks\b",
              ("What language {do} {s} speak?", "Which language {do} {s} speak?", "What {do} {s} speak?",
               "Which language can {s} speak?", "What language is {s} fluent in?"),
-             "speaks", "speak"),
+             "speaks", "speak", many=True),
     Relation("studies", r"\bstudies\b",
              ("What {do} {s} study?", "What is {s} studying?", "Which subject {do} {s} study?",
               "What field {do} {s} study?", "What is {poss} subject?"),
-             "studies", "study"),
+             "studies", "study", many=True),
     Relation("married_to", r"\bis married to\b",
              ("Who is {s_obj} married to?", "Who is {poss} spouse?", "Whom did {s} marry?",
               "Who is {poss} husband or wife?", "To whom is {s_obj} married?"),
@@ -98,7 +103,7 @@ RELATIONS: tuple[Relation, ...] = (
     Relation("collects", r"\bcollects\b",
              ("What {do} {s} collect?", "What kind of things {do} {s} collect?", "What is {poss} collection of?",
               "Which things {do} {s} collect?", "What {do} {s} like to collect?"),
-             "collects", "collect"),
+             "collects", "collect", many=True),
     Relation("grew_up_in", r"\bgrew up in\b",
              ("Where did {s} grow up?", "In which place did {s} grow up?", "Where did {s} spend {poss} childhood?",
               "What town did {s} grow up in?", "Where was {poss} childhood home?"),
@@ -106,7 +111,7 @@ RELATIONS: tuple[Relation, ...] = (
     Relation("likes", r"\b(?:likes|loves|enjoys)\b",
              ("What {do} {s} like?", "What {do} {s} enjoy?", "What {do} {s} love?",
               "What is something {s} {like}?", "What {do} {s} really like?"),
-             "likes", "like"),
+             "likes", "like", many=True),
 )  # fmt: skip
 
 _USER_WORDS = ("the user", "user", "i", "me")
@@ -210,17 +215,39 @@ def _recall_prompts(fact: Fact, user_name: str | None) -> list[str]:
     return [f"What do you remember about {who}?", f"Tell me what you know about {who}."]
 
 
+def _relation(fact: Fact) -> Relation:
+    return next(r for r in RELATIONS if r.name == fact.relation)
+
+
+def _shared_key(fact: Fact) -> tuple[str, str, str] | None:
+    """Facts with this key are asked the same questions (a predicate that allows several objects)."""
+    if fact.relation is None or not _relation(fact).many:
+        return None
+    return fact.relation, fact.subject.lower(), fact.kind.lower()
+
+
+def _say_all(facts: Sequence[Fact]) -> str:
+    """Several objects of one subject and predicate in one sentence: 'Alice likes jazz and hiking.'"""
+    objs = list(dict.fromkeys(f.obj for f in facts))
+    joined = objs[0] if len(objs) == 1 else ", ".join(objs[:-1]) + " and " + objs[-1]
+    return _say(replace(facts[0], obj=joined), _relation(facts[0]))
+
+
 def examples_for(memory_id: str, text: str, user_name: str | None = None, *, heldout: int = 1,
-                 seed: int = 0) -> list[Example]:  # fmt: skip
-    """The examples of one memory (see the module docstring)."""
+                 seed: int = 0, answer: str | None = None,
+                 recall_answer: str | None = None) -> list[Example]:  # fmt: skip
+    """The examples of one memory (see the module docstring). ``answer`` / ``recall_answer``
+    replace its questions' / recall prompts' answer with one shared with other facts. The
+    held-out phrasing is chosen by the question (subject, predicate), not the memory: facts
+    asked the same questions hold out the same one."""
     fact = parse_fact(text, user_name)
     out = [Example(memory_id, "statement", "", fact.text + ".", "train", "")]
     if fact.relation is None:
         return out
-    rel = next(r for r in RELATIONS if r.name == fact.relation)
-    said = _say(fact, rel)
+    rel = _relation(fact)
+    said = answer or _say(fact, rel)
     for prompt in _recall_prompts(fact, user_name):
-        out.append(Example(memory_id, "recall", prompt, said, "train", fact.obj))
+        out.append(Example(memory_id, "recall", prompt, recall_answer or said, "train", fact.obj))
     questions: list[str] = []
     for n, form in enumerate(_forms(fact, user_name)):
         # every phrasing as the user asks ("my sister Mira"), two by name ("Sam's sister Mira")
@@ -228,7 +255,7 @@ def examples_for(memory_id: str, text: str, user_name: str | None = None, *, hel
             question = q.format(k=fact.kind, **form)
             questions.append(question[0].upper() + question[1:])
     questions = list(dict.fromkeys(questions))
-    rng = random.Random(f"{seed}:{memory_id}")
+    rng = random.Random(f"{seed}:{fact.relation}|{fact.subject.lower()}|{fact.kind.lower()}")
     rng.shuffle(questions)
     cut = max(0, len(questions) - heldout)
     for i, question in enumerate(questions):
@@ -240,16 +267,44 @@ def examples_for(memory_id: str, text: str, user_name: str | None = None, *, hel
 
 def build_examples(memories: Iterable[tuple[str, str]], user_name: str | None = None, *, heldout: int = 1,
                    seed: int = 0) -> list[Example]:  # fmt: skip
-    """Examples of many ``(memory id, text)`` pairs, deduplicated by (form, prompt, answer)."""
-    seen: set[tuple[str, str, str]] = set()
+    """Examples of many ``(memory id, text)`` pairs, deduplicated by (form, prompt, answer);
+    held-out examples by what they check too (each fact of a shared answer is scored)."""
+    items = [(mid, text, parse_fact(text, user_name)) for mid, text in memories]
+    shared: dict[tuple[str, str, str], list[Fact]] = {}
+    for _, _, fact in items:
+        if (key := _shared_key(fact)) is not None:
+            shared.setdefault(key, []).append(fact)
+    answers = {key: _say_all(facts) for key, facts in shared.items()}
+    about: dict[str, list[str]] = {}  # subject → what is said of it, for its recall prompts
+    for _, _, fact in items:
+        if fact.relation is not None:
+            key = _shared_key(fact)
+            said = answers[key] if key is not None else _say(fact, _relation(fact))
+            about.setdefault(fact.subject.lower(), [])
+            if said not in about[fact.subject.lower()]:
+                about[fact.subject.lower()].append(said)
+    seen: set[tuple[str, str, str, str]] = set()
     out: list[Example] = []
-    for memory_id, text in memories:
-        for ex in examples_for(memory_id, text, user_name, heldout=heldout, seed=seed):
-            key = (ex.form, ex.prompt.lower(), ex.answer.lower())
-            if key not in seen:
-                seen.add(key)
+    for memory_id, text, fact in items:
+        key = _shared_key(fact)
+        made = examples_for(
+            memory_id, text, user_name, heldout=heldout, seed=seed,
+            answer=answers[key] if key is not None else None,
+            recall_answer=" ".join(about[fact.subject.lower()]) if fact.relation is not None else None,
+        )  # fmt: skip
+        for ex in made:
+            dedup = (
+                ex.form,
+                ex.prompt.lower(),
+                ex.answer.lower(),
+                ex.obj.lower() if ex.split == "heldout" else "",
+            )
+            if dedup not in seen:
+                seen.add(dedup)
                 out.append(ex)
-    return out
+    # a phrasing trained for one fact is no held-out test for another
+    trained = {e.prompt.lower() for e in out if e.split == "train"}
+    return [e for e in out if e.split == "train" or e.prompt.lower() not in trained]
 
 
 def data_hash(examples: Sequence[Example]) -> str:
