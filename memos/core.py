@@ -161,6 +161,8 @@ class MemOS:
             self.activation = ActivationMemory(self.home, runtimes=self._runtimes.get)
             #: parametric memory: LoRA adapters consolidated from memories (memos.parametric)
             self.parametric = ParametricMemory(self.home, runtimes=self._runtimes.get)
+            #: a KV prefix is computed under the cube's active adapters, those its chats apply
+            self.activation.adapters = self.parametric.for_chat
             self._chat = Chat(
                 self.home,
                 reading=self._reading,
@@ -175,6 +177,8 @@ class MemOS:
             )
             for artifacts in (self.activation, self.parametric):  # erasure reaches what was built
                 self.events.subscribe(artifacts.on_purge, [EventKind.memory_purged])
+            # a prefix computed under an adapter goes when the adapter is retired
+            self.events.subscribe(self.activation.on_adapter_retired, [EventKind.artifact_retired])
             self.repair()
             from memos.scheduler.service import Scheduler
 

@@ -163,10 +163,15 @@ class KVPrefix(Protocol):
     """A loaded KV prefix, ready for :meth:`Runtime.complete`'s ``prefix=``.
 
     ``token_ids`` are the exact tokens it was computed from; a prompt used with it must
-    start with them. Using it never changes it (each use works on a copy)."""
+    start with them. ``adapters`` are the keys of the LoRA adapters it was computed under
+    (empty: the base model's); a generation must apply the same ones. Using it never
+    changes it (each use works on a copy)."""
 
     @property
     def token_ids(self) -> tuple[int, ...]: ...
+
+    @property
+    def adapters(self) -> tuple[str, ...]: ...
 
 
 @runtime_checkable
@@ -177,8 +182,10 @@ class Runtime(Protocol):
     runtimes; the HTTP runtime estimates); ``supports_grammar`` — decoding constrained to
     a JSON schema; ``supports_kv_prefix`` and ``supports_lora`` — activation and
     parametric memory (``lora_format`` says which LoRA file it loads: ``"safetensors"``,
-    peft's tensors, or ``"gguf"``); ``supports_training`` — it is a
-    :class:`TrainableRuntime`.
+    peft's tensors, or ``"gguf"``); ``supports_kv_prefix_lora`` — a KV prefix can be
+    computed under LoRA adapters and used with them (without it, a prefix is the base
+    model's and a generation uses either a prefix or adapters); ``supports_training`` — it
+    is a :class:`TrainableRuntime`.
     """
 
     name: str
@@ -186,6 +193,7 @@ class Runtime(Protocol):
     supports_grammar: ClassVar[bool]
     supports_kv_prefix: ClassVar[bool]
     supports_lora: ClassVar[bool]
+    supports_kv_prefix_lora: ClassVar[bool]
     supports_training: ClassVar[bool]
     lora_format: ClassVar[str | None]
 
@@ -225,16 +233,20 @@ class Runtime(Protocol):
         With ``prefix`` (from :meth:`load_prefix`; ``supports_kv_prefix``) the prompt's
         first tokens are not computed but taken from the prefix's KV cache. With
         ``adapters`` (from :meth:`load_adapter`; ``supports_lora``) the LoRA adapters
-        apply to this generation only (their deltas add up)."""
+        apply to this generation only (their deltas add up). Both together only when the
+        prefix was built under exactly these adapters (in any order); otherwise
+        :class:`~memos.errors.InvalidInput`."""
         ...
 
-    def build_prefix(self, token_ids: Sequence[int]) -> bytes:
-        """Prefill ``token_ids`` and return the KV cache as a safetensors file (bytes)."""
+    def build_prefix(self, token_ids: Sequence[int], adapters: Sequence[Any] = ()) -> bytes:
+        """Prefill ``token_ids`` and return the KV cache as a safetensors file (bytes);
+        with ``adapters`` (``supports_kv_prefix_lora``) the prefill applies them, and the
+        file names their keys."""
         ...
 
     def load_prefix(self, data: bytes | Path, token_ids: Sequence[int]) -> KVPrefix:
         """A prefix from :meth:`build_prefix`'s bytes (or the file they were written to),
-        for ``complete(prefix=…)``."""
+        for ``complete(prefix=…)``; it knows the adapters it was built under (``adapters``)."""
         ...
 
     def load_adapter(self, path: Path) -> Any:

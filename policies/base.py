@@ -134,6 +134,8 @@ class ArtifactView:
     outdated: bool = False
     #: lora: a retrain is queued (after a purge or an update of a memory inside)
     retrain: bool = False
+    #: kv_prefix: the ids of the adapters it was computed under
+    adapters: tuple[str, ...] = ()
 
     @property
     def live(self) -> bool:
@@ -327,13 +329,15 @@ class ArtifactAction(Action):
 class CompileActivation(ArtifactAction):
     """Compile ``memory_ids`` (in order) into the cube's KV prefix ``name`` for ``runtime``
     (None: the configured one) within ``token_budget`` prefix tokens, counted by the
-    runtime (the memories that do not fit are left out, from the end); it replaces the
-    previous prefix of that name and model in one transaction."""
+    runtime (the memories that do not fit are left out, from the end), under the LoRA
+    ``adapters`` (ids: the cube's active ones); it replaces the previous prefix of that
+    name and model in one transaction."""
 
     verb: ClassVar[str] = "compile_activation"
     name: str
     runtime: str | None = None
     token_budget: int = 1024
+    adapters: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

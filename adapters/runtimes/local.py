@@ -32,6 +32,7 @@ class RuntimeIdentity:
     supports_grammar: ClassVar[bool] = False
     supports_kv_prefix: ClassVar[bool] = False
     supports_lora: ClassVar[bool] = False
+    supports_kv_prefix_lora: ClassVar[bool] = False
     supports_training: ClassVar[bool] = False
     lora_format: ClassVar[str | None] = None
 
@@ -125,22 +126,35 @@ class LocalRuntime(RuntimeIdentity):
                 f"prompt of {len(ids)} tokens + {params.max_tokens} new tokens exceeds the "
                 f"context of {self._context} tokens"
             )
+        adapters = self._check_adapters(adapters)
         if prefix is not None:
             if not isinstance(prefix, self._prefix_type):
                 raise InvalidInput(f"this prefix was not loaded by the {getattr(self, 'name', '?')} runtime")
             check_prefix(ids, cast(KVPrefix, prefix))
-        adapters = tuple(adapters)
-        if adapters and prefix is not None:
-            raise InvalidInput("a KV prefix is computed without adapters; use one or the other")
-        for adapter in adapters:
-            if not isinstance(adapter, self._adapter_type):
-                raise InvalidInput(f"this adapter was not loaded by the {getattr(self, 'name', '?')} runtime")
+            check_prefix_adapters(cast(KVPrefix, prefix), adapters)
         return Generation(
             lambda: self._pieces(self._tokens(ids, params, prefix, adapters), params.max_tokens),
             stop=params.stop,
             prompt_tokens=len(ids),
             max_tokens=params.max_tokens,
         )
+
+    def _check_adapters(self, adapters: Sequence[Any]) -> tuple[Any, ...]:
+        """``adapters`` as a tuple, after checking this runtime loaded each of them."""
+        adapters = tuple(adapters)
+        for adapter in adapters:
+            if not isinstance(adapter, self._adapter_type):
+                raise InvalidInput(f"this adapter was not loaded by the {getattr(self, 'name', '?')} runtime")
+        return adapters
+
+    def _prefix_adapters(self, adapters: Sequence[Any]) -> tuple[Any, ...]:
+        """The adapters a prefix is built under, checked (``supports_kv_prefix_lora``)."""
+        adapters = self._check_adapters(adapters)
+        if adapters and not self.supports_kv_prefix_lora:
+            raise InvalidInput(
+                f"the {getattr(self, 'name', '?')} runtime computes a KV prefix without adapters only"
+            )
+        return adapters
 
     def _kv_metadata(self, data: bytes, fmt: str) -> dict[str, str]:
         """The metadata of a KV prefix blob, after checking it is this runtime's format and
@@ -181,6 +195,24 @@ class LocalRuntime(RuntimeIdentity):
             close = getattr(tokens, "close", None)
             if close is not None:
                 close()
+
+
+def check_prefix_adapters(prefix: KVPrefix, adapters: Sequence[Any]) -> None:
+    """Refuse a prefix computed under other adapters than the generation applies: its keys
+    and values would be another model's. The order does not matter (the deltas add up)."""
+    built = tuple(getattr(prefix, "adapters", ()))
+    given = tuple(str(a.key) for a in adapters)
+    if sorted(built) == sorted(given):
+        return
+
+    def under(keys: Sequence[str]) -> str:
+        return "with adapters " + ", ".join(k[:12] for k in keys) if keys else "without adapters"
+
+    raise InvalidInput(
+        f"this KV prefix was computed {under(built)} but the generation applies "
+        f"{'adapters ' + ', '.join(k[:12] for k in given) if given else 'none'}: build the prefix "
+        "under the same adapters (build_prefix(token_ids, adapters=...)) or generate without it"
+    )
 
 
 def check_prefix(ids: Sequence[int], prefix: KVPrefix) -> int:

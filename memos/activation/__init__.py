@@ -17,6 +17,11 @@ Correctness rules, each enforced here or in the runtimes:
   compare logits); the manifest records each segment's token span.
 - **Copy-on-use.** Runtimes build a fresh working cache from the stored tensors on every
   use; the blob's bytes and hash never change.
+- **Adapters.** A prefix is computed under the LoRA adapters a chat on the cube applies
+  (parametric memory; the manifest names their ids, the blob their keys). A runtime uses
+  it only with exactly those adapters, and a chat looks up only a prefix computed under
+  the adapters it applies. An adapter superseded, deactivated or made stale makes the
+  prefix stale; an adapter retired (its files deleted) purges it.
 - **Invalidation.** The manifest lists every memory id and version inside. Updating,
   deleting or purging one marks the prefix ``stale`` (eagerly through the operations'
   hooks, and again checked before each use); chat never uses a stale prefix — it falls

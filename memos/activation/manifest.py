@@ -1,8 +1,9 @@
 """The manifest of a compiled KV prefix: a ``blobs`` row of kind ``activation``.
 
 The row names the blob (its sha256), the cube, and in ``manifest`` what the prefix holds:
-the runtime fingerprint, every memory id and version in prefix order, each segment's token
-span, the token ids and text (scrubbed when a memory inside is purged), and its state.
+the runtime fingerprint, the LoRA adapters it was computed under, every memory id and
+version in prefix order, each segment's token span, the token ids and text (scrubbed when
+a memory inside is purged), and its state.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class ActivationInfo(BaseModel):
     stale_reason: str | None = None
     fingerprint: dict[str, str]
     memories: list[dict[str, Any]] = Field(description="[{id, version}] in prefix order")
+    adapters: list[str] = Field(
+        default_factory=list, description="ids of the LoRA adapters it was computed under (empty: none)"
+    )
     segments: list[Segment]
     n_tokens: int
     bytes: int
@@ -61,6 +65,7 @@ def info(sha: str, cube_id: str, size: int, created: datetime, m: Mapping[str, A
         stale_reason=m.get("stale_reason"),
         fingerprint=dict(m.get("fingerprint", {})),
         memories=list(m.get("memories", [])),
+        adapters=list(m.get("adapters", [])),
         segments=[Segment(**sg) for sg in m.get("segments", [])],
         n_tokens=n,
         bytes=size,

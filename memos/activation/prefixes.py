@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -45,6 +46,10 @@ class ActivationMemory:
     def __init__(self, home: Home, *, runtimes: Callable[..., Runtime]) -> None:
         self.home = home
         self.runtimes = runtimes
+        #: the active adapters a chat over ``(cube ids, runtime, at most)`` applies, loaded on
+        #: the runtime, as ``[(info with .id, adapter)]`` (:meth:`ParametricMemory.for_chat`,
+        #: wired by the kernel); without it every prefix is the base model's
+        self.adapters: Callable[[Sequence[str], Runtime, int], Sequence[tuple[Any, Any]]] | None = None
         self.blobs = BlobStore(home.settings.home)
         self._loaded: OrderedDict[tuple[str, str], KVPrefix] = OrderedDict()
         self._verified: set[str] = set()
@@ -67,6 +72,7 @@ class ActivationMemory:
         name: str = "default",
         fit: bool = False,
         actor: str | None = None,
+        adapters: Sequence[str] | None = None,
     ) -> ActivationInfo:
         """Compile memories into a KV prefix for ``runtime`` (default: the configured one).
 
@@ -84,6 +90,16 @@ class ActivationMemory:
         one that holds the old prefix already finishes with it (a loaded prefix is
         memory-mapped or in memory: deleting its file does not touch it). ``actor`` (a
         policy) is who the events name, ``user_id`` by default.
+
+        The prefill runs under LoRA adapters, recorded in the manifest, so that a chat that
+        applies them can start from it (a prefix serves only a chat applying exactly the
+        adapters it was computed under): by default (``adapters=None``) the cube's active
+        adapters for this model — those a chat on the cube applies, none on a runtime that
+        computes prefixes for the base model only; ``[]``: none (for chats without them,
+        ``parametric=False``); a list of adapter ids: exactly those, which must be the cube's
+        active ones. A prefix computed under an
+        adapter that is later superseded, deactivated or made stale becomes stale; one
+        whose adapter is retired (a memory it was trained on purged) is purged with it.
         """
         home = self.home
         rt = self._runtime(runtime)
@@ -95,11 +111,16 @@ class ActivationMemory:
             raise InvalidInput(f"token_budget must be an integer from 16 to {rt.context_length - 1}")
         if not isinstance(name, str) or not name.strip() or len(name) > 64:
             raise InvalidInput("name must be a non-empty string of at most 64 characters")
+        if adapters is not None and (
+            isinstance(adapters, str) or not all(isinstance(a, str) for a in adapters)
+        ):
+            raise InvalidInput("adapters must be a list of adapter ids (or None: the cube's active ones)")
         home.access.flush()  # the selectors order by hits
         with home.store.session() as s:
             acl.require(s, cube_id, user_id, acl.WRITE)
             chosen = self._choose(s, cube_id, memory_ids, segments, top_n)
             owner_name = acl.user(s, user_id).name
+        under = self._adapters_for(cube_id, rt, adapters)
         system_prompt = home.settings.chat.system_prompt.replace("{user}", owner_name)
         # fit the budget: whole memories, in order, while the prefix stays within it
         lines: list[str] = []
@@ -134,7 +155,7 @@ class ActivationMemory:
             )
             start = end
         t0 = time.perf_counter()
-        data = rt.build_prefix(ids)
+        data = rt.build_prefix(ids, [a for _, a in under]) if under else rt.build_prefix(ids)
         compile_ms = (time.perf_counter() - t0) * 1000
         sha = self.blobs.write(data)
         now = home.clock()
@@ -146,6 +167,7 @@ class ActivationMemory:
             "fingerprint": fp.as_dict(),
             "fingerprint_key": fp.key,
             "memories": [{"id": m.id, "version": m.version} for _, m in kept],
+            "adapters": [aid for aid, _ in under],
             "segments": [sp.model_dump() for sp in spans],
             "token_ids": ids,
             "text": text,
@@ -188,6 +210,30 @@ class ActivationMemory:
                   details={"kind": "kv_prefix", "id": sha, "name": name}),
         )  # fmt: skip
         return info
+
+    def _adapters_for(
+        self, cube_id: str, rt: Runtime, wanted: Sequence[str] | None
+    ) -> builtins.list[tuple[str, Any]]:
+        """The adapters to compile under, as ``(id, loaded)``: see :meth:`compile`."""
+        chat = self.home.settings.chat
+        active: builtins.list[tuple[str, Any]] = []
+        if self.adapters is not None and chat.parametric and rt.supports_lora:
+            active = [(info.id, loaded) for info, loaded in self.adapters([cube_id], rt, chat.max_adapters)]
+        capable = getattr(rt, "supports_kv_prefix_lora", False)
+        if wanted is None:
+            return active if capable else []
+        ids = builtins.list(wanted)
+        if ids and sorted(ids) != sorted(aid for aid, _ in active):
+            have = ", ".join(aid[:12] for aid, _ in active) or "none"
+            raise InvalidState(
+                f"a prefix is compiled under the cube's active adapters for {rt.fingerprint.model_id} "
+                f"({have}), not {', '.join(i[:12] for i in ids) or 'none'}: activate them first, "
+                "or leave adapters out"
+            )
+        if ids and not capable:
+            raise InvalidState(f"the {rt.name} runtime computes a KV prefix without adapters only")
+        loaded = dict(active)
+        return [(aid, loaded[aid]) for aid in ids]
 
     def _choose(
         self,
@@ -289,15 +335,22 @@ class ActivationMemory:
         return info, prefix
 
     def for_chat(
-        self, cube_id: str, runtime: Runtime, *, retry: bool = True
+        self, cube_id: str, runtime: Runtime, adapters: Sequence[str] = (), *, retry: bool = True
     ) -> tuple[ActivationInfo, KVPrefix, str, builtins.list[str]] | None:
-        """The newest ready prefix of ``cube_id`` for this runtime's fingerprint, with its
-        text and memory lines."""
+        """The newest ready prefix of ``cube_id`` for this runtime's fingerprint computed
+        under exactly ``adapters`` (the ids of those the chat applies, in any order), with
+        its text and memory lines."""
         if not runtime.supports_kv_prefix:
             return None
         key = runtime.fingerprint.key
+        wanted = sorted(adapters)
         with self.home.store.session() as s:
-            rows = [r for r in mf.rows(s, cube_id) if r.manifest.get("fingerprint_key") == key]
+            rows = [
+                r
+                for r in mf.rows(s, cube_id)
+                if r.manifest.get("fingerprint_key") == key
+                and sorted(r.manifest.get("adapters", [])) == wanted
+            ]
             rows.sort(key=lambda r: r.created_at, reverse=True)
             infos = [
                 (mf.info_of(r, cube_id), r.manifest.get("text", ""), list(r.manifest.get("lines", [])))
@@ -311,14 +364,47 @@ class ActivationMemory:
                 except InvalidState:  # its file went missing: now stale; plaintext memory serves
                     continue
                 except NotFound:  # replaced by a compile since the lookup: look again, once
-                    return self.for_chat(cube_id, runtime, retry=False) if retry else None
+                    return self.for_chat(cube_id, runtime, adapters, retry=False) if retry else None
                 return info, prefix, str(text), lines
         return None
+
+    def refused(
+        self, cube_id: str, runtime: Runtime, adapters: Sequence[str]
+    ) -> tuple[ActivationInfo, str] | None:
+        """The newest ready prefix of ``cube_id`` for this runtime that a chat applying
+        ``adapters`` cannot use (computed under others), and why; None if there is none."""
+        if not runtime.supports_kv_prefix:
+            return None
+        key = runtime.fingerprint.key
+        with self.home.store.session() as s:
+            infos = [mf.info_of(r, cube_id) for r in mf.rows(s, cube_id)
+                     if r.manifest.get("fingerprint_key") == key]  # fmt: skip
+        self._refresh(infos)
+        ready = [i for i in infos if i.state == "ready" and sorted(i.adapters) != sorted(adapters)]
+        if not ready:
+            return None
+        info = max(ready, key=lambda i: i.created_at)
+
+        def under(ids: Sequence[str]) -> str:
+            return "adapters " + ", ".join(i[:12] for i in ids) if ids else "no adapters"
+
+        if adapters and not getattr(runtime, "supports_kv_prefix_lora", False):
+            return info, f"the {runtime.name} runtime uses a KV prefix without adapters only"
+        return info, f"compiled under {under(info.adapters)}; this chat applies {under(adapters)}"
 
     # ------------------------------------------------------------------ invalidation
     def on_purge(self, event: Event) -> None:
         """Erasure: the subscriber to ``memory_purged`` (:mod:`memos.events`)."""
         self.invalidate(event.memory_ids, "a memory inside was purged", purge=True, actor=event.actor)
+
+    def on_adapter_retired(self, event: Event) -> None:
+        """The subscriber to ``artifact_retired``: a prefix computed under a retired adapter
+        (its files deleted; a memory it was trained on may have been purged) is purged too."""
+        if event.details.get("kind") != "lora":
+            return
+        aid = str(event.details.get("id", ""))
+        why = f"the adapter {aid[:12]} it was computed under was retired ({event.reason})"
+        self.invalidate_adapters([aid], why, purge=True, actor=event.actor)
 
     def invalidate(
         self, memory_ids: Sequence[str], reason: str, *, purge: bool = False, actor: str | None = None
@@ -329,13 +415,37 @@ class ActivationMemory:
         wanted = set(memory_ids)
         if not wanted:
             return []
+        return self._invalidate(
+            lambda m: bool({x["id"] for x in m.get("memories", [])} & wanted), wanted, reason, purge, actor
+        )
+
+    def invalidate_adapters(
+        self, adapter_ids: Sequence[str], reason: str, *, purge: bool = False, actor: str | None = None
+    ) -> builtins.list[str]:
+        """As :meth:`invalidate`, for the prefixes computed under one of ``adapter_ids``."""
+        wanted = set(adapter_ids)
+        if not wanted:
+            return []
+        return self._invalidate(
+            lambda m: bool(set(m.get("adapters", [])) & wanted), set(), reason, purge, actor
+        )
+
+    def _invalidate(
+        self,
+        hits: Callable[[Mapping[str, Any]], bool],
+        wanted: set[str],
+        reason: str,
+        purge: bool,
+        actor: str | None,
+    ) -> builtins.list[str]:
+        """Mark the prefixes whose manifest ``hits`` stale, or purge them (``wanted``: the
+        purged memory ids, scrubbed from the manifests)."""
         home = self.home
         hit: builtins.list[str] = []
         retired: builtins.list[Event] = []
         with home.write_lock, home.store.session() as s:
             for row in s.scalars(select(BlobRow).where(BlobRow.kind == KIND)):
-                inside = {m["id"] for m in row.manifest.get("memories", [])}
-                if not inside & wanted:
+                if not hits(row.manifest):
                     continue
                 hit.append(row.sha256)
                 manifest = dict(row.manifest)
@@ -357,17 +467,32 @@ class ActivationMemory:
         return hit
 
     def _refresh(self, infos: Sequence[ActivationInfo]) -> None:
-        """Check ready prefixes against the rows: a memory changed or gone makes them stale."""
+        """Check ready prefixes against the rows: a memory changed or gone, or an adapter
+        they were computed under no longer active, makes them stale."""
         ready = [i for i in infos if i.state == "ready"]
         if not ready:
             return
         ids = {m["id"] for i in ready for m in i.memories}
+        adapter_ids = {a for i in ready for a in i.adapters}
         with self.home.store.session() as s:
             current = {
                 r.id: (r.state, r.version)
                 for r in s.scalars(select(MemoryRow).where(MemoryRow.id.in_(list(ids))))
             }
+            adapters = {
+                r.sha256: (str(r.manifest.get("state")), r.manifest.get("reason"))
+                for r in s.scalars(select(BlobRow).where(BlobRow.sha256.in_(list(adapter_ids))))
+            }
         for info in ready:
+            for aid in info.adapters:
+                state, said = adapters.get(aid, ("gone", None))
+                if state != "active":
+                    reason = f"adapter {aid[:12]} is {state}" + (f": {said}" if said else "")
+                    self.invalidate_adapters([aid], reason)
+                    info.state, info.stale_reason = "stale", reason
+                    break
+            if info.state != "ready":
+                continue
             for m in info.memories:
                 state, version = current.get(m["id"], ("purged", None))
                 if state != "active" or version != m["version"]:

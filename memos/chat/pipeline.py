@@ -129,7 +129,9 @@ class Chat:
         ``stream=True`` a :class:`ChatStream` is returned instead of a :class:`ChatResult`.
         ``explain=True`` puts the exact prompt text in ``ChatResult.prompt``.
         ``activation=False`` / ``parametric=False`` leave the compiled KV prefix / the
-        cubes' LoRA adapters out; ``memories=0`` turns retrieval off. Of the ``memories``
+        cubes' LoRA adapters out; ``memories=0`` turns retrieval off. A prefix serves only a
+        chat that applies exactly the adapters it was computed under (otherwise
+        ``ChatResult.activation["reason"]`` says why it was not used). Of the ``memories``
         best hits, those the KV prefix holds are in the prompt already (computed, not written
         again: ``ChatResult.activation["retrieved_in_prefix"]``); the others follow as text.
         """
@@ -168,9 +170,13 @@ class Chat:
             )
             adapters = self.parametric.for_chat(order, rt, cfg.max_adapters)
         # activation memory: the cube's compiled KV prefix for this model, if one is ready
-        # (computed without adapters, so not used with them)
-        use_kv = activation and cfg.activation and not adapters
-        kv = self.activation.for_chat(cube_id, rt) if use_kv else None
+        # that was computed under exactly the adapters this chat applies
+        adapter_ids = [i.id for i, _ in adapters]
+        use_kv = activation and cfg.activation
+        kv = None
+        if use_kv and (not adapters or getattr(rt, "supports_kv_prefix_lora", False)):
+            kv = self.activation.for_chat(cube_id, rt, adapter_ids)
+        refused = self.activation.refused(cube_id, rt, adapter_ids) if use_kv and kv is None else None
         in_prefix = set(kv[0].memory_ids) if kv else set()
         found: list[SearchHit] = []
         if k > 0 and readable:
@@ -192,12 +198,17 @@ class Chat:
         activation_report: dict[str, Any] | None = None
         assembled: Assembled | None = None
         prompt_ids: list[int] | None = None
+        if refused is not None:  # a ready prefix, computed under other adapters: not used
+            activation_report = {"id": refused[0].id, "n_tokens": refused[0].n_tokens,
+                                 "memory_ids": refused[0].memory_ids, "adapters": refused[0].adapters,
+                                 "used": False, "retrieved_in_prefix": [], "reason": refused[1]}  # fmt: skip
         if kv is not None:
             info, prefix, text, lines = kv
             activation_report = {
                 "id": info.id,
                 "n_tokens": info.n_tokens,
                 "memory_ids": info.memory_ids,
+                "adapters": info.adapters,
                 "used": False,
                 # of the k memories retrieved, those the prefix holds (not written again)
                 "retrieved_in_prefix": [h.memory.id for h in found if h.memory.id in in_prefix],
@@ -233,7 +244,10 @@ class Chat:
         turn.extra["parametric"] = [{"id": i.id, "cube_id": i.cube_id, "name": i.name} for i, _ in adapters]
         if prompt_ids is not None and kv is not None:
             stops = tuple(dict.fromkeys((*params.stop, *rt.default_stops())))
-            gen = rt.complete(prompt_ids, replace(params, stop=stops), prefix=kv[1])
+            # the adapters in the order the prefix was computed under (the same sums)
+            loaded = {i.id: a for i, a in adapters}
+            under = [loaded[aid] for aid in kv[0].adapters]
+            gen = rt.complete(prompt_ids, replace(params, stop=stops), prefix=kv[1], adapters=under)
         else:
             gen = rt.chat(assembled.messages, params, adapters=[a for _, a in adapters])
         if explain:

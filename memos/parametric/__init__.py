@@ -20,7 +20,7 @@ context for the request. **Several cubes:** each cube has at most one active ada
 base model (activating one deactivates the others); a chat over several cubes *stacks*
 their active adapters (the low-rank deltas add up, each at its trained scale), up to
 ``chat.max_adapters`` in the order of ``cube_ids``. A KV prefix (activation memory) is
-computed without adapters, so a chat that applies adapters does not use one.
+computed under the cube's active adapters and serves only a chat that applies those.
 
 **Erasure.** Purging a memory an adapter was trained on *retires* the adapter: both blob
 files are deleted, the manifest keeps why, and a retrain without the purged memories is

@@ -3,12 +3,14 @@
 :class:`Artifacts` is the executor's side of the artifact actions of
 :mod:`memos.policies.base`: it shows a policy each compiled prefix and adapter of a cube
 (:class:`~memos.policies.base.ArtifactView`, checked against the memories' rows: a
-member updated, archived, deleted or purged since makes it ``outdated``), checks an
-action against the view before it runs, and carries it out:
+member updated, archived, deleted or purged since makes it ``outdated``, and so does, for
+a prefix, an adapter it was computed under that is no longer active), checks an action
+against the view before it runs, and carries it out:
 
 - ``CompileActivation`` — :meth:`ActivationMemory.compile` at once (a prefill of at most
   ``token_budget`` tokens: seconds), with ``fit``: the runtime counts the tokens and the
-  memories that do not fit are left out from the end;
+  memories that do not fit are left out from the end; under the action's adapters, which
+  the kernel checks are the cube's active ones for the runtime;
 - ``RetireArtifact`` — the purge's own retirement (:meth:`ActivationMemory.invalidate` /
   :meth:`ParametricMemory.invalidate` with ``purge``), at once;
 - ``ConsolidateParametric`` / ``RetrainParametric`` — training takes minutes: queued as
@@ -83,11 +85,17 @@ class Artifacts:
         """The cube's prefixes and adapters; ``rows``: each memory's (state, version)."""
         out = []
         blobs = select(BlobRow).where(BlobRow.cube_id == cube_id, BlobRow.kind.in_(list(_KINDS)))
-        for b in s.scalars(blobs.order_by(BlobRow.created_at, BlobRow.sha256)):
+        found = list(s.scalars(blobs.order_by(BlobRow.created_at, BlobRow.sha256)))
+        active = {
+            b.sha256 for b in found if b.kind == LORA_KIND and (b.manifest or {}).get("state") == "active"
+        }
+        for b in found:
             m = b.manifest or {}
             members = list(m.get("memories") or [])
             fp = m.get("fingerprint") or m.get("base") or {}
+            adapters = tuple(m.get("adapters") or ()) if b.kind == KV_KIND else ()
             outdated = any(rows.get(x["id"]) != ("active", x.get("version")) for x in members)
+            outdated = outdated or not set(adapters) <= active
             out.append(
                 ArtifactView(
                     kind=_KINDS[b.kind],
@@ -100,6 +108,7 @@ class Artifacts:
                     model=str(fp.get("model_id", "")),
                     outdated=outdated,
                     retrain=bool(m.get("retrain")),
+                    adapters=adapters,
                 )
             )
         return tuple(out)
@@ -120,6 +129,11 @@ class Artifacts:
             return "no memories named"
         if isinstance(a, CompileActivation) and (why := self._no_kv(a.runtime)) is not None:
             return why
+        if isinstance(a, CompileActivation):
+            for aid in a.adapters:
+                x = next((x for x in view.artifacts_of("lora") if x.id == aid), None)
+                if x is None or x.state != "active":
+                    return f"the adapter {aid[:12]} is {'gone' if x is None else x.state}"
         for mid in a.memory_ids:
             m = view.get(mid)
             if m is None or m.state != "active":
@@ -144,7 +158,7 @@ class Artifacts:
         if isinstance(a, CompileActivation):
             info = self.activation.compile(
                 cube_id, user_id=owner, memory_ids=list(a.memory_ids), token_budget=a.token_budget,
-                runtime=a.runtime, name=a.name, fit=True, actor=actor,
+                runtime=a.runtime, name=a.name, fit=True, actor=actor, adapters=list(a.adapters),
             )  # fmt: skip
             return {"kv_prefix": info.id, "memories": len(info.memory_ids), "n_tokens": info.n_tokens}
         if isinstance(a, RetireArtifact):

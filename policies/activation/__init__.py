@@ -11,12 +11,19 @@ Episodes are promoted too: in a cube fed by conversations the turns are most of 
 searches return (on the LoCoMo development conversations a cube holds ~25 facts beside
 ~450 turns, and with facts alone the prefix came too late for a fifth of the chats).
 
+The prefix is computed under the cube's active LoRA adapters (the ``lora`` artifacts in
+state ``active`` and still valid: those a chat on the cube applies), so that a chat
+applying them starts from it; a chat uses a prefix only under exactly the adapters it was
+computed under.
+
 The prefix is the newest one named ``name`` compiled for the runtime (``runtime``, or the
 home's configured chat runtime). The policy asks for a (re)compile when there is none, when
-it is no longer valid (a memory inside was updated, deleted, archived or purged), or when
-the hot set has drifted: Jaccard(hot set, prefix's memories) < ``min_jaccard``. Never
-twice within ``min_interval`` of the last compile (debounce). An empty hot set leaves the
-prefix as it is. The kernel compiles the new prefix, then switches the manifest rows in one
+it is no longer valid (a memory inside was updated, deleted, archived or purged, or an
+adapter it was computed under is no longer active), when the active adapters changed (one
+was activated: the prefix holds the others' keys and values), or when the hot set has
+drifted: Jaccard(hot set, prefix's memories) < ``min_jaccard``. Never twice within
+``min_interval`` of the last compile (debounce). An empty hot set leaves the prefix as it
+is. The kernel compiles the new prefix, then switches the manifest rows in one
 transaction; a chat that already holds the old prefix finishes with it.
 """
 
@@ -43,6 +50,7 @@ from memos.policies.base import (
 from memos.types import AuditEvent, MemoryType
 
 KV_PREFIX = "kv_prefix"
+LORA = "lora"
 
 
 class ActivationSettings(PolicySettings):
@@ -88,6 +96,11 @@ def hot_set(view: CubeView, now: datetime, cfg: ActivationSettings) -> list[Memo
     return out
 
 
+def active_adapters(view: CubeView) -> tuple[str, ...]:
+    """The ids of the cube's active, valid adapters (oldest first)."""
+    return tuple(a.id for a in view.artifacts_of(LORA) if a.state == "active" and a.live)
+
+
 def current_prefix(view: CubeView, name: str, runtime: str) -> ArtifactView | None:
     mine = [a for a in view.artifacts_of(KV_PREFIX) if a.name == name and a.runtime == runtime]
     return max(mine, key=lambda a: (a.created_at, a.id), default=None)
@@ -109,6 +122,7 @@ class ActivationPolicy(Policy):
         if not hot:
             return []
         ids = tuple(m.id for m in hot)
+        adapters = active_adapters(view)
         prefix = current_prefix(view, settings.name, runtime)
         if prefix is None:
             why = f"no {settings.name!r} prefix for {runtime} yet"
@@ -117,7 +131,12 @@ class ActivationPolicy(Policy):
                 return []
             j = jaccard(ids, prefix.memory_ids)
             if not prefix.live:
-                why = f"prefix {prefix.id[:12]} is no longer valid (a memory inside changed or went)"
+                why = (
+                    f"prefix {prefix.id[:12]} is no longer valid (a memory inside changed or went, "
+                    "or an adapter it was computed under is no longer active)"
+                )
+            elif set(prefix.adapters) != set(adapters):
+                why = f"the active adapters changed: {_ids(prefix.adapters)} -> {_ids(adapters)}"
             elif j < settings.min_jaccard:
                 why = f"the hot set drifted: Jaccard {j:.2f} < {settings.min_jaccard:g}"
             else:
@@ -130,5 +149,10 @@ class ActivationPolicy(Policy):
                 name=settings.name,
                 runtime=settings.runtime,
                 token_budget=settings.token_budget,
+                adapters=adapters,
             )
         ]
+
+
+def _ids(adapters: Sequence[str]) -> str:
+    return "[" + ", ".join(a[:12] for a in adapters) + "]"

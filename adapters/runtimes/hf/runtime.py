@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from memos import weights as bundled
 from memos.adapters.runtimes.hf.batch import greedy_batches
 from memos.adapters.runtimes.hf.config import TransformersSettings
-from memos.adapters.runtimes.local import LocalRuntime, check_prefix
+from memos.adapters.runtimes.local import LocalRuntime, check_prefix, check_prefix_adapters
 from memos.errors import DependencyMissing, FingerprintMismatch, InvalidInput, ModelError
 from memos.runtime import Fingerprint, GenerationParams, RuntimeInfo, safetensors_metadata
 
@@ -44,11 +44,13 @@ ADAPTER_FORMAT = "memos-lora/peft/1"
 
 @dataclass(frozen=True)
 class HFPrefix:
-    """A KV prefix loaded for the transformers runtime (tensors on the model's device)."""
+    """A KV prefix loaded for the transformers runtime (tensors on the model's device);
+    ``adapters``: the keys of the LoRA adapters it was computed under."""
 
     token_ids: tuple[int, ...]
     kv: list[tuple[Any, Any]]
     seq: list[int]
+    adapters: tuple[str, ...] = ()
 
 
 ATTENTION = "memos_sdpa"
@@ -135,6 +137,7 @@ class TransformersRuntime(LocalRuntime):
     Settings = TransformersSettings
     supports_kv_prefix = True
     supports_lora = True
+    supports_kv_prefix_lora = True
     supports_training = True
     lora_format: ClassVar[str | None] = "safetensors"
 
@@ -225,14 +228,17 @@ class TransformersRuntime(LocalRuntime):
 
     # ------------------------------------------------------------------ generation
     # ------------------------------------------------------------------ KV prefixes
-    def build_prefix(self, token_ids: Sequence[int]) -> bytes:
+    def build_prefix(self, token_ids: Sequence[int], adapters: Sequence[HFLora] = ()) -> bytes:
+        """The KV cache of ``token_ids``, computed with ``adapters`` attached (their keys are
+        in the blob's metadata: the prefix serves only a generation under the same ones)."""
         from safetensors.torch import save
 
         ids = [int(x) for x in token_ids]
         if not ids or len(ids) >= self._context:
             raise InvalidInput(f"a KV prefix needs 1 to {self._context - 1} tokens, got {len(ids)}")
+        adapters = self._prefix_adapters(adapters)
         torch = self._torch
-        with self._lock, torch.inference_mode():
+        with self._lock, torch.inference_mode(), self._attached(adapters):
             out = self.model(
                 input_ids=torch.tensor([ids], device=self.device), use_cache=True, logits_to_keep=1
             )
@@ -248,6 +254,7 @@ class TransformersRuntime(LocalRuntime):
             "fingerprint": self._fingerprint.key,
             "n_tokens": str(len(ids)),
             "layers": json.dumps(layers),
+            "adapters": json.dumps([a.key for a in adapters]),
         }
         return bytes(save(tensors, metadata=meta))
 
@@ -279,7 +286,8 @@ class TransformersRuntime(LocalRuntime):
         kv = [
             (tensors[f"k.{i}"].to(self.device), tensors[f"v.{i}"].to(self.device)) for i in range(len(layers))
         ]
-        return HFPrefix(ids, kv, [int(layer["seq"]) for layer in layers])
+        adapters = tuple(str(k) for k in json.loads(meta.get("adapters", "[]")))
+        return HFPrefix(ids, kv, [int(layer["seq"]) for layer in layers], adapters)
 
     def _mapped_tensors(self, buf: Any, n_header: int) -> dict[str, Any]:
         """Tensors viewing a memory-mapped safetensors file."""
@@ -413,6 +421,9 @@ class TransformersRuntime(LocalRuntime):
         prefix or adapters."""
         torch = self._torch
         ids = [int(x) for x in token_ids]
+        adapters = self._check_adapters(adapters)
+        if prefix is not None:
+            check_prefix_adapters(prefix, adapters)
         with self._lock, torch.inference_mode(), self._attached(adapters):
             return self._next_logits(ids, prefix)
 

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from memos import weights as bundled
 from memos.adapters.runtimes.llamacpp.config import LlamaCppSettings
-from memos.adapters.runtimes.local import LocalRuntime, check_prefix
+from memos.adapters.runtimes.local import LocalRuntime, check_prefix, check_prefix_adapters
 from memos.errors import DependencyMissing, InvalidInput, ModelError
 from memos.runtime import Fingerprint, GenerationParams, RuntimeInfo
 
@@ -28,10 +28,12 @@ KV_FORMAT = "memos-kv/llama_cpp/1"
 
 @dataclass(frozen=True)
 class LlamaPrefix:
-    """A KV prefix for the llama_cpp runtime: llama.cpp's saved context state."""
+    """A KV prefix for the llama_cpp runtime: llama.cpp's saved context state;
+    ``adapters``: the keys of the LoRA adapters it was computed under."""
 
     token_ids: tuple[int, ...]
     state: bytes
+    adapters: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,6 +55,7 @@ class LlamaCppRuntime(LocalRuntime):
     supports_grammar = True
     supports_kv_prefix = True
     supports_lora = True
+    supports_kv_prefix_lora = True
     lora_format: ClassVar[str | None] = "gguf"
 
     def __init__(
@@ -156,7 +159,9 @@ class LlamaCppRuntime(LocalRuntime):
             self.llm._ctx.kv_cache_clear()
 
     # ------------------------------------------------------------------ KV prefixes
-    def build_prefix(self, token_ids: Sequence[int]) -> bytes:
+    def build_prefix(self, token_ids: Sequence[int], adapters: Sequence[LlamaLora] = ()) -> bytes:
+        """llama.cpp's context state after ``token_ids``, computed with ``adapters`` set on
+        the context (their keys are in the blob's metadata)."""
         import llama_cpp
         import numpy as np
         from safetensors.numpy import save
@@ -164,8 +169,9 @@ class LlamaCppRuntime(LocalRuntime):
         ids = [int(x) for x in token_ids]
         if not ids or len(ids) >= self._context:
             raise InvalidInput(f"a KV prefix needs 1 to {self._context - 1} tokens, got {len(ids)}")
+        adapters = self._prefix_adapters(adapters)
         with self._lock:
-            self._set_adapters(())  # a prefix is the base model's
+            self._set_adapters(adapters)
             self.llm.reset()
             self.llm._ctx.kv_cache_clear()
             self.llm.eval(ids)
@@ -174,7 +180,8 @@ class LlamaCppRuntime(LocalRuntime):
             buf = (ctypes.c_uint8 * int(size))()
             n = int(llama_cpp.llama_state_get_data(ctx, buf, size))
             state = np.frombuffer(bytes(buf)[:n], dtype=np.uint8)
-        meta = {"format": KV_FORMAT, "fingerprint": self._fingerprint.key, "n_tokens": str(len(ids))}
+        meta = {"format": KV_FORMAT, "fingerprint": self._fingerprint.key, "n_tokens": str(len(ids)),
+                "adapters": json.dumps([a.key for a in adapters])}  # fmt: skip
         return bytes(save({"state": state, "token_ids": np.asarray(ids, dtype=np.int32)}, metadata=meta))
 
     def load_prefix(self, data: bytes | Path, token_ids: Sequence[int]) -> LlamaPrefix:
@@ -182,12 +189,13 @@ class LlamaCppRuntime(LocalRuntime):
 
         if isinstance(data, (str, Path)):
             data = Path(data).read_bytes()  # llama.cpp restores its state from one buffer anyway
-        self._kv_metadata(data, KV_FORMAT)  # the format and the fingerprint
+        meta = self._kv_metadata(data, KV_FORMAT)  # the format and the fingerprint
         tensors = load(data)
         ids = tuple(int(x) for x in token_ids)
         if tuple(int(x) for x in tensors["token_ids"]) != ids:
             raise InvalidInput("the KV prefix and its token ids disagree")
-        return LlamaPrefix(ids, tensors["state"].tobytes())
+        adapters = tuple(str(k) for k in json.loads(meta.get("adapters", "[]")))
+        return LlamaPrefix(ids, tensors["state"].tobytes(), adapters)
 
     def _restore(self, prefix: LlamaPrefix) -> None:
         """Load the prefix's state into the context (a copy: the prefix itself never changes).
@@ -285,11 +293,11 @@ class LlamaCppRuntime(LocalRuntime):
         import numpy as np
 
         ids = [int(x) for x in token_ids]
+        adapters = self._check_adapters(adapters)
         if prefix is not None:
             if not isinstance(prefix, LlamaPrefix):
                 raise InvalidInput("this prefix was not loaded by the llama_cpp runtime")
-            if adapters:
-                raise InvalidInput("a KV prefix is computed without adapters; use one or the other")
+            check_prefix_adapters(prefix, adapters)
             n = check_prefix(ids, prefix)
         with self._lock:
             self._set_adapters(adapters)

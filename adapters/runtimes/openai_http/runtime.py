@@ -159,7 +159,7 @@ class OpenAIRuntime(RuntimeIdentity):
 
         return Generation(source, stop=params.stop, max_tokens=params.max_tokens)
 
-    def build_prefix(self, token_ids: Sequence[int]) -> bytes:
+    def build_prefix(self, token_ids: Sequence[int], adapters: Sequence[Any] = ()) -> bytes:
         raise InvalidState("the openai runtime carries plaintext memory only: no KV prefix")
 
     def load_prefix(self, data: Any, token_ids: Sequence[int]) -> Any:
