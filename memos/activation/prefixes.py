@@ -335,22 +335,28 @@ class ActivationMemory:
         return info, prefix
 
     def for_chat(
-        self, cube_id: str, runtime: Runtime, adapters: Sequence[str] = (), *, retry: bool = True
+        self, cube_id: str, runtime: Runtime, adapters: Sequence[str] = ()
     ) -> tuple[ActivationInfo, KVPrefix, str, builtins.list[str]] | None:
         """The newest ready prefix of ``cube_id`` for this runtime's fingerprint computed
         under exactly ``adapters`` (the ids of those the chat applies, in any order), with
         its text and memory lines."""
+        return self.choose(cube_id, runtime, adapters)[0]
+
+    def choose(
+        self, cube_id: str, runtime: Runtime, adapters: Sequence[str] = (), *, retry: bool = True
+    ) -> tuple[
+        tuple[ActivationInfo, KVPrefix, str, builtins.list[str]] | None, tuple[ActivationInfo, str] | None
+    ]:
+        """What a chat applying ``adapters`` starts from, in one read of the manifests: the
+        prefix :meth:`for_chat` returns, or — when there is none — the newest ready prefix
+        for this runtime that it cannot use (computed under other adapters) and why."""
         if not runtime.supports_kv_prefix:
-            return None
+            return None, None
         key = runtime.fingerprint.key
         wanted = sorted(adapters)
+        capable = not adapters or getattr(runtime, "supports_kv_prefix_lora", False)
         with self.home.store.session() as s:
-            rows = [
-                r
-                for r in mf.rows(s, cube_id)
-                if r.manifest.get("fingerprint_key") == key
-                and sorted(r.manifest.get("adapters", [])) == wanted
-            ]
+            rows = [r for r in mf.rows(s, cube_id) if r.manifest.get("fingerprint_key") == key]
             rows.sort(key=lambda r: r.created_at, reverse=True)
             infos = [
                 (mf.info_of(r, cube_id), r.manifest.get("text", ""), list(r.manifest.get("lines", [])))
@@ -358,39 +364,24 @@ class ActivationMemory:
             ]
         self._refresh([i for i, _, _ in infos])
         for info, text, lines in infos:
-            if info.state == "ready":
+            if capable and info.state == "ready" and sorted(info.adapters) == wanted:
                 try:
                     info, prefix = self.load(info.id, runtime)
                 except InvalidState:  # its file went missing: now stale; plaintext memory serves
                     continue
                 except NotFound:  # replaced by a compile since the lookup: look again, once
-                    return self.for_chat(cube_id, runtime, adapters, retry=False) if retry else None
-                return info, prefix, str(text), lines
-        return None
-
-    def refused(
-        self, cube_id: str, runtime: Runtime, adapters: Sequence[str]
-    ) -> tuple[ActivationInfo, str] | None:
-        """The newest ready prefix of ``cube_id`` for this runtime that a chat applying
-        ``adapters`` cannot use (computed under others), and why; None if there is none."""
-        if not runtime.supports_kv_prefix:
-            return None
-        key = runtime.fingerprint.key
-        with self.home.store.session() as s:
-            infos = [mf.info_of(r, cube_id) for r in mf.rows(s, cube_id)
-                     if r.manifest.get("fingerprint_key") == key]  # fmt: skip
-        self._refresh(infos)
-        ready = [i for i in infos if i.state == "ready" and sorted(i.adapters) != sorted(adapters)]
-        if not ready:
-            return None
-        info = max(ready, key=lambda i: i.created_at)
+                    return self.choose(cube_id, runtime, adapters, retry=False) if retry else (None, None)
+                return (info, prefix, str(text), lines), None
+        other = next((i for i, _, _ in infos if i.state == "ready" and sorted(i.adapters) != wanted), None)
+        if other is None:
+            return None, None
 
         def under(ids: Sequence[str]) -> str:
             return "adapters " + ", ".join(i[:12] for i in ids) if ids else "no adapters"
 
-        if adapters and not getattr(runtime, "supports_kv_prefix_lora", False):
-            return info, f"the {runtime.name} runtime uses a KV prefix without adapters only"
-        return info, f"compiled under {under(info.adapters)}; this chat applies {under(adapters)}"
+        if not capable:
+            return None, (other, f"the {runtime.name} runtime uses a KV prefix without adapters only")
+        return None, (other, f"compiled under {under(other.adapters)}; this chat applies {under(adapters)}")
 
     # ------------------------------------------------------------------ invalidation
     def on_purge(self, event: Event) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Literal, overload
 from sqlalchemy import select
 
 from memos import acl
-from memos.activation import ActivationMemory
+from memos.activation import ActivationInfo, ActivationMemory
 from memos.chat.prompt import Assembled, assemble, chat_memories
 from memos.chat.results import ChatResult, ChatStream, ChatTimings, UsedMemory
 from memos.chat.runtimes import Runtimes
@@ -172,11 +172,11 @@ class Chat:
         # activation memory: the cube's compiled KV prefix for this model, if one is ready
         # that was computed under exactly the adapters this chat applies
         adapter_ids = [i.id for i, _ in adapters]
-        use_kv = activation and cfg.activation
-        kv = None
-        if use_kv and (not adapters or getattr(rt, "supports_kv_prefix_lora", False)):
-            kv = self.activation.for_chat(cube_id, rt, adapter_ids)
-        refused = self.activation.refused(cube_id, rt, adapter_ids) if use_kv and kv is None else None
+        kv, refused = (
+            self.activation.choose(cube_id, rt, adapter_ids)
+            if activation and cfg.activation
+            else (None, None)
+        )
         in_prefix = set(kv[0].memory_ids) if kv else set()
         found: list[SearchHit] = []
         if k > 0 and readable:
@@ -199,20 +199,11 @@ class Chat:
         assembled: Assembled | None = None
         prompt_ids: list[int] | None = None
         if refused is not None:  # a ready prefix, computed under other adapters: not used
-            activation_report = {"id": refused[0].id, "n_tokens": refused[0].n_tokens,
-                                 "memory_ids": refused[0].memory_ids, "adapters": refused[0].adapters,
-                                 "used": False, "retrieved_in_prefix": [], "reason": refused[1]}  # fmt: skip
+            activation_report = {**_prefix_report(refused[0], []), "reason": refused[1]}
         if kv is not None:
             info, prefix, text, lines = kv
-            activation_report = {
-                "id": info.id,
-                "n_tokens": info.n_tokens,
-                "memory_ids": info.memory_ids,
-                "adapters": info.adapters,
-                "used": False,
-                # of the k memories retrieved, those the prefix holds (not written again)
-                "retrieved_in_prefix": [h.memory.id for h in found if h.memory.id in in_prefix],
-            }
+            # of the k memories retrieved, those the prefix holds (not written again)
+            activation_report = _prefix_report(info, [h.memory.id for h in found if h.memory.id in in_prefix])
             if info.system_prompt != system_prompt:
                 activation_report["reason"] = "compiled for another user's system prompt"
             else:
@@ -423,3 +414,9 @@ class Chat:
             r: Literal["user", "assistant"] = "assistant" if role == "assistant" else "user"
             out.append((ChatMessage(r, content), memory_id))
         return out
+
+
+def _prefix_report(info: ActivationInfo, retrieved: list[str]) -> dict[str, Any]:
+    """``ChatResult.activation``: the prefix a chat found, not (yet) marked used."""
+    return {"id": info.id, "n_tokens": info.n_tokens, "memory_ids": info.memory_ids,
+            "adapters": info.adapters, "used": False, "retrieved_in_prefix": retrieved}  # fmt: skip

@@ -3,8 +3,9 @@
 Every search bumps the statistics of the memories it returns in its first
 ``access_depth`` places (``[search]``, 5): those are the ones a caller reads; counting
 the 25th hit of every search as a use makes every memory look used (on LoCoMo each turn
-then gets ~20 "uses", evidence and chatter alike, and heat cannot tell them apart). Writing them at once
-costs each search a write transaction (about a sixth of a search at 100k memories on
+then gets ~20 "uses", evidence and chatter alike, and heat cannot tell them apart).
+
+Writing them at once costs each search a write transaction (about a sixth of a search at 100k memories on
 SQLite, and a writer's lock that other writers wait for). Instead the counts are kept in
 memory and written in one statement per batch: at most every ``access_flush_seconds``
 (``[search]``), when many are pending, before any read that returns them (``get``,
