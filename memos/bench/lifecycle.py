@@ -52,20 +52,8 @@ from memos.runtime import GenerationParams
 USER = "bench"
 #: the on home's scheduler: policies every hour of simulated time, run by the bench's worker
 SCHEDULER = {"policy_interval": "1h"}
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """How much of the data a run replays (None: all) and the training options it sets."""
-
-    conversations: int | None = None
-    sessions: int | None = None
-    questions: int | None = None
-    train: dict[str, Any] = field(default_factory=dict)
-
-
-#: ``--quick``: the first conversation, one training epoch
-QUICK = Limits(conversations=1, train={"epochs": 1})
+#: ``--quick``: the first conversation only, trained for one epoch
+QUICK_TRAIN = {"epochs": 1}
 
 
 class SimClock:
@@ -171,8 +159,6 @@ def run(
     *,
     quick: bool = False,
     conversations: int | None = None,
-    sessions: int | None = None,
-    questions: int | None = None,
     max_tokens: int = 8,
     policies: dict[str, dict[str, Any]] | None = None,
     consolidate: bool = True,
@@ -185,12 +171,8 @@ def run(
     from memos.core import MemOS
 
     convs = load_locomo(path)
-    limits = QUICK if quick else Limits()
-    n_conv = conversations or limits.conversations or len(convs)
-    max_sessions = sessions or limits.sessions
-    per_session = questions or limits.questions
-    train = limits.train
-    convs = convs[:n_conv]
+    convs = convs[: conversations or (1 if quick else len(convs))]
+    train = QUICK_TRAIN if quick else {}
     own = home is None
     root = home or Path(tempfile.mkdtemp(prefix="memos-bench-lifecycle-"))
     clock = SimClock(datetime(2000, 1, 1, tzinfo=UTC))
@@ -198,7 +180,6 @@ def run(
     off = Side("off", MemOS(home=root / "off", clock=clock))
     on = Side("on", MemOS(home=root / "on", clock=clock, scheduler=SCHEDULER, policies=policies or {}))
     sides = (off, on)
-    jobs_before = 0
     try:
         for side in sides:
             side.mos.add_user(USER)
@@ -208,13 +189,11 @@ def run(
             rt = side.mos.runtime()
             rt.complete(rt.tokenize("Hello"), GenerationParams(max_tokens=1)).read()
             side.mos.embedder.embed(["warm up"])
-        asked = 0
         for ci, conv in enumerate(convs):
-            numbers = sorted({t.session for t in conv.turns})[:max_sessions]
+            numbers = sorted({t.session for t in conv.turns})
             schedule: dict[int, list[Question]] = {}
             for q in conv.questions:
-                if (s := evidence_session(q)) in numbers:
-                    schedule.setdefault(s, []).append(q)
+                schedule.setdefault(evidence_session(q), []).append(q)
             for i, s in enumerate(numbers):
                 first = next(t for t in conv.turns if t.session == s)
                 clock.set(session_time(first.timestamp, clock.now))
@@ -227,11 +206,10 @@ def run(
                 total = off.count(off.cubes[conv.id], ["active"])
                 on.mos.policies.set(cube, "capacity.max_active", max(1, total // 2), user_id=USER)
                 clock.advance(timedelta(minutes=30))
-                todo = schedule.get(s, [])[:per_session]
+                todo = schedule.get(s, [])
                 for j, q in enumerate(todo):
                     for side in order if j % 2 == 0 else order[::-1]:
                         side.chat(conv, q, max_tokens)
-                asked += len(todo)
                 log(
                     f"  {conv.id} session {s}: {len(todo)} chats "
                     f"(kv served {on.served}/{len(on.ttft)}, ttft off {_med(off.ttft):.0f} ms, "
@@ -243,8 +221,7 @@ def run(
             log(f"  {conv.id}: {ci + 1}/{len(convs)} replayed in {time.perf_counter() - started:.0f} s")
 
         for conv in convs:
-            replayed = set(sorted({t.session for t in conv.turns})[:max_sessions])
-            for j, q in enumerate(q for q in conv.questions if evidence_session(q) in replayed):
+            for j, q in enumerate(conv.questions):
                 for side in sides if j % 2 == 0 else sides[::-1]:
                     side.recall.append(side.search(conv, q))
                 on.recall_archive.append(on.search(conv, q, include_archived=True))
@@ -291,7 +268,6 @@ def run(
             side.mos.close()
         if own:
             shutil.rmtree(root, ignore_errors=True)
-    log(f"  replay and scoring: {asked} questions chatted on each home")
     return result
 
 
