@@ -199,7 +199,8 @@ class MemOS:
     # ------------------------------------------------------------------ lifecycle
     def repair(self) -> dict[str, int]:
         """Bring the index in line with the rows: pending writes, owed removals, and — after
-        an unclean shutdown of an embedded home — a full comparison of ids."""
+        an unclean shutdown of an embedded home — a full comparison of ids and the removal
+        of blob files no row names (their rows' deletes committed, the files' did not)."""
         unclean = False
         with self.store.session() as s:
             marker = s.get(MetaRow, "open")
@@ -213,6 +214,8 @@ class MemOS:
             with self.store.session() as s:
                 cube_ids = list(s.scalars(select(CubeRow.id)))
             report.update(self.indexer.reconcile(cube_ids))
+            # the files of KV prefixes and adapters whose rows went just before the crash
+            report["blobs_removed"] = len(self._maintenance.sweep_blobs())
             log.info("repaired the index after an unclean shutdown: %s", report)
         return report
 

@@ -127,3 +127,84 @@ def test_second_process_gets_a_clear_error(tmp_path: Path) -> None:
         assert [u.id for u in mos.list_users()] == ["u"]
     finally:
         mos.close()
+
+
+# ------------------------------------------------------------------ blob files follow their rows
+
+DROP_CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    from memos.blobs import BlobStore
+    from memos.core import MemOS
+    home, kv_id = sys.argv[1], sys.argv[2]
+    mos = MemOS(home=home)
+    # the process dies at the first file deletion: after the row's delete committed
+    BlobStore.unlink = lambda self, sha, suffix=".safetensors": os.kill(os.getpid(), signal.SIGKILL)
+    mos.activation.drop(kv_id, user_id="alice")
+    print("not reached", flush=True)
+    """
+)
+
+
+def _prefixes(home: Path, runtime: Any) -> tuple[Any, Any, Any]:
+    """A home with alice's cube and two compiled KV prefixes; closed."""
+    from memos.core import MemOS
+
+    with MemOS(home=home) as mos:
+        mos.add_user("alice")
+        cube = mos.create_cube("alice", "personal").id
+        kept, dropped = (
+            mos.add(text=t, type="fact", user_id="alice", cube_id=cube, extract=False).memories[0].id
+            for t in ("Alice's sister Mira lives in Tromso", "Alice has a beagle named Pretzel")
+        )
+        one = mos.activation.compile(cube, user_id="alice", runtime=runtime, memory_ids=[kept], name="one")
+        two = mos.activation.compile(cube, user_id="alice", runtime=runtime, memory_ids=[dropped], name="two")
+        return cube, one, two
+
+
+@pytest.mark.slow
+def test_a_rolled_back_delete_leaves_the_blob_files(tmp_path: Path, hf_runtime: Any) -> None:
+    """A transaction that removes a cube's KV prefixes and then fails keeps their rows — and
+    their files, which are deleted only when the delete commits (they used to go first, so
+    a failed delete left rows naming files that were gone)."""
+    from memos.core import MemOS
+
+    cube, one, two = _prefixes(tmp_path / "home", hf_runtime)
+    with MemOS(home=tmp_path / "home") as mos:
+        with pytest.raises(RuntimeError), mos.store.session() as s:
+            assert len(mos.activation.delete_cube_blobs(s, cube, "alice")) == 2
+            raise RuntimeError("the cube's delete failed after its prefixes")
+        assert sorted(i.id for i in mos.activation.list(cube, user_id="alice")) == sorted([one.id, two.id])
+        assert mos.activation.blob_path(one.id).exists() and mos.activation.blob_path(two.id).exists()
+        info, prefix = mos.activation.load(one.id, hf_runtime)  # still usable
+        assert info.id == one.id and prefix is not None
+        mos.delete_cube(cube, "alice")  # committed: now the files go
+        assert not mos.activation.blob_path(one.id).exists() and not mos.activation.blob_path(two.id).exists()
+
+
+@pytest.mark.slow
+def test_sigkill_after_a_prefix_drop_commits_leaves_a_file_swept_at_reopen(
+    tmp_path: Path, hf_runtime: Any
+) -> None:
+    """A writer killed after ``activation.drop`` committed but before the file went leaves a
+    file that no row names (for a purge, erased memories' keys and values); the next open of
+    the home sees the unclean shutdown and removes it, with half-written temporary files,
+    and keeps the files that rows name."""
+    from memos.core import MemOS
+
+    home = tmp_path / "home"
+    _cube, one, two = _prefixes(home, hf_runtime)
+    proc = subprocess.run(
+        [sys.executable, "-c", DROP_CHILD, str(home), two.id],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    blobs = home / "blobs" / "sha256"
+    orphan = next(blobs.rglob(f"{two.id}.safetensors"))
+    partial = orphan.with_name(f"{'0' * 64}.123.partial")
+    partial.write_bytes(b"half")  # a write a crash interrupted
+    with MemOS(home=home) as mos:  # reopening repairs
+        assert [i.id for i in mos.activation.list(_cube, user_id="alice")] == [one.id]  # the drop committed
+        assert not orphan.exists() and not partial.exists()
+        assert mos.activation.blob_path(one.id).exists()
+        assert mos.repair()["applied"] == 0  # a clean open does not sweep again

@@ -441,7 +441,8 @@ class ActivationMemory:
                 hit.append(row.sha256)
                 manifest = dict(row.manifest)
                 if purge:
-                    self._unlink(row.sha256)
+                    self._forget(row.sha256, unlink=False)
+                    self.blobs.unlink_after_commit(s, row.sha256)
                     if manifest.get("state") != "purged":
                         retired.append(_retired(row, home.clock(), actor, reason))
                     manifest.update(state="purged", stale_reason=reason, token_ids=[], text="", lines=[])
@@ -516,21 +517,19 @@ class ActivationMemory:
         return rt
 
     def _delete_row(self, s: Session, row: BlobRow) -> None:
-        self._unlink(row.sha256)
+        """The row now, its file once ``s`` commits."""
         s.delete(row)
         self._forget(row.sha256, unlink=False)
+        self.blobs.unlink_after_commit(s, row.sha256)
 
     def _forget(self, sha: str, *, unlink: bool = True) -> None:
         """Drop a prefix from the process's cache (and its file): its row is gone."""
+        self._verified.discard(sha)
         if unlink:
-            self._unlink(sha)
+            self.blobs.unlink(sha)
         with self._lock:
             for key in [k for k in self._loaded if k[0] == sha]:
                 del self._loaded[key]
-
-    def _unlink(self, sha: str) -> None:
-        self._verified.discard(sha)
-        self.blobs.unlink(sha)
 
     def _publish(self, *events: Event) -> None:
         """After the commit (:mod:`memos.events`)."""

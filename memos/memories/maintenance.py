@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from memos import acl
 from memos.audit import Recording
+from memos.blobs import BlobStore
 from memos.errors import InvalidInput
 from memos.home import Home
 from memos.memories.common import run_extractor
@@ -36,6 +37,7 @@ from memos.storage.relational.models import (
     EXTRACT_JOB,
     LIVE_JOB_STATES,
     AuditRow,
+    BlobRow,
     CubeRow,
     EdgeRow,
     EntityRow,
@@ -329,6 +331,20 @@ class Maintenance:
         if superseded:
             self.home.indexer.sync(superseded)
         self.home.optimize_in_rounds()
+
+    def sweep_blobs(self) -> builtins.list[str]:
+        """Delete the blob files no ``blobs`` row names (a KV prefix or adapter whose row
+        went, with the process killed before its file did; a file written for a row that
+        never committed). Run while no other process writes blobs: at the open of an
+        embedded home after an unclean shutdown (:meth:`MemOS.repair`)."""
+        with self.home.store.read_session() as s:
+            rows = s.execute(select(BlobRow.sha256, BlobRow.manifest)).all()
+        known = {sha for sha, _ in rows}
+        known |= {str(m["gguf"]["sha256"]) for _, m in rows if isinstance((m or {}).get("gguf"), dict)}
+        removed = BlobStore(self.home.settings.home).sweep(known)
+        if removed:
+            log.info("removed %d blob files no row names: %s", len(removed), ", ".join(removed[:5]))
+        return removed
 
     def optimize_index(self) -> bool:
         """:meth:`memos.home.Home.optimize_index`."""

@@ -283,7 +283,7 @@ class ParametricMemory:
         with home.write_lock, home.store.session() as s:
             row = lora.find(s, adapter_id)
             acl.require(s, row.cube_id, user_id, acl.WRITE)
-            self._unlink(row)
+            self._unlink(s, row)
             s.delete(row)
             event = _retired(row, home.clock(), user_id, "dropped")
         self._publish(event)
@@ -348,7 +348,7 @@ class ParametricMemory:
                 # a retrain takes every memory still there (an updated one in its new version)
                 remaining = [x["id"] for x in m.get("memories", []) if not (purge and x["id"] in wanted)]
                 if purge:
-                    self._unlink(row)
+                    self._unlink(s, row)
                     retired.append(_retired(row, at, actor, reason))
                     m.update(state="retired", reason=reason, gguf=None)
                     m["memories"] = [x for x in m.get("memories", []) if x["id"] not in wanted]
@@ -437,7 +437,7 @@ class ParametricMemory:
         for row in lora.rows(s, cube_id):
             if row.manifest.get("state") != "retired":
                 retired.append(_retired(row, at, actor, "its cube was deleted"))
-            self._unlink(row)
+            self._unlink(s, row)
             s.delete(row)
         return retired
 
@@ -455,11 +455,12 @@ class ParametricMemory:
                     "reason": f"superseded by {keep[:12]}",
                 }
 
-    def _unlink(self, row: BlobRow) -> None:
-        self.blobs.unlink(row.sha256)
+    def _unlink(self, s: Session, row: BlobRow) -> None:
+        """The adapter's files, once ``s`` commits (the row change that retires it)."""
+        self.blobs.unlink_after_commit(s, row.sha256)
         gguf = row.manifest.get("gguf")
         if gguf:
-            self.blobs.unlink(gguf["sha256"], ".gguf")
+            self.blobs.unlink_after_commit(s, gguf["sha256"], ".gguf")
 
     def _publish(self, *events: Event) -> None:
         """After the commit (:mod:`memos.events`)."""
