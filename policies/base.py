@@ -105,6 +105,8 @@ class MemoryView:
     #: a statement's dense vector (the home's embedder over its text), only when an enabled
     #: policy :meth:`~Policy.needs_vectors`; None otherwise and for every other memory
     vector: tuple[float, ...] | None = None
+    #: its version (1 when added; each update, merge or summary refresh adds one)
+    version: int = 1
 
     @property
     def last_touched(self) -> datetime:
@@ -283,6 +285,34 @@ class Summarize(Action):
     @property
     def memory_ids(self) -> tuple[str, ...]:
         return (self.memory_id, *(e for e in self.episode_ids if e != self.memory_id))
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshSummary(Action):
+    """Rewrite the summary ``memory_id`` of session ``session_id`` from ``episode_ids`` (the
+    session's episodes now, some of which it does not link to yet) as a new version of the
+    same memory, provided it is still at ``version`` (a person's edit since the plan makes
+    it fail rather than be overwritten). Built with keywords."""
+
+    session_id: str = ""
+    episode_ids: tuple[str, ...] = ()
+    #: the summary's length bound (characters)
+    max_chars: int = 600
+    version: int = 1
+
+    verb: ClassVar[str] = "refresh_summary"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **Action.as_dict(self),
+            "session_id": self.session_id,
+            "episode_ids": list(self.episode_ids),
+            "version": self.version,
+        }
+
+    @property
+    def memory_ids(self) -> tuple[str, ...]:
+        return (self.memory_id, *self.episode_ids)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,12 @@
 
 ``summarize_session`` writes a memory of type ``summary`` whose provenance (``source_ids``)
 is the session's episodes, so what they said survives them when the capacity or decay
-policy archives them (:attr:`memos.policies.base.CubeView.covered`). A session is
-summarised once: asked again, it returns the summary it has.
+policy archives them (:attr:`memos.policies.base.CubeView.covered`). A session has one
+summary: asked again, it returns the summary it has; asked with ``refresh=True`` when
+turns were added to the session since, it rewrites that summary from all of them as a
+new version of the same memory (the history keeps the old text). Its metadata's
+``version`` is the version this service wrote: a higher one is a person's edit, which
+the summaries policy does not overwrite.
 
 The text comes from the LLM (the configured runtime) when the home's extractor is
 ``"llm"``, and otherwise — or when the model fails, times out or copies the conversation
@@ -36,7 +40,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from memos import acl
-from memos.errors import InvalidInput
+from memos.errors import InvalidInput, InvalidState
 from memos.events import Event, EventKind
 from memos.extract.rules import RuleExtractor
 from memos.home import Home
@@ -97,22 +101,37 @@ class Summaries:
         user_id: str,
         episode_ids: Sequence[str] | None = None,
         max_chars: int = MAX_CHARS,
+        refresh: bool = False,
+        if_version: int | None = None,
         reason: str | None = None,
         actor: str | None = None,
     ) -> MemoryItem:
         """The summary of ``session_id`` in ``cube_id``, written now if it has none.
 
         ``episode_ids`` (default: the session's active and archived episodes) are what it
-        summarises and links to. ``actor`` names who decided (``policy:summaries``) in the
-        audit log when it is not ``user_id``."""
+        summarises and links to. By default a session is summarised once: asked again, it
+        returns the summary it has, even when turns were added since. ``refresh=True``
+        rewrites a summary that does not link to every one of those episodes from all of
+        them, as a new version of the same memory (text, provenance, metadata; its tags,
+        importance and state stay), and returns one that does as it is; a deleted or
+        expired summary must be restored first (InvalidState). ``if_version``: refresh only
+        while the summary is at that version (InvalidState otherwise: it changed since it
+        was read — the summaries policy's guard against overwriting a person's edit).
+        ``actor`` names who decided (``policy:summaries``) in the audit log when it is not
+        ``user_id``."""
         if not isinstance(max_chars, int) or max_chars < 80:
             raise InvalidInput("max_chars must be an integer of at least 80")
         with self.home.store.read_session() as s:
             acl.require(s, cube_id, user_id, acl.WRITE)
             existing = self._existing(s, cube_id, session_id)
             if existing is not None:
-                return memory_from_row(existing)
+                if not refresh:
+                    return memory_from_row(existing)
+                _check_refreshable(existing, if_version)
             turns = self._turns(s, cube_id, session_id, episode_ids)
+            if existing is not None and _covers(existing, turns):
+                return memory_from_row(existing)
+            read_version = existing.version if existing is not None else None
         # the model runs outside the write lock: adds and searches go on meanwhile
         text, method, error = self._compose(turns, max_chars)
         now = self.home.clock()
@@ -120,46 +139,82 @@ class Summaries:
             with self.home.store.session() as s:
                 acl.require(s, cube_id, user_id, acl.WRITE)
                 existing = self._existing(s, cube_id, session_id)
-                if existing is not None:  # another worker got there first
-                    return memory_from_row(existing)
-                meta = {"summary_of": session_id, "episodes": len(turns), "method": method}
+                if existing is not None and (read_version is None or _covers(existing, turns)):
+                    return memory_from_row(existing)  # another worker got there first
+                meta: dict[str, object] = {"summary_of": session_id, "episodes": len(turns), "method": method}
                 if error is not None:
                     meta["llm_error"] = error[:300]
-                when = [t.at for t in turns if t.at is not None]
-                row = MemoryRow(
-                    id=str(uuid.uuid4()),
-                    cube_id=cube_id,
-                    kind="plaintext",
-                    type="summary",
-                    text=text,
-                    meta=meta,
-                    tags=[],
-                    importance=0.5,
-                    session_id=session_id,
-                    source_ids=[t.id for t in turns],
-                    extractor=method,
-                    occurred_at=min(when) if when else None,
-                    valid_from=min(when) if when else None,
-                    recorded_at=now,
-                    version=1,
-                    state="active",
-                    hits=0,
-                    updated_at=now,
-                    index_state="pending",
-                )
-                s.add(row)
-                s.flush()
-                s.add(snapshot(row, actor or user_id, reason or f"summary of session {session_id}"))
-                details = {"session": session_id, "extractor": method, "sources": len(turns)}
-                rec.record(
-                    s,
-                    Event(
+                if existing is not None:
+                    _check_refreshable(existing, read_version)
+                    row = existing
+                    details = self._rewrite(row, turns, text, method, meta, now)
+                    why = reason or f"summary of session {session_id} refreshed with {details['added']} more"
+                    event = Event(
+                        EventKind.memory_updated, now, actor or user_id, cube_id, (row.id,), reason, details
+                    )
+                else:
+                    when = [t.at for t in turns if t.at is not None]
+                    row = MemoryRow(
+                        id=str(uuid.uuid4()),
+                        cube_id=cube_id,
+                        kind="plaintext",
+                        type="summary",
+                        text=text,
+                        meta={**meta, "version": 1},
+                        tags=[],
+                        importance=0.5,
+                        session_id=session_id,
+                        source_ids=[t.id for t in turns],
+                        extractor=method,
+                        occurred_at=min(when) if when else None,
+                        valid_from=min(when) if when else None,
+                        recorded_at=now,
+                        version=1,
+                        state="active",
+                        hits=0,
+                        updated_at=now,
+                        index_state="pending",
+                    )
+                    s.add(row)
+                    s.flush()
+                    why = reason or f"summary of session {session_id}"
+                    details = {"session": session_id, "extractor": method, "sources": len(turns)}
+                    event = Event(
                         EventKind.memory_extracted, now, actor or user_id, cube_id, (row.id,), reason, details
-                    ),
-                )
+                    )
+                s.add(snapshot(row, actor or user_id, why))
+                rec.record(s, event)
                 item = memory_from_row(row)
             self.home.indexer.sync([item.id])
         return item
+
+    @staticmethod
+    def _rewrite(
+        row: MemoryRow, turns: list[Turn], text: str, method: str, meta: dict[str, object], now: datetime
+    ) -> dict[str, object]:
+        """``row`` rewritten from ``turns`` as its next version; the details of its event."""
+        added = len({t.id for t in turns} - set(row.source_ids or ()))
+        changed = ["text"] if text != row.text else []
+        kept = {k: v for k, v in (row.meta or {}).items() if k != "llm_error"}  # a person's keys stay
+        new_meta = {**kept, **meta, "version": row.version + 1}
+        if new_meta != row.meta:
+            changed.append("metadata")
+        when = [t.at for t in turns if t.at is not None]
+        row.text = text
+        row.meta = new_meta
+        row.source_ids = [t.id for t in turns]
+        row.extractor = method
+        row.occurred_at = row.valid_from = min(when) if when else None
+        row.version += 1
+        row.updated_at = now
+        row.index_state = "pending"
+        return {
+            "version": row.version,
+            "changed": [*changed, "provenance"],
+            "session": row.session_id,
+            "sources": len(turns),
+            "added": added,
+        }
 
     # ------------------------------------------------------------------ reading
     @staticmethod
@@ -220,6 +275,24 @@ class Summaries:
                 error = f"{type(exc).__name__}: {exc}"
         extractor = self.home.extractor if isinstance(self.home.extractor, RuleExtractor) else RuleExtractor()
         return extractive_summary(turns, max_chars, extractor), "extractive", error
+
+
+def _covers(summary: MemoryRow, turns: Sequence[Turn]) -> bool:
+    """Whether ``summary`` already links to every one of ``turns``."""
+    return {t.id for t in turns} <= set(summary.source_ids or ())
+
+
+def _check_refreshable(summary: MemoryRow, version: int | None) -> None:
+    if summary.state not in ("active", "archived"):
+        raise InvalidState(
+            f"the summary {summary.id} of session {summary.session_id!r} is {summary.state}; "
+            "restore it before refreshing it"
+        )
+    if version is not None and summary.version != version:
+        raise InvalidState(
+            f"the summary {summary.id} of session {summary.session_id!r} is at version {summary.version}, "
+            f"not {version}: it changed since it was read"
+        )
 
 
 def llm_summary(runtime: Runtime, turns: Sequence[Turn], max_chars: int, *, timeout_s: float) -> str:

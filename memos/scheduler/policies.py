@@ -7,8 +7,8 @@ the cube's audit events since the last apply and the time ``now`` (the home's cl
 and returns actions as data. :meth:`Policies.plan` asks every policy in order, each
 seeing the view as the earlier ones left it; :meth:`Policies.apply` computes the very
 same plan and carries each action out through the lifecycle service (archive, expire,
-restore, purge, merge), the summaries service (summarize) or, for actions on derived
-memory (KV prefixes, adapters), :mod:`memos.scheduler.artifacts` (audited as
+restore, purge, merge), the summaries service (summarize, refresh_summary) or, for
+actions on derived memory (KV prefixes, adapters), :mod:`memos.scheduler.artifacts` (audited as
 ``policy_applied``), with ``actor = "policy:<name>"`` and the policy's reason. A
 policy that raises — or returns something that is not an action — is recorded in the
 plan (and, on apply, in the audit log as ``policy_failed``) and the others still run; an
@@ -53,6 +53,7 @@ from memos.policies.base import (
     Merge,
     Policy,
     Purge,
+    RefreshSummary,
     Restore,
     Summarize,
 )
@@ -77,6 +78,7 @@ _FROM: dict[type[Action], frozenset[str]] = {
     Restore: frozenset({MemoryState.archived, MemoryState.expired, MemoryState.deleted}),
     Purge: frozenset(MemoryState),
     Summarize: frozenset({MemoryState.active, MemoryState.archived}),
+    RefreshSummary: frozenset({MemoryState.active, MemoryState.archived}),
     Merge: frozenset({MemoryState.active}),
 }
 _APPLIED_AT = "policies_applied_at"
@@ -501,6 +503,7 @@ class Policies:
                 chars=int(r[13] or 0),
                 text_key=keys[r[0]][0] if r[0] in keys else None,
                 relations=keys[r[0]][1] if r[0] in keys else frozenset(),
+                version=int(r[14]),
             )
             for r in rows
         )
@@ -541,6 +544,11 @@ class Policies:
                         self.summaries.summarize_session(
                             plan.cube_id, a.session_id, episode_ids=a.episode_ids, max_chars=a.max_chars,
                             user_id=owner, reason=a.reason, actor=actor,
+                        )  # fmt: skip
+                    elif isinstance(a, RefreshSummary):
+                        self.summaries.summarize_session(
+                            plan.cube_id, a.session_id, episode_ids=a.episode_ids, max_chars=a.max_chars,
+                            refresh=True, if_version=a.version, user_id=owner, reason=a.reason, actor=actor,
                         )  # fmt: skip
                     else:
                         step = {

@@ -1,13 +1,26 @@
-"""summaries: a session closed for a while is summarised into a ``summary`` memory.
+"""summaries: a session closed for a while is summarised into a ``summary`` memory, and
+its summary is refreshed when the session resumes.
 
 A session (the ``session_id`` its episodes were added with) is summarised when no turn
 was added to it for ``after`` and it has at least ``min_episodes`` active or archived
 episodes. The summary is a memory of type ``summary`` whose provenance lists those
 episodes (:meth:`MemOS.summarize_session`: the LLM when the home's extractor is ``"llm"``,
 an extractive summary of at most ``max_chars`` otherwise), so capacity and decay can
-archive the episodes without losing what they said (:attr:`CubeView.covered`). A session
-is summarised once: a session that has a summary — in any state but purged — gets no
-other, and turns added to it later are not in it. Off by default (``after = null``).
+archive the episodes without losing what they said (:attr:`CubeView.covered`).
+
+A session has one summary. When it resumes (turns added under the same ``session_id``
+days later) and is again idle for ``after``, its summary — if it does not link to every
+active or archived episode — is rewritten from all of them as a new version of the same
+memory (``refresh_summary``: the history keeps the old text; its provenance grows to the
+whole session), so the later turns are covered too; until then they are not, and capacity
+treats them as uncovered episodes (``min_episodes`` is for the first summary: one later
+turn is enough). Once refreshed it links to every episode, so the next run leaves it
+alone. A summary a person changed (its version is past the one the summaries service
+wrote, ``metadata["version"]``) or added by hand (no ``summary_of``) is never rewritten by
+the policy: its words are theirs, and a machine summary would silently replace them —
+``summarize_session(..., refresh=True)`` rewrites it when they ask. A deleted, expired or
+superseded summary is left as it is too, and no second one is written. Off by default
+(``after = null``).
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ from memos.policies.base import (
     MemoryView,
     Policy,
     PolicySettings,
+    RefreshSummary,
     Summarize,
     format_duration,
 )
@@ -51,27 +65,60 @@ class SummariesPolicy(Policy):
         assert isinstance(settings, SummariesSettings)
         if settings.after is None:
             return []
-        done = {m.session_id for m in view.memories if m.type == "summary"}
+        # the session's summary is the oldest (MemOS.summarize_session finds the same one)
+        summaries: dict[str, MemoryView] = {}
+        for m in sorted(view.memories, key=lambda m: (m.recorded_at, m.id)):
+            if m.type == "summary" and m.session_id is not None:
+                summaries.setdefault(m.session_id, m)
         last: dict[str, datetime] = {}
         live: dict[str, list[MemoryView]] = {}
         for m in view.memories:
-            if m.type != "episode" or m.session_id is None or m.session_id in done:
+            if m.type != "episode" or m.session_id is None:
                 continue
             last[m.session_id] = max(last.get(m.session_id, m.recorded_at), m.recorded_at)
             if m.state in (MemoryState.active, MemoryState.archived):
                 live.setdefault(m.session_id, []).append(m)
+        idle = format_duration(settings.after)
         out: list[Action] = []
         for session_id, episodes in sorted(live.items()):
-            if len(episodes) < settings.min_episodes or now - last[session_id] < settings.after:
+            if now - last[session_id] < settings.after:
                 continue
-            out.append(
-                Summarize(
-                    memory_id=episodes[0].id,
-                    reason=f"session {session_id!r}: no new turn for {format_duration(settings.after)} "
-                    f"or more; {len(episodes)} episodes",
-                    session_id=session_id,
-                    episode_ids=tuple(m.id for m in episodes),
-                    max_chars=settings.max_chars,
+            summary = summaries.get(session_id)
+            if summary is None:
+                if len(episodes) >= settings.min_episodes:
+                    out.append(
+                        Summarize(
+                            memory_id=episodes[0].id,
+                            reason=f"session {session_id!r}: no new turn for {idle} or more; "
+                            f"{len(episodes)} episodes",
+                            session_id=session_id,
+                            episode_ids=tuple(m.id for m in episodes),
+                            max_chars=settings.max_chars,
+                        )
+                    )
+                continue
+            linked = set(summary.source_ids)
+            new = [m for m in episodes if m.id not in linked]
+            if new and _written_by_service(summary, session_id):
+                out.append(
+                    RefreshSummary(
+                        memory_id=summary.id,
+                        reason=f"session {session_id!r} resumed: {len(new)} episodes since its summary, "
+                        f"no new turn for {idle} or more; {len(episodes)} episodes",
+                        session_id=session_id,
+                        episode_ids=tuple(m.id for m in episodes),
+                        max_chars=settings.max_chars,
+                        version=summary.version,
+                    )
                 )
-            )
         return out
+
+
+def _written_by_service(summary: MemoryView, session_id: str) -> bool:
+    """A live summary whose current version the summaries service wrote (not a person)."""
+    meta = summary.metadata
+    return (
+        summary.state in (MemoryState.active, MemoryState.archived)
+        and meta.get("summary_of") == session_id
+        and meta.get("version", 1) == summary.version  # summaries written before refresh had no key
+    )
