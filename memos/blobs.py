@@ -64,7 +64,7 @@ class BlobStore:
         writing blobs (the embedded home's lock): a file is written before its row.
         Returns the names removed."""
         keep = set(known)
-        removed = []
+        removed: list[str] = []
         if not self.root.is_dir():
             return removed
         for path in sorted(self.root.glob("*/*")):

@@ -138,6 +138,8 @@ class ArtifactView:
     retrain: bool = False
     #: kv_prefix: the ids of the adapters it was computed under
     adapters: tuple[str, ...] = ()
+    #: lora: the file formats it is stored in (``safetensors``; ``gguf`` once exported)
+    formats: tuple[str, ...] = ()
 
     @property
     def live(self) -> bool:
@@ -148,13 +150,16 @@ class ArtifactView:
 @dataclass(frozen=True)
 class CubeView:
     """A cube as the policies see it: its memories in every state but purged, its compiled
-    KV prefixes and adapters, and the home's configured chat runtime (its name)."""
+    KV prefixes and adapters, and the home's configured chat runtime (its name, and the
+    LoRA file format it applies when it computes a KV prefix under adapters: None when its
+    prefixes are computed without them)."""
 
     cube_id: str
     owner_id: str
     memories: tuple[MemoryView, ...]
     artifacts: tuple[ArtifactView, ...] = ()
     runtime: str | None = None
+    lora_format: str | None = None
     _by_id: dict[str, MemoryView] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -245,8 +245,11 @@ def _mem(mid: str, heat: float) -> MemoryView:
 
 
 def _artifact(kind: str, aid: str, state: str, memory_ids: tuple[str, ...] = (), **kw: Any) -> ArtifactView:
+    if kind == "lora":
+        kw.setdefault("formats", ("safetensors",))
+    kw.setdefault("runtime", "transformers")
     return ArtifactView(kind=kind, id=aid, name="auto", state=state, memory_ids=memory_ids, created_at=T0,
-                        runtime="transformers", model="smollm2-135m-instruct", **kw)  # fmt: skip
+                        model="smollm2-135m-instruct", **kw)  # fmt: skip
 
 
 def test_the_policy_compiles_for_the_active_adapters_and_recompiles_when_they_change() -> None:
@@ -254,7 +257,7 @@ def test_the_policy_compiles_for_the_active_adapters_and_recompiles_when_they_ch
     ids = tuple(m.id for m in mems)
 
     def decide(*artifacts: ArtifactView) -> list[Any]:
-        view = CubeView("c", "alice", mems, artifacts, "transformers")
+        view = CubeView("c", "alice", mems, artifacts, "transformers", "safetensors")
         return ActivationPolicy().decide(view, [], NOW, ActivationSettings())
 
     a_active = _artifact("lora", "a" * 64, "active", ("m9",))
@@ -272,6 +275,55 @@ def test_the_policy_compiles_for_the_active_adapters_and_recompiles_when_they_ch
         again.adapters == ("a" * 64,) and "the active adapters changed: [] -> [aaaaaaaaaaaa]" in again.reason
     )
     assert again.as_dict()["adapters"] == ("a" * 64,)
+
+
+def test_the_policy_compiles_only_under_adapters_the_runtime_applies() -> None:
+    """On llama.cpp an adapter never exported to GGUF is not applied by chats (nor can a
+    prefix be computed under it): the policy compiles without it, and a prefix without it
+    is current — not a change of adapters to recompile for at every run."""
+    mems = tuple(_mem(f"m{i}", 10.0 - i) for i in range(3))
+    ids = tuple(m.id for m in mems)
+    plain = _artifact("lora", "a" * 64, "active", ("m9",))
+    exported = _artifact("lora", "b" * 64, "active", ("m9",), formats=("safetensors", "gguf"))
+
+    def decide(fmt: str | None, *artifacts: ArtifactView) -> list[Any]:
+        view = CubeView("c", "alice", mems, artifacts, "llama_cpp", fmt)
+        return ActivationPolicy().decide(view, [], NOW, ActivationSettings())
+
+    (first,) = decide("gguf", plain)
+    assert first.adapters == ()
+    assert decide("gguf", plain, _artifact("kv_prefix", "k" * 64, "ready", ids, runtime="llama_cpp")) == []
+    (under,) = decide("gguf", exported)
+    assert under.adapters == ("b" * 64,)
+    (bare,) = decide(None, exported)  # a runtime that computes prefixes without adapters
+    assert bare.adapters == ()
+
+
+@pytest.mark.slow
+def test_a_llama_cpp_home_compiles_beside_an_adapter_without_gguf(make_mos: Any, hf_runtime: Any) -> None:
+    """The kernel side of the above: the view the policy gets says which LoRA format the
+    configured runtime applies and which files each adapter has, so apply compiles without
+    the adapter (it used to plan a compile under it, which the kernel refused) and then
+    leaves the prefix alone."""
+    mos = make_mos(runtime={"name": "llama_cpp"})
+    mos.add_user("alice")
+    cube = mos.create_cube("alice", "personal").id
+    texts = ["Alice's sister Mira lives in Tromso", "Alice has a beagle named Pretzel"]
+    ids = [
+        mos.add(text=t, type="fact", user_id="alice", cube_id=cube, extract=False).memories[0].id
+        for t in texts
+    ]
+    for _ in range(3):
+        mos.search(" ".join(texts), user_id="alice", cube_ids=[cube], top_k=2)
+    adapter = _store_adapter(mos, cube, hf_runtime, seed=1, trained_on=ids[0])  # "gguf": None
+    mos.clock.advance(hours=2)
+    report = mos.policies.apply(cube_ids=[cube])
+    (a,) = [a for o in report.cubes[0].outcomes if o.policy == "activation" for a in o.actions]
+    assert a.adapters == () and report.counts()["failed"] == 0
+    (info,) = mos.activation.list(cube, user_id="alice")
+    assert info.adapters == [] and info.state == "ready" and adapter not in info.adapters
+    mos.clock.advance(hours=2)  # past min_interval: nothing changed, nothing to compile
+    assert mos.policies.apply(cube_ids=[cube]).counts().get("compile_activation") is None
 
 
 # --------------------------------------------------------------------------- the policy on the kernel

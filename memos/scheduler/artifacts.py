@@ -94,6 +94,7 @@ class Artifacts:
             members = list(m.get("memories") or [])
             fp = m.get("fingerprint") or m.get("base") or {}
             adapters = tuple(m.get("adapters") or ()) if b.kind == KV_KIND else ()
+            formats = ("safetensors", *(("gguf",) if m.get("gguf") else ())) if b.kind == LORA_KIND else ()
             outdated = any(rows.get(x["id"]) != ("active", x.get("version")) for x in members)
             outdated = outdated or not set(adapters) <= active
             out.append(
@@ -109,9 +110,22 @@ class Artifacts:
                     outdated=outdated,
                     retrain=bool(m.get("retrain")),
                     adapters=adapters,
+                    formats=formats,
                 )
             )
         return tuple(out)
+
+    def lora_format(self) -> str | None:
+        """The LoRA file format the configured runtime applies when it computes a KV prefix
+        under adapters, said by its class (no model loaded); None when it cannot."""
+        try:
+            cls = registry.load("memos.runtimes", self.home.settings.runtime.name)
+        except ConfigError:
+            return None
+        if not (getattr(cls, "supports_kv_prefix_lora", False) and getattr(cls, "supports_lora", False)):
+            return None
+        fmt = getattr(cls, "lora_format", None)
+        return str(fmt) if fmt else None
 
     def problem(self, a: ArtifactAction, view: CubeView) -> str | None:
         """Why ``a`` cannot run on ``view`` (it is skipped), or None."""

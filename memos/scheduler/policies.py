@@ -508,7 +508,8 @@ class Policies:
             for r in rows
         )
         runtime = self.home.settings.runtime.name
-        return CubeView(cube_id, owner, memories, artifacts, runtime), events[::-1]
+        view = CubeView(cube_id, owner, memories, artifacts, runtime, self.artifacts.lora_format())
+        return view, events[::-1]
 
     def _carry_out(self, plan: CubePlan, owner: str, now: datetime) -> None:
         """Run each action through the lifecycle service as ``policy:<name>``; record failures."""

@@ -97,8 +97,13 @@ def hot_set(view: CubeView, now: datetime, cfg: ActivationSettings) -> list[Memo
 
 
 def active_adapters(view: CubeView) -> tuple[str, ...]:
-    """The ids of the cube's active, valid adapters (oldest first)."""
-    return tuple(a.id for a in view.artifacts_of(LORA) if a.state == "active" and a.live)
+    """The ids of the cube's active, valid adapters that a chat on the configured runtime
+    applies (stored in its LoRA format: an adapter never exported to GGUF is not applied by
+    llama.cpp), oldest first; none on a runtime that computes prefixes without adapters."""
+    fmt = view.lora_format
+    if fmt is None:
+        return ()
+    return tuple(a.id for a in view.artifacts_of(LORA) if a.state == "active" and a.live and fmt in a.formats)
 
 
 def current_prefix(view: CubeView, name: str, runtime: str) -> ArtifactView | None:
