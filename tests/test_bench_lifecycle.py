@@ -111,6 +111,9 @@ def test_lifecycle_bench_replays_with_the_scheduler_off_and_on(tmp_path: Path) -
     # every question was chatted on both homes, after the session of its last evidence
     assert r["chats"] == len(QUESTIONS) and r["questions"] == len(QUESTIONS)
     assert r["ttft_ms_median_off"] > 0 and r["ttft_ms_median_on"] > 0
+    # the on home's prompts hold the prefix too; some retrieved memories were in it
+    assert r["prompt_tokens_median_on"] >= r["prompt_tokens_median_off"] > 0
+    assert 0 <= r["retrieved_in_prefix_fraction"] <= 1
     # the scheduler compiled a prefix (nobody else did) and later chats started from it
     assert 0 < r["kv_served_fraction"] <= 1
     assert r["jobs_by_kind"]["policy.apply"]["done"] >= len(SESSIONS) and r["jobs_failed"] == 0

@@ -103,6 +103,10 @@ class Side:
     added: int = 0
     ttft: list[float] = field(default_factory=list)
     served: int = 0
+    #: of the memories the served chats retrieved, how many the prefix held / in all
+    in_prefix: int = 0
+    retrieved: int = 0
+    prompt_tokens: list[int] = field(default_factory=list)
     search_ms: list[float] = field(default_factory=list)
     recall: list[float] = field(default_factory=list)
     recall_archive: list[float] = field(default_factory=list)
@@ -133,8 +137,12 @@ class Side:
             q.text, user_id=USER, cube_ids=[self.cubes[conv.id]], max_tokens=max_tokens, write_back=False
         )
         self.ttft.append(res.timings.ttft_ms)
+        self.prompt_tokens.append(res.prompt_tokens)
         if res.activation and res.activation.get("used"):
             self.served += 1
+            held = len(res.activation.get("retrieved_in_prefix") or ())
+            self.in_prefix += held
+            self.retrieved += held + len(res.memories)
 
     def search(self, conv: Conversation, q: Question, *, include_archived: bool = False) -> float:
         """recall@10 of ``q`` over distinct source turns; the search timed (default states)."""
@@ -235,6 +243,11 @@ def run(
             "ttft_ms_median_off": round(_med(off.ttft), 1),
             "ttft_ms_median_on": round(_med(on.ttft), 1),
             "ttft_speedup": round(_med(off.ttft) / _med(on.ttft), 3) if on.ttft else 0.0,
+            # why: the share of retrieved memories a served chat found in its prefix (not
+            # prefilled again), and the prompt tokens (prefix included on the on home)
+            "retrieved_in_prefix_fraction": round(on.in_prefix / max(1, on.retrieved), 4),
+            "prompt_tokens_median_off": _med(off.prompt_tokens),
+            "prompt_tokens_median_on": _med(on.prompt_tokens),
             "active_memories_off": off.active(),
             "active_memories_on": on.active(),
             "archived_on": archived,

@@ -53,7 +53,9 @@ def _table(console: Any, result: dict[str, Any], rows: list[tuple[str, Any, str,
         table.add_row(key, str(value), target, "—" if met is None else ("yes" if met else "[red]no[/]"))
     console.print(table)
     console.print(
-        f"ttft off {result['ttft_ms_median_off']} ms, on {result['ttft_ms_median_on']} ms; "
+        f"ttft off {result['ttft_ms_median_off']} ms, on {result['ttft_ms_median_on']} ms "
+        f"(prompt tokens {result['prompt_tokens_median_off']} / {result['prompt_tokens_median_on']}, "
+        f"{result['retrieved_in_prefix_fraction']:.0%} of retrieved memories in the prefix); "
         f"active {result['active_memories_off']} → {result['active_memories_on']} "
         f"({result['archived_on']} archived); jobs {result['jobs_by_kind']}; {result['seconds']} s"
     )
