@@ -122,6 +122,38 @@ def test_likes_dislikes_and_lists(rx: RuleExtractor) -> None:
     assert alice(rx, "I'm like, so tired.").relations == ()
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Looks like a blast!",
+        "Seems like forever.",
+        "Themes like sisterhood, love, and chasing dreams were explored so well.",
+        "Thanks Mira - love the blue vase in the pic!",  # Alice loves it, not Mira
+        "Thankfully, my son's ok and that was a reminder.",
+        "I love escaping to that world.",
+    ],
+)
+def test_fragments_are_no_facts(rx: RuleExtractor, text: str) -> None:
+    """A capitalised word before a bare "like" is no subject; a sentence adverb is no one's
+    name; a liked thing cut off after its preposition names nothing (LoCoMo's fragments)."""
+    ex = alice(rx, text)
+    assert ex.relations == () and ex.facts == ()
+    assert {e.name for e in ex.entities} <= {"Alice", "Mira"}
+
+
+def test_liked_things_read_whole(rx: RuleExtractor) -> None:
+    assert triples(alice(rx, "I love both jazz and folk.")) == {
+        ("Alice", "likes", "jazz"),
+        ("Alice", "likes", "folk"),
+    }
+    assert alice(rx, "I love running my own studio.").facts == ("Alice likes running Alice's own studio",)
+    said = alice(rx, "I love fantasy and sci-fi movies, they're a great escape.")
+    assert triples(said) == {("Alice", "likes", "fantasy"), ("Alice", "likes", "sci-fi movies")}
+    # a third person with an auxiliary takes the bare verb
+    assert alice(rx, "Mira doesn't like olives.").facts == ("Mira dislikes olives",)
+    assert alice(rx, "Mira loves jazz.").facts == ("Mira likes jazz",)
+
+
 def test_work_and_job(rx: RuleExtractor) -> None:
     ex = alice(rx, "I work at Acme Corp as a nurse.")
     assert Relation("Alice", "works_at", "Acme Corp", True) in ex.relations

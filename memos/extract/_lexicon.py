@@ -85,6 +85,8 @@ someone somebody nobody anyone anybody people kids children most many some all b
 life everything nothing something anything mom dad mum god love dear mr mrs ms dr also still really honestly
 actually definitely probably totally absolutely glad happy sad same true right exactly indeed plus sounds
 let let's did do does was were is are be been have has had can could would should will shall might must may
+thankfully luckily fortunately unfortunately hopefully sadly basically seriously recently finally currently
+personally obviously clearly apparently surprisingly interestingly lately besides meanwhile however though
 """)
 
 # Names of days and months belong to dates, not entities.
@@ -111,10 +113,10 @@ and or then just even ever much lots a-lot almost mostly also
 """)
 # After a lone gerund these prepositions belong to the activity ("going to concerts").
 GERUND_PREPOSITIONS = frozenset({"on", "to", "with", "for"})
-DETERMINERS = frozenset({"the", "a", "an", "some", "all", "any", "lots", "of"})
+DETERMINERS = frozenset({"the", "a", "an", "some", "all", "any", "lots", "of", "both"})
 PRONOUN_OBJECTS = _words("""
 it that this them you him her those these everything something anything nothing what how when one me us
-myself yourself it's that's which whatever everyone someone anyone there here being
+myself yourself it's that's which whatever everyone someone anyone there here being they're we're you're
 """)
 
 # Gerunds too vague to be a liked activity on their own ("I love living here").

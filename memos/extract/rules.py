@@ -61,6 +61,13 @@ _OBJECT_KINDS = {
 # Verbs of a change of state: the sentence's date is when the new state began.
 _BECAME = frozenset({"became", "become", "went", "gone", "turned"})
 _HAVE = frozenset({"have", "has", "own", "owns"})
+# Words before a bare verb that let a third person take it ("Mira doesn't like", "she will love").
+_AUXILIARIES = frozenset({"do", "does", "did", "n't", "not", "never", "will", "'ll"})
+# The bare forms of the liking verbs: after a name with no auxiliary ("Looks like a blast",
+# "Themes like love") the capitalised word is not a subject.
+_BARE_LIKE = frozenset({"love", "like", "enjoy", "adore"})
+# A last word that leaves a liked thing unfinished ("escaping to").
+_DANGLING = frozenset({"to", "on", "with", "for", "of", "about", "in", "at", "from", "into"})
 _WORD_START = re.compile(r"[^\W\d_][\w'&-]*")
 
 
@@ -73,6 +80,8 @@ class _Subject:
     after_be: bool  # the verb follows a form of "to be" ("I'm like, ..." is not liking)
     future: bool  # "will"/"'ll": a plan, not a fact
     been: bool  # "have been going to": a habit, not a plan
+    singular: bool  # a third person ("Mira", "she", "my sister"): "Mira like" is no clause
+    auxiliary: bool  # "do"/"does"/"did"/"will"/a negation before the verb ("Mira doesn't like")
 
 
 class _Reader:
@@ -177,6 +186,8 @@ class _Reader:
             after_be=bool(gap) and gap[0] in {"am", "'m", "is", "'s", "are", "'re", "was", "were"},
             future=future,
             been="been" in gap,
+            singular=low not in {"i", "we"},
+            auxiliary=bool(_AUXILIARIES.intersection(gap)),
         )
 
     def _role(self, toks: list[str], k: int) -> str | None:
@@ -380,15 +391,22 @@ class _Reader:
                 pred = predicate
                 if predicate == "likes" and m["verb"].lower() in {"like", "likes"} and subj.after_be:
                     continue  # "I'm like, totally lost" is a filler, not a preference
+                if (
+                    predicate == "likes"
+                    and m["verb"].lower() in _BARE_LIKE
+                    and subj.singular
+                    and not subj.auxiliary
+                ):
+                    continue  # "Looks like a blast": no one likes anything
                 if subj.negated:
                     if pred != "likes":
                         continue
                     pred = "dislikes"
-                for item in phrase_items(st.text, m.end(), self.speaker):
+                for item in _liked(st.text, m.end(), self.speaker):
                     self._add(st, subj.name, pred, item)
         for m in pat.FAVORITE.finditer(st.text):
             if self.speaker:
-                for item in phrase_items(st.text, m.end(), self.speaker):
+                for item in _liked(st.text, m.end(), self.speaker):
                     self._add(st, self.speaker, "likes", item)
 
     def _plans(self, st: Sentence) -> None:
@@ -509,6 +527,21 @@ def asks_only(text: str) -> bool:
     splits them): such a message asks, it asserts nothing."""
     parts = [p for p in sentences(text) if p.text.strip()]
     return bool(parts) and all(p.is_question for p in parts)
+
+
+def _liked(text: str, pos: int, speaker: str | None) -> list[str]:
+    """The things liked after ``pos``: "my" inside one is the speaker's ("running my own
+    studio" -> "running Jon's own studio"); one cut off after a preposition ("I love
+    escaping to that world" -> "escaping to") names nothing and is dropped."""
+    out = []
+    for item in phrase_items(text, pos, speaker):
+        words = item.split()
+        if words[-1].lower() in _DANGLING:
+            continue
+        if speaker:
+            words = [words[0], *(f"{speaker}'s" if w.lower() in {"my", "our"} else w for w in words[1:])]
+        out.append(" ".join(words))
+    return out
 
 
 def _reference(value: object) -> datetime | None:
