@@ -130,3 +130,28 @@ def test_lifecycle_bench_replays_with_the_scheduler_off_and_on(tmp_path: Path) -
     assert rows["parametric_recall"] is None  # not measured: no verdict
     assert any("session 3" in n for n in notes)
     assert (tmp_path / "homes" / "on").is_dir()  # a given home is kept for inspection
+
+
+def test_without_chats_the_policies_see_the_retrieval_and_no_model_runs(tmp_path: Path) -> None:
+    """``--no-chat``: each question's chat retrieval still counts as use (the prefix gets
+    compiled from it), nothing is generated, and the TTFT figures are null, not zero —
+    their targets have no verdict."""
+    from memos.bench.lifecycle import run, targets
+
+    data = _fixture(tmp_path / "locomo.json")
+    r = run(
+        data, chat=False, policies={"activation": {"min_hits": 1}}, consolidate=False,
+        home=tmp_path / "homes", log=lambda _: None,
+    )  # fmt: skip
+    assert r["chats"] == 0 and r["questions"] == len(QUESTIONS)
+    assert (
+        r["kv_served_fraction"] is None and r["ttft_speedup"] is None and r["prompt_tokens_median_on"] is None
+    )
+    assert r["recall_at_10_off"] > 0.5 and r["active_memories_on"] <= r["active_memories_off"] // 2
+    rows = {key: met for key, _, _, met in targets(r)}
+    assert rows["ttft_speedup"] is None and rows["kv_served_fraction"] is None and rows["jobs_failed"] is True
+    from memos.core import MemOS
+
+    with MemOS(home=tmp_path / "homes" / "on") as mos:  # the retrieval made memories hot
+        (cube,) = mos.list_cubes("bench")
+        assert mos.activation.list(cube.id, user_id="bench")

@@ -19,6 +19,10 @@ questions must not become memories that recall then finds), on both homes altern
 ``kv_served_fraction`` is the share of the on home's chats that started from a valid KV
 prefix (``ChatResult.activation["used"]``: only the activation policy compiles one there).
 
+``--no-chat`` replaces each chat by the retrieval it does (its searches count as use, as a
+chat's do): the policies see the same workload, the model is never loaded, and the run takes
+minutes; ``kv_served_fraction`` and the TTFT keys are then null.
+
 After the replay every question is searched in both homes (top 25, the query embedded
 first and timed apart, the two searches of a question back to back, alternating) and
 recall@10 is scored over the first ten *distinct source turns* reached by walking the hits
@@ -47,6 +51,7 @@ from typing import Any
 
 from memos.bench.common import percentile
 from memos.bench.locomo import Conversation, Question, load_locomo, ranked_dia_ids, score
+from memos.chat.prompt import chat_memories
 from memos.runtime import GenerationParams
 
 USER = "bench"
@@ -133,6 +138,10 @@ class Side:
         return len(res.memories) + len(res.derived)
 
     def chat(self, conv: Conversation, q: Question, max_tokens: int) -> None:
+        if max_tokens == 0:  # no model: the retrieval a chat does, which counts as use
+            chat_memories(self.mos.search, self.mos.settings.chat, q.text, user_id=USER,
+                          cube_ids=[self.cubes[conv.id]], k=self.mos.settings.chat.memories)  # fmt: skip
+            return
         res = self.mos.chat(
             q.text, user_id=USER, cube_ids=[self.cubes[conv.id]], max_tokens=max_tokens, write_back=False
         )
@@ -168,6 +177,7 @@ def run(
     quick: bool = False,
     conversations: int | None = None,
     max_tokens: int = 8,
+    chat: bool = True,
     policies: dict[str, dict[str, Any]] | None = None,
     consolidate: bool = True,
     home: Path | None = None,
@@ -175,7 +185,9 @@ def run(
 ) -> dict[str, Any]:
     """Replay, measure, return the metrics (the keys of ``memos bench lifecycle --json``).
     ``policies``: ``[policies.<name>]`` settings of the on home over the defaults;
-    ``consolidate=False`` skips the parametric phase."""
+    ``consolidate=False`` skips the parametric phase; ``chat=False`` replaces each chat by
+    the retrieval it does (its searches count as use, as a chat's do) and leaves the model
+    out: minutes instead of most of an hour, without ``kv_served_fraction`` and TTFT."""
     from memos.core import MemOS
 
     convs = load_locomo(path)
@@ -217,7 +229,7 @@ def run(
                 todo = schedule.get(s, [])
                 for j, q in enumerate(todo):
                     for side in order if j % 2 == 0 else order[::-1]:
-                        side.chat(conv, q, max_tokens)
+                        side.chat(conv, q, max_tokens if chat else 0)
                 log(
                     f"  {conv.id} session {s}: {len(todo)} chats "
                     f"(kv served {on.served}/{len(on.ttft)}, ttft off {_med(off.ttft):.0f} ms, "
@@ -239,15 +251,15 @@ def run(
         jobs = _jobs(on.mos)
         archived = sum(on.count(c, ["archived"]) for c in on.cubes.values())
         result = {
-            "kv_served_fraction": round(on.served / max(1, len(on.ttft)), 4),
-            "ttft_ms_median_off": round(_med(off.ttft), 1),
-            "ttft_ms_median_on": round(_med(on.ttft), 1),
-            "ttft_speedup": round(_med(off.ttft) / _med(on.ttft), 3) if on.ttft else 0.0,
+            "kv_served_fraction": round(on.served / len(on.ttft), 4) if on.ttft else None,
+            "ttft_ms_median_off": round(_med(off.ttft), 1) if off.ttft else None,
+            "ttft_ms_median_on": round(_med(on.ttft), 1) if on.ttft else None,
+            "ttft_speedup": round(_med(off.ttft) / _med(on.ttft), 3) if on.ttft else None,
             # why: the share of retrieved memories a served chat found in its prefix (not
             # prefilled again), and the prompt tokens (prefix included on the on home)
-            "retrieved_in_prefix_fraction": round(on.in_prefix / max(1, on.retrieved), 4),
-            "prompt_tokens_median_off": _med(off.prompt_tokens),
-            "prompt_tokens_median_on": _med(on.prompt_tokens),
+            "retrieved_in_prefix_fraction": round(on.in_prefix / on.retrieved, 4) if on.retrieved else None,
+            "prompt_tokens_median_off": _med(off.prompt_tokens) if off.prompt_tokens else None,
+            "prompt_tokens_median_on": _med(on.prompt_tokens) if on.prompt_tokens else None,
             "active_memories_off": off.active(),
             "active_memories_on": on.active(),
             "archived_on": archived,

@@ -24,6 +24,14 @@ def lifecycle(
         int | None, typer.Option("--conversations", min=1, help="Replay only the first N conversations.")
     ] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Tokens each chat answers.")] = 8,
+    chat: Annotated[
+        bool,
+        typer.Option(
+            "--chat/--no-chat",
+            help="Ask the questions through MemOS.chat (default), or only run the retrieval a chat does "
+            "(no model: minutes, no TTFT or KV figures).",
+        ),
+    ] = True,
 ) -> None:
     """Replay LoCoMo with the scheduler off and on: KV prefixes served, TTFT, active and
     archived memories, recall, consolidation, the cost on add and search, jobs."""
@@ -32,8 +40,10 @@ def lifecycle(
 
     state = get_state(ctx)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    result = bench.run(data, quick=quick, conversations=conversations, max_tokens=max_tokens, log=note)
-    command = "memos bench lifecycle" + (" --quick" if quick else "")
+    result = bench.run(
+        data, quick=quick, conversations=conversations, max_tokens=max_tokens, chat=chat, log=note
+    )
+    command = "memos bench lifecycle" + (" --quick" if quick else "") + ("" if chat else " --no-chat")
     meta = {"date": started, "machine": machine(), "command": command, "data": str(data)}
     _write(json_out, {**result, "_meta": meta})
     emit(state, result, lambda console: _table(console, result, bench.targets(result)))
@@ -52,10 +62,14 @@ def _table(console: Any, result: dict[str, Any], rows: list[tuple[str, Any, str,
     for key, value, target, met in rows:
         table.add_row(key, str(value), target, "—" if met is None else ("yes" if met else "[red]no[/]"))
     console.print(table)
-    console.print(
+    ttft = (
         f"ttft off {result['ttft_ms_median_off']} ms, on {result['ttft_ms_median_on']} ms "
         f"(prompt tokens {result['prompt_tokens_median_off']} / {result['prompt_tokens_median_on']}, "
-        f"{result['retrieved_in_prefix_fraction']:.0%} of retrieved memories in the prefix); "
-        f"active {result['active_memories_off']} → {result['active_memories_on']} "
+        f"{result['retrieved_in_prefix_fraction'] or 0:.0%} of retrieved memories in the prefix); "
+        if result["chats"]
+        else "no chats (--no-chat); "
+    )
+    console.print(
+        f"{ttft}active {result['active_memories_off']} → {result['active_memories_on']} "
         f"({result['archived_on']} archived); jobs {result['jobs_by_kind']}; {result['seconds']} s"
     )
