@@ -71,6 +71,18 @@ def _store_adapter(mos: Any, cube: str, rt: Any, seed: int, trained_on: str, sta
     return sha
 
 
+def _hot_facts(mos: Any, cube: str) -> list[str]:
+    """Two facts, each returned by three searches (hot enough for the activation policy)."""
+    texts = ["Alice's sister Mira lives in Tromso", "Alice has a beagle named Pretzel"]
+    ids = [
+        mos.add(text=t, type="fact", user_id="alice", cube_id=cube, extract=False).memories[0].id
+        for t in texts
+    ]
+    for _ in range(3):
+        mos.search(" ".join(texts), user_id="alice", cube_ids=[cube], top_k=2)
+    return ids
+
+
 # --------------------------------------------------------------------------- the runtime
 @pytest.mark.slow
 def test_a_prefix_built_under_an_adapter_serves_exactly_that_adapter(hf_runtime: Any, tmp_path: Path) -> None:
@@ -308,13 +320,7 @@ def test_a_llama_cpp_home_compiles_beside_an_adapter_without_gguf(make_mos: Any,
     mos = make_mos(runtime={"name": "llama_cpp"})
     mos.add_user("alice")
     cube = mos.create_cube("alice", "personal").id
-    texts = ["Alice's sister Mira lives in Tromso", "Alice has a beagle named Pretzel"]
-    ids = [
-        mos.add(text=t, type="fact", user_id="alice", cube_id=cube, extract=False).memories[0].id
-        for t in texts
-    ]
-    for _ in range(3):
-        mos.search(" ".join(texts), user_id="alice", cube_ids=[cube], top_k=2)
+    ids = _hot_facts(mos, cube)
     adapter = _store_adapter(mos, cube, hf_runtime, seed=1, trained_on=ids[0])  # "gguf": None
     mos.clock.advance(hours=2)
     report = mos.policies.apply(cube_ids=[cube])
@@ -330,13 +336,7 @@ def test_a_llama_cpp_home_compiles_beside_an_adapter_without_gguf(make_mos: Any,
 @pytest.mark.slow
 def test_the_policy_compiles_under_the_active_adapter_and_again_after_it_changed(alice: Any) -> None:
     mos, cube = alice
-    texts = ["Alice's sister Mira lives in Tromso", "Alice has a beagle named Pretzel"]
-    ids = [
-        mos.add(text=t, type="fact", user_id="alice", cube_id=cube, extract=False).memories[0].id
-        for t in texts
-    ]
-    for _ in range(3):
-        mos.search(" ".join(texts), user_id="alice", cube_ids=[cube], top_k=2)
+    ids = _hot_facts(mos, cube)
     rt = mos.runtime()
     first = _store_adapter(mos, cube, rt, seed=1, trained_on=ids[0])
     mos.clock.advance(hours=2)
