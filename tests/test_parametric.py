@@ -22,7 +22,7 @@ from conftest import Clock
 
 from memos.bench.parametric_facts import HELDOUT, synthetic_facts
 from memos.parametric import gate
-from memos.parametric.data import build_examples, examples_for, parse_fact
+from memos.parametric.data import build_examples, examples_for, parse_fact, trainable
 from memos.parametric.train import contains
 
 FACTS = [
@@ -31,7 +31,15 @@ FACTS = [
     "The user's brother Tomek works as a glassblower",
     "The user's favorite tea is oolong",
 ]
-FAST = {"epochs": 6, "min_epochs": 6, "batch_size": 8, "rank": 16, "alpha": 32, "probe_size": 8}
+FAST = {
+    "epochs": 6,
+    "min_epochs": 6,
+    "batch_size": 8,
+    "rank": 16,
+    "alpha": 32,
+    "probe_size": 8,
+    "min_steps": 1,
+}
 
 
 # --------------------------------------------------------------------------- data (no model)
@@ -86,6 +94,67 @@ def test_facts_that_share_a_question_are_answered_together_never_with_rival_answ
     assert any(e.answer == "Alice lives in Bergen." for e in ex if e.form == "question")
     recall = {e.answer for e in ex if e.form == "recall" and "Alice" in e.prompt}
     assert recall == {"Alice likes jazz and hiking. Alice lives in Bergen."}
+
+
+def test_the_rule_extractors_facts_are_read_as_questions() -> None:
+    """What the rule extractor writes (its fact templates, dated notes included) is asked
+    about; an object that depends on who said it ("my", "it") is no fact to ask about."""
+    read = {
+        "Sara is John's daughter": ("named", "John's daughter", "Sara"),
+        "Melanie's cat's name is Bailey": ("named", "Melanie's cat", "Bailey"),
+        "Melanie has a guinea pig": ("has_pet", "Melanie", "guinea pig"),
+        "Maria has a dog (got 2023-07-24/2023-07-30)": ("has_pet", "Maria", "dog"),
+        "Nate dislikes hiking": ("dislikes", "Nate", "hiking"),
+        "Tim plans to attend a book conference (2023-09)": ("plans_to", "Tim", "attend a book conference"),
+    }
+    for text, want in read.items():
+        f = parse_fact(text, "Sam")
+        assert (f.relation, f.subject, f.obj) == want, text
+        assert f.text == text  # the statement keeps its note
+    for text in (
+        "Jon likes running my own studio",
+        "Joanna plans to try making it",
+        "Nate likes they're great",
+    ):
+        assert parse_fact(text, "Sam").relation is None, text
+    ex = build_examples(
+        [("a", "Mira is Sam's sister"), ("b", "Sam's name is Samuel"), ("c", "Sam has a cat")], "Sam"
+    )
+    said = {e.answer for e in ex if e.form == "question"}
+    assert said == {"Your sister's name is Mira.", "Your name is Samuel.", "You have a cat."}
+    assert {"What is my sister's name?", "What is my name?"} <= {e.prompt for e in ex}
+    assert (
+        all(e.obj for e in ex if e.split == "heldout") and len([e for e in ex if e.split == "heldout"]) == 3
+    )
+
+
+def test_what_is_trained_reads_as_facts_and_lists_stay_short() -> None:
+    """Consolidation trains what a question can check, and a list answer no longer than
+    ``max_shared`` objects: the rest stay in plaintext memory (and say so)."""
+    likes = [(f"l{i}", f"Alice likes hobby {i}") for i in range(9)]
+    memories = [("b", "Alice lives in Bergen"), *likes[:3], ("again", "Alice likes hobby 0"), *likes[3:]]
+    memories += [("junk", "Alice plans to try making it"), ("bob", "Bob likes chess")]
+    kept, left = trainable(memories, "Sam", max_shared=6)
+    assert [m for m, _ in kept] == ["b", "l0", "l1", "l2", "again", "l3", "l4", "l5", "bob"]
+    assert left == ["l6", "l7", "l8", "junk"]
+    ex = build_examples(kept, "Sam")
+    assert {e.answer for e in ex if e.prompt == "What does Alice like?"} == {
+        "Alice likes hobby 0, hobby 1, hobby 2, hobby 3, hobby 4 and hobby 5."
+    }
+
+
+def test_the_gate_lets_an_answer_name_every_object_it_checks(hf_runtime: Any) -> None:
+    """A shared answer ("Alice likes jazz, hiking, …") is longer than a short fact's: the
+    greedy answer the gate and the probe read may run as long as the trained one."""
+    from memos.parametric.train import answer_budget
+
+    things = [f"thing number {i}" for i in range(12)]
+    ex = build_examples([(f"m{i}", f"Alice likes {t}") for i, t in enumerate(things)], "Sam")
+    held = [e for e in ex if e.split == "heldout"]
+    assert len(held) == 12 and all(e.answer.endswith("thing number 11.") for e in held)
+    assert answer_budget(hf_runtime, held, 24) > len(hf_runtime.tokenize(held[0].answer)) > 24
+    short = [e for e in build_examples([("m", "Alice lives in Bergen")], "Sam") if e.split == "heldout"]
+    assert answer_budget(hf_runtime, short, 24) == 24
 
 
 def test_benchmark_heldout_phrasings_are_never_generated_for_training() -> None:
@@ -150,6 +219,9 @@ def test_consolidation_stores_a_gated_adapter(trained: dict[str, Any]) -> None:
     assert info.hyper["rank"] == 16 and info.hyper["seed"] == 0 and len(info.data_hash) == 64
     assert info.n_examples["heldout"] == len(FACTS) and info.n_examples["train"] > 4 * len(FACTS)
     assert len(trained["epochs"]) == len(info.epochs) >= 1
+    # the weights kept are those of the best probe, the latest of a tie (the most anchored)
+    recalls = [e.heldout_recall for e in trained["epochs"]]
+    assert info.best_epoch == max(n for n, r in enumerate(recalls, 1) if r == max(recalls))
     # the blobs: safetensors (no pickle) and the GGUF export, both content-addressed
     import hashlib
 
@@ -400,6 +472,33 @@ def test_an_adapter_that_learns_nothing_is_rejected_and_never_applied(
 
     with pytest.raises(InvalidState, match="rejected"):
         mos.parametric.activate(info.id, user_id="sam")
+
+
+@pytest.mark.slow
+def test_memories_that_read_as_no_fact_are_left_out_and_a_small_set_trains_long_enough(
+    small: tuple[Any, str, list[str]], hf_runtime: Any
+) -> None:
+    """A memory that reads as no fact ("Sam plans to build my own family": whose?) asks
+    nothing the gate can check: it stays in the adapter's memories (a change to it still
+    outdates the adapter) but trains nothing, and the manifest says so. Two facts are a
+    batch or two: the epoch repeats them up to ``min_steps`` optimizer steps."""
+    mos, cube, ids = small
+    junk = mos.add(
+        text="Sam plans to build my own family", type="fact", user_id="sam", cube_id=cube, extract=False
+    )
+    jid = junk.memories[0].id
+    totals: set[int] = set()
+    info = mos.parametric.consolidate(cube, user_id="sam", memory_ids=[*ids, jid], runtime=hf_runtime,
+                                      config={"epochs": 1, "lr": 1e-9, "batch_size": 8, "probe_size": 2},
+                                      progress=lambda step, total, loss: totals.add(total))  # fmt: skip
+    assert info.memory_ids == [*ids, jid] and info.left_out == [jid]
+    trained = build_examples([(m, t) for m, t in zip(ids, FACTS[:2], strict=True)], "Sam")
+    assert info.n_examples == {
+        "train": sum(e.split == "train" for e in trained),
+        "heldout": sum(e.split == "heldout" for e in trained),
+    }
+    assert mos.parametric.show(info.id, user_id="sam").left_out == [jid]
+    assert info.hyper["min_steps"] == 16 and min(totals) >= 16  # two batches before
 
 
 @pytest.mark.slow

@@ -2,14 +2,17 @@
 
 No model is needed: a memory's text is read as ``<subject> <predicate> <object>`` by a
 small table of English predicates ("lives in", "works as", "'s favorite <thing> is",
-"has a <pet> named" …). Each recognised fact yields
+"has a <pet> named" …, and the rule extractor's own: "plans to", "'s name is", "Mira is
+Sam's sister" …). Each recognised fact yields
 
 - the statement itself (language-model loss on every token, no chat template);
 - recall prompts ("What do you remember about my sister Mira?") answered with the fact;
 - questions in several phrasings, asked about "my …" (how the user speaks in a chat) and
   about the user by name, answered with a full sentence in the second person.
 
-A memory the table does not recognise still trains as a statement and a recall prompt.
+A memory the table does not recognise, or whose object depends on who said it ("running
+my own studio", "try making it"), yields its statement alone; consolidation leaves such
+memories out, since no question checks them.
 Facts that share a question are answered together, never with rival answers to one
 prompt: the objects of a predicate that allows several ("Alice likes jazz", "Alice likes
 hiking" → "Alice likes jazz and hiking.") and everything known about one subject for its
@@ -35,6 +38,7 @@ __all__ = [
     "parse_fact",
     "examples_for",
     "build_examples",
+    "trainable",
     "data_hash",
 ]
 
@@ -49,6 +53,20 @@ class Relation:
     say: str  # third person, used after the subject: "{pred} {o}"
     say_you: str  # the same, conjugated for "you"
     many: bool = False  # a subject may have several objects (likes, plays): answered together
+
+
+#: the species of the rule extractor's pet facts ("Melanie has a cat")
+_PETS = "|".join(("dog", "cat", "rabbit", "hamster", "parrot", "budgie", "turtle", "tortoise", "guinea pig", "horse",
+                  "snake", "lizard", "gecko", "ferret", "goldfish", "chinchilla", "puppy", "kitten", "bird", "fish"))  # fmt: skip
+#: "Mira is Sam's sister", the rule extractor's kinship facts: read as "Sam's sister's name is Mira"
+_KIN = re.compile(r"^(?P<o>[A-Z][\w'-]*(?: [A-Z][\w'-]*){0,2}) is (?P<s>\S+(?: \S+){0,2}(?:'s|’s) [\w-]+)$")
+#: a note the extractor appends to a fact: "Alice lives in Berlin (since 2024-06)"
+_NOTE = re.compile(r"\s*\([^()]*\)$")
+#: words that make an object depend on who says it or on the conversation ("running my own
+#: studio", "try making it"): such a fact does not read cleanly as a question and an answer
+_DEICTIC = frozenset({"i", "i'm", "me", "my", "mine", "myself", "we", "we're", "us", "our", "you", "your", "it",
+                      "it's", "its", "they", "they're", "them", "their", "this", "that", "these", "those", "here",
+                      "there"})  # fmt: skip
 
 
 RELATIONS: tuple[Relation, ...] = (
@@ -112,6 +130,22 @@ RELATIONS: tuple[Relation, ...] = (
              ("What {do} {s} like?", "What {do} {s} enjoy?", "What {do} {s} love?",
               "What is something {s} {like}?", "What {do} {s} really like?"),
              "likes", "like", many=True),
+    Relation("dislikes", r"\bdislikes\b",
+             ("What {do} {s} dislike?", "What {do} {s} not like?", "What {do} {s} hate?",
+              "What {do} {s} really dislike?", "What {do} {s} not enjoy?"),
+             "dislikes", "dislike", many=True),
+    Relation("plans_to", r"\bplans to\b",
+             ("What {do} {s} plan to do?", "What are {poss} plans?", "What {do} {s} intend to do?",
+              "What {do} {s} have planned?", "What {do} {s} want to do next?"),
+             "plans to", "plan to", many=True),
+    Relation("has_pet", rf"\bhas (?:an?|one) (?=(?:{_PETS})s?$)",
+             ("What pet {do} {s} have?", "What animal {do} {s} have?", "What kind of pet {do} {s} have?",
+              "Which pet {do} {s} own?", "What animals {do} {s} keep?"),
+             "has a", "have a", many=True),
+    Relation("named", r"'s name is\b",
+             ("What is {poss} name?", "What's {poss} name?", "What name {do} {s} go by?",
+              "Can you tell me {poss} name?", "Do you know {poss} name?"),
+             "'s name is", "r name is"),
 )  # fmt: skip
 
 _USER_WORDS = ("the user", "user", "i", "me")
@@ -147,31 +181,40 @@ def _strip(text: str) -> str:
 
 
 def parse_fact(text: str, user_name: str | None = None) -> Fact:
-    """Read ``text`` as one fact (the first predicate of :data:`RELATIONS` that matches)."""
+    """Read ``text`` as one fact (the first predicate of :data:`RELATIONS` that matches).
+    An object that depends on who says it ("my", "it") leaves the fact unrecognised."""
     clean = _strip(text)
-    owners = [w for w in ("the user", "my", (user_name or "").lower()) if w]
+    body = _NOTE.sub("", clean)  # the note dates the statement; questions ask for the object
+    kin = _KIN.match(body)
+    if kin:
+        return _fact(clean, "named", kin["s"], "", kin["o"], user_name)
     for rel in RELATIONS:
-        m = re.search(rel.pattern, clean, flags=re.IGNORECASE)
+        m = re.search(rel.pattern, body, flags=re.IGNORECASE)
         if not m:
             continue
-        subject = clean[: m.start()].strip()
-        obj = _strip(clean[m.end() :])
+        subject = body[: m.start()].strip()
+        obj = _strip(body[m.end() :])
         obj = re.split(r"\s+(?:since|because|and has|who|which)\s+", obj)[0].strip(" ,;")
-        if not subject or not obj or len(obj.split()) > 8:
+        if not subject or not obj or len(obj.split()) > 8 or _DEICTIC & set(obj.lower().split()):
             continue
-        if rel.name == "favorite":  # the possessive is part of the match: "Alice's favorite food is"
-            subject = clean[: m.start()].strip()
-        low = subject.lower()
-        about_user, rest = False, subject
-        if low in owners or low in _USER_WORDS:
-            about_user, rest = True, ""
-        else:
-            for pre in [o + sep for o in owners for sep in ("'s ", "’s ")] + ["my "]:
-                if low.startswith(pre):
-                    about_user, rest = True, subject[len(pre) :].strip()
-                    break
-        return Fact(clean, rel.name, subject, rest, about_user, (m.groupdict().get("k") or ""), obj)
+        return _fact(clean, rel.name, subject, m.groupdict().get("k") or "", obj, user_name)
     return Fact(clean, None)
+
+
+def _fact(text: str, relation: str, subject: str, kind: str, obj: str, user_name: str | None) -> Fact:
+    """The fact, its subject resolved: the user ("I", "the user", their name), the user's
+    something ("my sister Mira", "Sam's dog") or someone else."""
+    owners = [w for w in ("the user", "my", (user_name or "").lower()) if w]
+    low = subject.lower()
+    about_user, rest = False, subject
+    if low in owners or low in _USER_WORDS:
+        about_user, rest = True, ""
+    else:
+        for pre in [o + sep for o in owners for sep in ("'s ", "’s ")] + ["my "]:
+            if low.startswith(pre):
+                about_user, rest = True, subject[len(pre) :].strip()
+                break
+    return Fact(text, relation, subject, rest, about_user, kind, obj)
 
 
 def _forms(fact: Fact, user_name: str | None) -> list[dict[str, str]]:
@@ -197,9 +240,7 @@ def _say(fact: Fact, rel: Relation) -> str:
     """The fact told to the user: 'Your sister Mira lives in Tromsø.'"""
     if fact.about_user and not fact.rest:
         pred = rel.say_you.format(k=fact.kind)
-        if rel.name == "favorite":
-            return f"Your favorite {fact.kind} is {fact.obj}."
-        return f"You {pred} {fact.obj}."
+        return f"You{pred if pred.startswith('r ') else ' ' + pred} {fact.obj}."  # "Your name is …"
     subj = f"Your {fact.rest}" if fact.about_user else fact.subject
     pred = rel.say.format(k=fact.kind)
     joiner = "" if pred.startswith("'") else " "
@@ -263,6 +304,31 @@ def examples_for(memory_id: str, text: str, user_name: str | None = None, *, hel
             Example(memory_id, "question", question, said, "train" if i < cut else "heldout", fact.obj)
         )
     return out
+
+
+def trainable(
+    memories: Iterable[tuple[str, str]], user_name: str | None = None, *, max_shared: int = 6
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """The ``(memory id, text)`` pairs worth training, in order, and the ids left out: those
+    that read as no fact (no question can check them), and past the first ``max_shared``
+    objects of one subject's predicate (a list answer longer than that is not recalled
+    whole: the facts stay in plaintext memory, where retrieval finds them)."""
+    kept: list[tuple[str, str]] = []
+    left: list[str] = []
+    objects: dict[tuple[str, str, str], set[str]] = {}
+    for memory_id, text in memories:
+        fact = parse_fact(text, user_name)
+        key = _shared_key(fact) if fact.relation is not None else None
+        seen = objects.setdefault(key, set()) if key is not None else None
+        if fact.relation is None or (
+            seen is not None and fact.obj.lower() not in seen and len(seen) >= max_shared
+        ):
+            left.append(memory_id)
+            continue
+        if seen is not None:
+            seen.add(fact.obj.lower())
+        kept.append((memory_id, text))
+    return kept, left
 
 
 def build_examples(memories: Iterable[tuple[str, str]], user_name: str | None = None, *, heldout: int = 1,

@@ -3,7 +3,8 @@
 An adapter is kept ``active`` only if, on held-out questions training never saw, its
 exact-match recall beats the base model's, and its perplexity on a fixed general text
 (``general_text.txt``, shipped with the package) is at most ``1 + max_ppl_increase``
-times the base model's.
+times the base model's. Recall reads the greedy answer, long enough to hold the longest
+trained answer (several objects of one predicate share one answer, each checked in it).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def evaluate(rt: Any, model: Any, state: dict[str, Any], examples: Sequence[Exam
     """Recall and perplexity with the trained ``state`` on ``model`` and without it, gated."""
     from peft import set_peft_model_state_dict
 
-    from memos.parametric.train import contains, generate, perplexity
+    from memos.parametric.train import answer_budget, contains, generate, perplexity
 
     device = next(model.parameters()).device.type
     set_peft_model_state_dict(model, state)
@@ -54,7 +55,8 @@ def evaluate(rt: Any, model: Any, state: dict[str, Any], examples: Sequence[Exam
     def recall(items: Sequence[Example]) -> float:
         if not items:
             return 0.0
-        answers = generate(model, rt, [e.prompt for e in items], system_prompt, cfg.max_new_tokens, device)
+        budget = answer_budget(rt, items, cfg.max_new_tokens)
+        answers = generate(model, rt, [e.prompt for e in items], system_prompt, budget, device)
         return sum(contains(a, e.obj) for a, e in zip(answers, items, strict=True)) / len(items)
 
     r_adapter, r_seen = recall(heldout), recall(list(seen.values()))

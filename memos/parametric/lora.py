@@ -47,12 +47,18 @@ class LoraInfo(BaseModel):
     state: State
     reason: str | None = None
     base: dict[str, str] = Field(description="the base model: runtime fingerprint it was trained from")
-    memories: list[dict[str, Any]] = Field(description="[{id, version}] it was trained on")
+    memories: list[dict[str, Any]] = Field(description="[{id, version}] it was built from")
+    left_out: list[str] = Field(
+        default_factory=list,
+        description="ids of its memories it was not trained on: they read as no fact a question can check, or "
+        "are objects past the most one answer lists (max_shared)",
+    )
     hyper: dict[str, Any]
     data_hash: str
     n_examples: dict[str, int]
     evaluation: Evaluation | None
     epochs: list[dict[str, Any]]
+    best_epoch: int = Field(0, description="the epoch whose weights were kept (the best held-out probe)")
     train_s: float
     bytes: int
     gguf: dict[str, Any] | None = Field(None, description="{sha256, bytes} of the GGUF LoRA for llama.cpp")
@@ -71,8 +77,10 @@ def info(sha: str, cube_id: str, size: int, created: datetime, m: Mapping[str, A
     return LoraInfo(
         id=sha, cube_id=cube_id, name=m.get("name", "default"), state=m.get("state", "inactive"),
         reason=m.get("reason"), base=dict(m.get("base", {})), memories=list(m.get("memories", [])),
+        left_out=list(m.get("left_out", [])),
         hyper=dict(m.get("hyper", {})), data_hash=m.get("data_hash", ""), n_examples=dict(m.get("n_examples", {})),
         evaluation=Evaluation(**ev) if ev else None, epochs=list(m.get("epochs", [])),
+        best_epoch=int(m.get("best_epoch", 0)),
         train_s=float(m.get("train_s", 0.0)), bytes=size, gguf=m.get("gguf"), created_at=created,
         retrain=m.get("retrain"),
     )  # fmt: skip

@@ -24,7 +24,7 @@ from memos.errors import InvalidInput, InvalidState, NotFound
 from memos.events import Event, EventKind
 from memos.home import Home
 from memos.parametric import lora
-from memos.parametric.data import build_examples, data_hash
+from memos.parametric.data import build_examples, data_hash, trainable
 from memos.parametric.gate import evaluate
 from memos.parametric.lora import FORMAT, KIND, LoraInfo, State, same_base
 from memos.parametric.train import EpochReport, TrainConfig
@@ -75,7 +75,9 @@ class ParametricMemory:
         """Train an adapter on the cube's memories (``memory_ids``, or the top ``top_n``
         facts, profile and preference memories by importance, use and recency), evaluate
         it, gate it, store it. Returns its manifest; ``state`` says whether it passed
-        (``active``, or ``inactive`` with ``activate=False``) or was ``rejected``.
+        (``active``, or ``inactive`` with ``activate=False``) or was ``rejected``; its
+        ``left_out`` names the memories it holds but did not train on
+        (:func:`~memos.parametric.data.trainable`).
 
         ``cancel`` (an Event set from another thread) stops training between steps with
         :class:`~memos.errors.Cancelled`; nothing is stored then."""
@@ -101,7 +103,12 @@ class ParametricMemory:
                 "consolidation trains on the transformers runtime (a local checkpoint of the base model)"
             )
         system_prompt = home.settings.chat.system_prompt.replace("{user}", owner_name)
-        examples = build_examples([(mid, text) for mid, text, _ in chosen], owner_name, seed=cfg.seed)
+        # left out: a memory that reads as no fact ("Caroline plans to build my own family":
+        # whose?), which no question checks and which trained as text only moves the model
+        # elsewhere, and objects past a list answer's length (they stay in plaintext memory)
+        readable, left_out = trainable([(mid, text) for mid, text, _ in chosen], owner_name,
+                                       max_shared=cfg.max_shared)  # fmt: skip
+        examples = build_examples(readable, owner_name, seed=cfg.seed)
         trainer = Trainer(rt, cfg, system_prompt, cancel)
         result, model_obj = trainer.train(examples, progress, on_epoch)
         max_ppl_increase = home.settings.parametric.max_ppl_increase
@@ -122,6 +129,7 @@ class ParametricMemory:
                 "reason": None if evaluation.passed else "; ".join(evaluation.reasons),
                 "base": rt.fingerprint.as_dict(),
                 "memories": [{"id": mid, "version": v} for mid, _, v in chosen],
+                "left_out": left_out,
                 "hyper": cfg.to_dict(),
                 "data_hash": data_hash(examples),
                 "n_examples": {
@@ -174,8 +182,10 @@ class ParametricMemory:
             cfg = TrainConfig(**{**defaults, **dict(config or {})})
         except TypeError as exc:
             raise InvalidInput(f"unknown training option: {exc}") from exc
-        if cfg.rank < 1 or cfg.epochs < 1 or cfg.batch_size < 1 or not 0 < cfg.lr < 1:
-            raise InvalidInput("rank, epochs and batch_size must be positive and lr in (0, 1)")
+        if min(cfg.rank, cfg.epochs, cfg.batch_size, cfg.min_steps, cfg.max_shared) < 1 or not 0 < cfg.lr < 1:
+            raise InvalidInput(
+                "rank, epochs, batch_size, min_steps and max_shared must be positive and lr in (0, 1)"
+            )
         return cfg
 
     def _choose(

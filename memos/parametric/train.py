@@ -40,6 +40,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     epochs: int = 8
     batch_size: int = 16
+    # a small set (a cube's twenty facts) is repeated within an epoch up to this many steps:
+    # two steps an epoch would end training inside the warm-up, before the anchor pulls back
+    min_steps: int = 16
     warmup_steps: int = 10
     seed: int = 0
     patience: int = 2  # epochs without a better held-out recall before stopping
@@ -53,6 +56,7 @@ class TrainConfig:
     replay: int = 4
     replay_weight: float = 1.0
     statements: bool = True  # also train on each memory's text itself (language-model loss)
+    max_shared: int = 6  # objects of one subject's predicate trained as one answer at most
     device: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
@@ -166,7 +170,8 @@ class Trainer:
         progress: Callable[[int, int, float], None] | None = None,
         on_epoch: Callable[[EpochReport], None] | None = None,
     ) -> tuple[TrainResult, Any]:
-        """Train on the ``train`` split; evaluate held-out recall each epoch; keep the best."""
+        """Train on the ``train`` split; evaluate held-out recall each epoch; keep the best
+        (of a tie, the later)."""
         import torch
 
         cfg = self.config
@@ -181,7 +186,8 @@ class Trainer:
         probe = random.Random(cfg.seed).sample(heldout, min(len(heldout), cfg.probe_size))
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        passes = max(1, math.ceil(cfg.min_steps * cfg.batch_size / max(1, len(train))))
+        steps_per_epoch = math.ceil(passes * len(train) / cfg.batch_size)
         total = steps_per_epoch * cfg.epochs
 
         def lr_at(step: int) -> float:
@@ -200,8 +206,11 @@ class Trainer:
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
             model.train()
-            order = list(range(len(train)))
-            rng.shuffle(order)
+            order = []
+            for _ in range(passes):
+                again = list(range(len(train)))
+                rng.shuffle(again)
+                order += again
             # batches of similar length waste less compute on padding
             batches = [order[i : i + cfg.batch_size * 4] for i in range(0, len(order), cfg.batch_size * 4)]
             losses: list[float] = []
@@ -226,18 +235,21 @@ class Trainer:
                         progress(step, total, losses[-1])
             recall = -1.0
             if probe and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+                budget = answer_budget(self.runtime, probe, 16)
                 answers = generate(
-                    model, self.runtime, [e.prompt for e in probe], self.system_prompt, 16, device
+                    model, self.runtime, [e.prompt for e in probe], self.system_prompt, budget, device
                 )
                 recall = sum(contains(a, e.obj) for a, e in zip(answers, probe, strict=True)) / len(probe)
             report = EpochReport(epoch, sum(losses) / max(1, len(losses)), recall, time.perf_counter() - t0)
             result.epochs.append(report)
             if on_epoch:
                 on_epoch(report)
-            if recall > best or not probe:
+            improved = recall > best or not probe
+            if improved or recall == best >= 0:
+                # a tie keeps the later state: more steps of the anchor, at a lower rate
+                result.best_epoch, result.state = epoch, lora_state(model)
+            if improved:
                 best, stale = recall, 0
-                result.best_epoch = epoch
-                result.state = lora_state(model)
             else:
                 stale += 1
                 if epoch >= cfg.min_epochs and stale >= cfg.patience:
@@ -319,6 +331,13 @@ def lora_state(model: Any) -> dict[str, Any]:
     from peft import get_peft_model_state_dict
 
     return {k: v.detach().to("cpu").clone().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+
+
+def answer_budget(runtime: TrainableRuntime, examples: Sequence[Example], floor: int) -> int:
+    """Tokens a greedy answer may take: at least ``floor``, and room for the longest trained
+    answer ("Alice likes jazz, hiking and …" names every object a check looks for)."""
+    longest = max((len(runtime.tokenize(e.answer)) for e in examples), default=0)
+    return max(floor, longest + 4)
 
 
 def generate(model: Any, runtime: TrainableRuntime, prompts: Sequence[str], system_prompt: str,
