@@ -128,6 +128,10 @@ def test_parametric_consolidates_enough_fresh_facts_in_its_window_only() -> None
     # the live adapter's memories first (the new adapter keeps what it knew), then the fresh ones
     assert isinstance(a, ConsolidateParametric) and a.memory_ids == ("f0", "f1", "f2", "f3")
     assert "3 stable memories" in a.reason
+    # unattended trainings on a few facts anchor harder to the base model; train overrides it
+    assert dict(a.train) == {"replay_weight": 4.0}
+    (b,) = _parametric(view, train={"epochs": 1, "replay_weight": 2.0})
+    assert dict(b.train) == {"epochs": 1, "replay_weight": 2.0}
     assert _parametric(view, min_new=4) == []  # f0 is in an adapter already: 3 < 4
     # the window: 12:00 UTC is outside 01:00-05:00, inside 11:00-13:00 and 23:00-13:00
     assert _parametric(view, window="01:00-05:00") == []
@@ -290,7 +294,7 @@ def test_parametric_policy_consolidates_and_retrains_through_jobs(alice: Any) ->
     assert report.counts().get("consolidate_parametric") == 1
     assert mos.parametric.list(cube, user_id="alice") == []  # queued, not trained inline
     (job,) = mos.scheduler.jobs(kind="parametric.consolidate")
-    assert job.state == "queued" and job.key == cube and job.payload["train"] == FAST
+    assert job.state == "queued" and job.key == cube and job.payload["train"] == {"replay_weight": 4.0, **FAST}
     assert mos.scheduler.run_worker(until_idle=True) == 1
     (info,) = mos.parametric.list(cube, user_id="alice")
     assert info.name == "auto" and info.state == "active" and set(info.memory_ids) == set(ids)

@@ -21,6 +21,13 @@ inactive or rejected by its gate — a rejected set is not retried until more ar
 Both are queued as jobs (``parametric.consolidate`` keyed by the cube,
 ``parametric.retrain`` keyed by the adapter) that a worker runs; ``train`` overrides the
 training options (``epochs``, ``rank``, …) of ``[parametric]``.
+
+The policy's trainings anchor the adapter to the base model four times as hard as a
+consolidation by hand (``replay_weight`` 4: the KL term on general text that keeps the
+adapter from changing more than its facts need). They run unattended on a cube's handful of
+conversation facts, and small sets pushed general-text perplexity past the gate: on the
+LoCoMo development conversations (8–27 facts a cube) the worst adapter was ×1.064 at
+weight 1 (two of five rejected) and ×1.037 at 4 (all five pass), held-out recall 1.0 both.
 """
 
 from __future__ import annotations
@@ -59,6 +66,9 @@ class ParametricSettings(PolicySettings):
     window: str | None = Field(None, description='UTC hours when training may start, e.g. "01:00-05:00"')
     idle_for: Duration | None = Field(
         timedelta(minutes=30), description="the cube unused this long before training starts (null: any time)"
+    )
+    replay_weight: float = Field(
+        4.0, gt=0, description="the weight of the general-text anchor in the policy's trainings"
     )
     train: dict[str, Any] = Field(default_factory=dict, description="training options over [parametric]")
 
@@ -135,7 +145,7 @@ class ParametricPolicy(Policy):
                     f"(≥ {settings.min_new})",
                     memory_ids=ids,
                     name=settings.name,
-                    train=tuple(sorted(settings.train.items())),
+                    train=tuple(sorted({"replay_weight": settings.replay_weight, **settings.train}.items())),
                 )
             )
         return out
