@@ -234,6 +234,8 @@ def run(
                     f"  {conv.id} session {s}: {len(todo)} chats "
                     f"(kv served {on.served}/{len(on.ttft)}, ttft off {_med(off.ttft):.0f} ms, "
                     f"on {_med(on.ttft):.0f} ms)"
+                    if chat
+                    else f"  {conv.id} session {s}: {len(todo)} questions retrieved (no chat)"
                 )
             # the conversation is over: its last policies run an idle hour later
             clock.advance(timedelta(hours=1))
