@@ -273,7 +273,7 @@ def _audit_rows(mos: Any, cube: str, action: str) -> list[Any]:
         return [event_from_row(r) for r in s.scalars(q)]
 
 
-FAST = {"epochs": 4, "min_epochs": 4, "batch_size": 8, "rank": 16, "alpha": 32, "probe_size": 8}
+FAST = {"epochs": 4, "min_epochs": 4, "batch_size": 8, "rank": 16, "alpha": 32, "probe_size": 8, "min_steps": 1}
 
 
 @pytest.mark.slow
