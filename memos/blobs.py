@@ -4,13 +4,22 @@ Compiled KV prefixes (:mod:`memos.activation`) and LoRA adapters (:mod:`memos.pa
 keep their tensors here; their manifests are ``blobs`` rows. A file is named by the hash
 of its bytes, written once, atomically, and never changed afterwards — so a reader that
 checked it once can trust it for as long as it exists.
+
+A file is written before the row that names it commits, and deleted after the row's
+delete commits, so a crash in between leaves a file no row names. :meth:`BlobStore.sweep`
+removes those. While other processes may be writing blobs (a PostgreSQL deployment, the
+scheduled sweep) it takes only files older than a grace period, by their mtime: a write
+gives a file a fresh mtime — :func:`write_blob` touches a file that is there already,
+since a new row may name an old orphan — so a file whose row is about to commit is young.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+import secrets
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from sqlalchemy import event
@@ -18,6 +27,8 @@ from sqlalchemy.orm import Session
 
 #: the suffixes of blob files: tensors (safetensors) and llama.cpp's LoRA exports
 SUFFIXES = (".safetensors", ".gguf")
+#: unfinished writes (and files a sweep is about to delete)
+PARTIAL = ".partial"
 
 
 class BlobStore:
@@ -57,34 +68,81 @@ class BlobStore:
             event.listen(s, "after_rollback", forget, once=True)
         pending.append((sha, suffix))
 
-    def sweep(self, known: Iterable[str]) -> list[str]:
-        """Delete the blob files whose sha256 is not in ``known`` (those no row names:
+    def sweep(self, known: Callable[[], Iterable[str]], *, grace: float) -> list[str]:
+        """Delete the blob files whose sha256 is not in ``known()`` (those no row names:
         left by a crash after the row's delete committed, or by a write whose row never
-        did), and unfinished temporary files. Call it only while no other process can be
-        writing blobs (the embedded home's lock): a file is written before its row.
-        Returns the names removed."""
-        keep = set(known)
+        did), and unfinished temporary files, if their mtime is ``grace`` seconds old or
+        more. Returns the names removed.
+
+        Safe while other processes write blobs: a row that commits before a file's
+        removal keeps it. The old files are listed first, then ``known()`` is read; each
+        file then left is moved aside under a temporary name (a write that touches the
+        old name after that finds nothing and writes it anew) and its mtime read again —
+        one touched before the move goes back. ``grace=0`` only while no other process
+        can be writing (the embedded home's lock)."""
+        cutoff = time.time() - grace
+        candidates = [p for p in sorted(self.root.glob("*/*")) if _old(p, cutoff)]
+        if not candidates:
+            return []
+        keep = set(known())
         removed: list[str] = []
-        if not self.root.is_dir():
-            return removed
-        for path in sorted(self.root.glob("*/*")):
+        for path in candidates:
             name = path.name
-            sha = name.split(".", 1)[0]
-            partial = name.endswith(".partial")
-            if partial or (path.suffix in SUFFIXES and sha not in keep):
-                path.unlink(missing_ok=True)
+            if name.endswith(PARTIAL):  # abandoned: temporary names are never reused
+                if _unlink(path):
+                    removed.append(name)
+            elif (
+                path.suffix in SUFFIXES
+                and name.split(".", 1)[0] not in keep
+                and self._unlink_if_old(path, cutoff)
+            ):
                 removed.append(name)
         return removed
 
+    def _unlink_if_old(self, path: Path, cutoff: float) -> bool:
+        aside = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.sweep{PARTIAL}")
+        try:
+            path.rename(aside)
+        except FileNotFoundError:
+            return False
+        if _old(aside, cutoff):
+            aside.unlink(missing_ok=True)
+            return True
+        aside.replace(path)  # touched by a write: its row is committing (same bytes if rewritten)
+        return False
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _old(path: Path, cutoff: float) -> bool:
+    """Whether ``path`` exists and was last written at or before ``cutoff``."""
+    try:
+        mtime = path.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    return mtime <= cutoff
+
 
 def write_blob(path: Path, data: bytes) -> Path:
-    """Write a content-addressed blob once, atomically (temp file, fsync, rename)."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.partial")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
+    """Write a content-addressed blob once, atomically (temp file, fsync, rename). A file
+    that is there already gets a fresh mtime: the row about to name it keeps it from a
+    sweep's grace period (:meth:`BlobStore.sweep`)."""
+    try:
+        os.utime(path)
+        return path
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}{PARTIAL}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
     return path

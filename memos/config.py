@@ -11,6 +11,7 @@ import os
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -232,11 +233,27 @@ class SchedulerSettings(BaseModel):
         description="run each cube's policies this often (workers queue policy.apply: 1h, 30m); "
         "none: only when asked (memos policy apply)",
     )
+    blob_sweep_interval: Duration | None = Field(
+        timedelta(days=1),
+        description="remove blob files no row names this often (workers queue maintenance.sweep_blobs); "
+        '"off": only at an unclean reopen and when asked (memos sweep-blobs)',
+    )
+    blob_sweep_grace: Duration = Field(
+        timedelta(hours=1),
+        description="a sweep takes only files this old (by mtime): a younger one may be a write "
+        "whose row has not committed; more than the longest compile or training write",
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _mode_only(cls, value: Any) -> Any:
         return {"mode": value} if isinstance(value, str) else value
+
+    @field_validator("blob_sweep_interval", mode="before")
+    @classmethod
+    def _off(cls, value: Any) -> Any:
+        """TOML has no null: ``"off"`` turns the scheduled sweep off."""
+        return None if value == "off" else value
 
 
 class Settings(BaseSettings):

@@ -215,7 +215,7 @@ class MemOS:
                 cube_ids = list(s.scalars(select(CubeRow.id)))
             report.update(self.indexer.reconcile(cube_ids))
             # the files of KV prefixes and adapters whose rows went just before the crash
-            report["blobs_removed"] = len(self._maintenance.sweep_blobs())
+            report["blobs_removed"] = len(self._maintenance.sweep_blobs(grace=0))  # we hold the home
             log.info("repaired the index after an unclean shutdown: %s", report)
         return report
 
@@ -265,6 +265,7 @@ class MemOS:
     run_deferred_extraction = _via("_maintenance", Maintenance.run_deferred_extraction)
     optimize_index = _via("_maintenance", Maintenance.optimize_index)
     stats = _via("_maintenance", Maintenance.stats)
+    sweep_blobs = _via("_maintenance", Maintenance.sweep_blobs)
 
     # ------------------------------------------------------------------ chat (memos.chat)
     runtime = _via("_runtimes", Runtimes.get)

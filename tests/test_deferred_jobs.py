@@ -302,7 +302,7 @@ def test_the_migration_down_and_up_keeps_the_queue(make_mos: Any, tmp_path: Path
 
 
 def test_tick_queues_policy_runs_once_per_interval(make_mos: Any) -> None:
-    mos = make_mos(scheduler={"policy_interval": "1h"})
+    mos = make_mos(scheduler={"policy_interval": "1h", "blob_sweep_interval": None})  # see test_blob_sweep
     mos.add_user("alice")
     cubes = sorted(mos.create_cube("alice", n).id for n in ("a", "b"))
     queued = mos.scheduler.tick()
@@ -321,7 +321,7 @@ def test_tick_queues_policy_runs_once_per_interval(make_mos: Any) -> None:
 
 
 def test_a_worker_ticks_and_without_an_interval_nothing_is_queued(make_mos: Any, tmp_path: Path) -> None:
-    off = make_mos(tmp_path / "off")
+    off = make_mos(tmp_path / "off", scheduler={"blob_sweep_interval": None})
     off.add_user("alice")
     off.create_cube("alice", "a")
     assert off.home.settings.scheduler.policy_interval is None

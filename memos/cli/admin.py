@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import typing
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -102,6 +103,12 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, timedelta):  # as a setting is written: "1d", "90m"
+        from pydantic import TypeAdapter
+
+        from memos.config import Duration
+
+        return json.dumps(TypeAdapter(Duration).dump_python(value))
     return json.dumps(str(value))
 
 
@@ -360,6 +367,35 @@ def extract(
         state,
         {"extracted": done, "pending": left, "cube_ids": cube_ids},
         lambda console: console.print(f"[green]extracted[/green] {done} memories; {left} still queued"),
+    )
+
+
+@app.command("sweep-blobs", rich_help_panel=PANEL_ADMIN)
+def sweep_blobs(
+    ctx: typer.Context,
+    grace: Annotated[
+        float | None,
+        typer.Option(
+            "--grace",
+            min=0,
+            help="Only files at least this many seconds old (default: scheduler.blob_sweep_grace). "
+            "0 only while nothing else writes to the home.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Remove the KV-prefix and adapter files no row names, and abandoned temporary files.
+
+    A crash between a row's delete and its file's leaves such a file (for a purged memory,
+    tensors derived from erased text). The scheduler's workers sweep daily
+    (scheduler.blob_sweep_interval); the home's operator only."""
+    state = get_state(ctx)
+    with open_memos(state) as mos:
+        removed = mos.sweep_blobs(grace=grace, user_id=state.user if state.user_given else None)
+    emit(
+        state,
+        {"removed": len(removed), "files": removed},
+        lambda c: c.print(f"removed {len(removed)} blob file{'s' if len(removed) != 1 else ''}"),
     )
 
 

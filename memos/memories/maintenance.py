@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import builtins
 import logging
+import math
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, insert, select
@@ -28,7 +29,7 @@ from sqlalchemy.orm import Session
 from memos import acl
 from memos.audit import Recording
 from memos.blobs import BlobStore
-from memos.errors import InvalidInput
+from memos.errors import InvalidInput, PermissionDenied
 from memos.home import Home
 from memos.memories.common import run_extractor
 from memos.plaintext.sealing import SealedIndex
@@ -332,16 +333,32 @@ class Maintenance:
             self.home.indexer.sync(superseded)
         self.home.optimize_in_rounds()
 
-    def sweep_blobs(self) -> builtins.list[str]:
+    def sweep_blobs(
+        self, *, grace: float | timedelta | None = None, user_id: str | None = None
+    ) -> builtins.list[str]:
         """Delete the blob files no ``blobs`` row names (a KV prefix or adapter whose row
         went, with the process killed before its file did; a file written for a row that
-        never committed). Run while no other process writes blobs: at the open of an
-        embedded home after an unclean shutdown (:meth:`MemOS.repair`)."""
-        with self.home.store.read_session() as s:
-            rows = s.execute(select(BlobRow.sha256, BlobRow.manifest)).all()
-        known = {sha for sha, _ in rows}
-        known |= {str(m["gguf"]["sha256"]) for _, m in rows if isinstance((m or {}).get("gguf"), dict)}
-        removed = BlobStore(self.home.settings.home).sweep(known)
+        never committed) and abandoned temporary files, if their mtime is ``grace`` old
+        (seconds; default ``scheduler.blob_sweep_grace``): files younger than that may be
+        another process's write whose row has not committed yet. ``grace=0`` only while no
+        other process can write blobs (:meth:`MemOS.repair` under the home's lock). The
+        scheduler runs it as the job ``maintenance.sweep_blobs``; the home's operator only.
+        Returns the names of the files removed."""
+        if user_id is not None:
+            raise PermissionDenied("only the home's operator (no user) may sweep the blob files")
+        if grace is None:
+            grace = self.home.settings.scheduler.blob_sweep_grace
+        seconds = grace.total_seconds() if isinstance(grace, timedelta) else grace
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds < math.inf:
+            raise InvalidInput(f"grace is a number of seconds >= 0, got {grace!r}")
+
+        def known() -> set[str]:  # read after the old files are listed: see BlobStore.sweep
+            with self.home.store.read_session() as s:
+                rows = s.execute(select(BlobRow.sha256, BlobRow.manifest)).all()
+            gguf = {str(m["gguf"]["sha256"]) for _, m in rows if isinstance((m or {}).get("gguf"), dict)}
+            return {sha for sha, _ in rows} | gguf
+
+        removed = BlobStore(self.home.settings.home).sweep(known, grace=float(seconds))
         if removed:
             log.info("removed %d blob files no row names: %s", len(removed), ", ".join(removed[:5]))
         return removed

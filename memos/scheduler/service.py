@@ -13,6 +13,10 @@ see :mod:`memos.memories.maintenance`; run by any worker of a home with an extra
 ``policy.apply`` (:mod:`memos.scheduler.policies`). With ``scheduler.policy_interval`` set,
 every worker's :meth:`Scheduler.tick` queues ``policy.apply`` for each cube whose last run
 is older than the interval (keyed by cube: several workers ticking queue it once).
+``maintenance.sweep_blobs`` removes the blob files no row names, older than
+``scheduler.blob_sweep_grace`` (:meth:`memos.memories.maintenance.Maintenance.sweep_blobs`);
+with ``scheduler.blob_sweep_interval`` set (a day by default) the ticks keep one queued,
+due an interval after the last one ended (the first: an interval after the first tick).
 """
 
 from __future__ import annotations
@@ -32,12 +36,16 @@ from memos.home import Home
 from memos.memories.maintenance import Maintenance
 from memos.scheduler.jobs import RUNNING, STATES, Backoff, Job, JobQueue
 from memos.scheduler.worker import Handler, JobContext, Worker, installed_handlers, load_handler
-from memos.storage.relational.models import EXTRACT_JOB, AclRow, CubeRow, JobRow
+from memos.storage.relational.models import EXTRACT_JOB, LIVE_JOB_STATES, AclRow, CubeRow, JobRow
 
 log = logging.getLogger(__name__)
 
 #: the job kind that applies a cube's policies (:meth:`memos.scheduler.policies.Policies.apply`)
 POLICY_JOB = "policy.apply"
+#: the job kind that removes the blob files no row names (its payload may hold ``grace``, seconds)
+SWEEP_JOB = "maintenance.sweep_blobs"
+#: the results list at most this many of the files a sweep removed (all are counted)
+SWEEP_LISTED = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +76,7 @@ class Scheduler:
         self._maintenance = Maintenance(home)
         if home.extractor is not None:  # else deferred extraction waits for a home with one
             self.register(EXTRACT_JOB, self._run_extraction)
+        self.register(SWEEP_JOB, self._run_blob_sweep)
         if cfg.mode == "background":
             self.start_background()
 
@@ -103,7 +112,9 @@ class Scheduler:
             poll=cfg.poll_seconds,
             app=self.app,
             on_progress=on_progress,
-            tick=self.tick if cfg.policy_interval is not None else None,
+            tick=self.tick
+            if cfg.policy_interval is not None or cfg.blob_sweep_interval is not None
+            else None,
         )
 
     def run_worker(
@@ -147,9 +158,12 @@ class Scheduler:
     def tick(self) -> list[Job]:
         """Queue the recurring work that is due: ``policy.apply`` for each cube whose last
         run (its latest ``policy.apply`` job: when it finished, or was queued if it has not)
-        is ``scheduler.policy_interval`` old or more. Keyed by cube, so workers ticking at
-        once queue one job. Workers call it between jobs; returns the jobs queued (or the
-        live ones found)."""
+        is ``scheduler.policy_interval`` old or more, and the next blob sweep if none is
+        queued. Keyed (by cube; the sweep by kind), so workers ticking at once queue one
+        job. Workers call it between jobs; returns the jobs queued (or the live ones found)."""
+        return self._tick_policies() + self._tick_blob_sweep()
+
+    def _tick_policies(self) -> list[Job]:
         interval = self.home.settings.scheduler.policy_interval
         if interval is None or POLICY_JOB not in self.handlers:
             return []
@@ -171,6 +185,31 @@ class Scheduler:
             return []
         with self.home.store.session() as s:
             return [self.queue.enqueue(POLICY_JOB, {}, cube_id=c, key=c, session=s) for c in due]
+
+    def _tick_blob_sweep(self) -> list[Job]:
+        """Queue the next ``maintenance.sweep_blobs`` unless one is queued or running: due
+        ``scheduler.blob_sweep_interval`` after the last one ended (or, the first, after now)."""
+        interval = self.home.settings.scheduler.blob_sweep_interval
+        if interval is None or SWEEP_JOB not in self.handlers:
+            return []
+        with self.home.store.read_session() as s:
+            last = s.execute(
+                select(
+                    func.count().filter(JobRow.state.in_(LIVE_JOB_STATES)),
+                    func.max(func.coalesce(JobRow.finished_at, JobRow.created_at)),
+                ).where(JobRow.kind == SWEEP_JOB)
+            ).one()
+        if last[0]:
+            return []
+        now = self.home.clock()
+        due = now + interval if last[1] is None else max(now, last[1] + interval)
+        return [self.queue.enqueue(SWEEP_JOB, {}, key=SWEEP_JOB, run_after=due)]
+
+    def _run_blob_sweep(self, ctx: JobContext) -> dict[str, Any]:
+        """``maintenance.sweep_blobs``: says how many files went, and which (the first
+        :data:`SWEEP_LISTED`)."""
+        removed = self._maintenance.sweep_blobs(grace=ctx.job.payload.get("grace"))
+        return {"removed": len(removed), "files": removed[:SWEEP_LISTED]}
 
     def _run_extraction(self, ctx: JobContext) -> dict[str, Any]:
         """``extract.deferred``: the job's memories, in steps fenced by this worker's lease
