@@ -193,16 +193,15 @@ class Scheduler:
         if interval is None or SWEEP_JOB not in self.handlers:
             return []
         with self.home.store.read_session() as s:
-            last = s.execute(
-                select(
-                    func.count().filter(JobRow.state.in_(LIVE_JOB_STATES)),
-                    func.max(func.coalesce(JobRow.finished_at, JobRow.created_at)),
-                ).where(JobRow.kind == SWEEP_JOB)
-            ).one()
-        if last[0]:
-            return []
+            live = select(JobRow.id).where(  # the live-key index: cheap at every tick
+                JobRow.kind == SWEEP_JOB, JobRow.dedup_key == SWEEP_JOB, JobRow.state.in_(LIVE_JOB_STATES)
+            )
+            if s.scalar(live.limit(1)) is not None:
+                return []
+            ended = func.max(func.coalesce(JobRow.finished_at, JobRow.created_at))
+            last = s.scalar(select(ended).where(JobRow.kind == SWEEP_JOB))
         now = self.home.clock()
-        due = now + interval if last[1] is None else max(now, last[1] + interval)
+        due = now + interval if last is None else max(now, last + interval)
         return [self.queue.enqueue(SWEEP_JOB, {}, key=SWEEP_JOB, run_after=due)]
 
     def _run_blob_sweep(self, ctx: JobContext) -> dict[str, Any]:
