@@ -29,6 +29,8 @@ from sqlalchemy.orm import Session
 SUFFIXES = (".safetensors", ".gguf")
 #: unfinished writes (and files a sweep is about to delete)
 PARTIAL = ".partial"
+#: the end of the name of a file a sweep moved aside to check it once more
+_SWEPT = f".sweep{PARTIAL}"
 
 
 class BlobStore:
@@ -89,7 +91,14 @@ class BlobStore:
         for path in candidates:
             name = path.name
             if name.endswith(PARTIAL):  # abandoned: temporary names are never reused
-                if _unlink(path):
+                original = (
+                    path.with_name(name[: -len(_SWEPT)].rsplit(".", 1)[0]) if name.endswith(_SWEPT) else None
+                )
+                if original is not None and original.name.split(".", 1)[0] in keep:
+                    # a sweep died between moving a file aside and putting it back: a row
+                    # that committed meanwhile names it
+                    _put_back(path, original)
+                elif _unlink(path):
                     removed.append(name)
             elif (
                 path.suffix in SUFFIXES
@@ -100,7 +109,7 @@ class BlobStore:
         return removed
 
     def _unlink_if_old(self, path: Path, cutoff: float) -> bool:
-        aside = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.sweep{PARTIAL}")
+        aside = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}{_SWEPT}")
         try:
             path.rename(aside)
         except FileNotFoundError:
@@ -110,6 +119,13 @@ class BlobStore:
             return True
         aside.replace(path)  # touched by a write: its row is committing (same bytes if rewritten)
         return False
+
+
+def _put_back(aside: Path, original: Path) -> None:
+    if original.exists():  # written anew meanwhile: the same bytes
+        aside.unlink(missing_ok=True)
+    else:
+        aside.replace(original)
 
 
 def _unlink(path: Path) -> bool:

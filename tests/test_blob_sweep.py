@@ -236,3 +236,18 @@ def test_a_write_between_the_listing_and_the_unlink_keeps_its_file(tmp_path: Pat
     assert blobs.sweep(rows, grace=HOUR) == [f"{orphan}.safetensors"]
     assert blobs.path(reused).read_bytes() == b"an old orphan"
     assert sorted(p.name for p in blobs.root.rglob("*") if p.is_file()) == [f"{reused}.safetensors"]
+
+
+def test_a_file_left_aside_by_a_dead_sweep_goes_back_when_a_row_names_it(tmp_path: Path) -> None:
+    """A sweep killed between moving a file aside and putting it back (a writer had touched
+    it: its row was committing) leaves it under a temporary name. The next sweep puts back
+    the one a row names and removes the one no row names."""
+    blobs = BlobStore(tmp_path)
+    named, orphan = blobs.write(b"named meanwhile"), blobs.write(b"no row")
+    for sha in (named, orphan):
+        path = blobs.path(sha)
+        path.rename(path.with_name(f"{path.name}.123-abcd.sweep.partial"))
+        _age(path.with_name(f"{path.name}.123-abcd.sweep.partial"), 2 * HOUR)
+    assert blobs.sweep(lambda: {named}, grace=HOUR) == [f"{orphan}.safetensors.123-abcd.sweep.partial"]
+    assert blobs.path(named).read_bytes() == b"named meanwhile"
+    assert sorted(p.name for p in blobs.root.rglob("*") if p.is_file()) == [f"{named}.safetensors"]
