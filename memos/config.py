@@ -202,7 +202,9 @@ class ParametricSettings(BaseModel):
     rank: int = Field(32, ge=1, le=256)
     alpha: int = Field(64, ge=1)
     lr: float = Field(2e-3, gt=0, lt=1)
-    epochs: int = Field(3, ge=1, le=100, description="at most; early stopping on held-out recall")
+    epochs: int = Field(
+        4, ge=1, le=100, description="at most; early stopping on validation recall and anchor-text drift"
+    )
     batch_size: int = Field(16, ge=1, le=512)
     seed: int = 0
     max_ppl_increase: float = Field(

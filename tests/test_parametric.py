@@ -60,6 +60,16 @@ def test_examples_have_forms_a_heldout_split_and_no_duplicates() -> None:
     held = [e for e in ex if e.split == "heldout"]
     train_prompts = {e.prompt for e in ex if e.split == "train"}
     assert len(held) == 1 and held[0].prompt not in train_prompts
+    # a second phrasing, never trained either, is what training watches to stop and to
+    # pick its epoch: the gate's held-out question does not choose the adapter it scores
+    valid = [e for e in ex if e.split == "valid"]
+    assert len(valid) == 1 and valid[0].prompt not in train_prompts | {held[0].prompt}
+    assert valid[0].obj == held[0].obj
+    # a fact of a named person (one way to name it, five phrasings) still trains on three
+    bob = examples_for("m3", "Bob lives in Oslo", "Sam")
+    assert [
+        sum(e.split == s for e in bob if e.form == "question") for s in ("train", "valid", "heldout")
+    ] == [3, 1, 1]
     assert all(
         e.obj == "Tromsø" and "Your sister Mira lives in Tromsø" in e.answer
         for e in ex
@@ -219,9 +229,12 @@ def test_consolidation_stores_a_gated_adapter(trained: dict[str, Any]) -> None:
     assert info.hyper["rank"] == 16 and info.hyper["seed"] == 0 and len(info.data_hash) == 64
     assert info.n_examples["heldout"] == len(FACTS) and info.n_examples["train"] > 4 * len(FACTS)
     assert len(trained["epochs"]) == len(info.epochs) >= 1
-    # the weights kept are those of the best probe, the latest of a tie (the most anchored)
-    recalls = [e.heldout_recall for e in trained["epochs"]]
-    assert info.best_epoch == max(n for n, r in enumerate(recalls, 1) if r == max(recalls))
+    # the weights kept: within the drift bound first, then the best validation recall, then
+    # the least drift of the anchor text (measured each epoch, adapter over base)
+    epochs = trained["epochs"]
+    assert all(e.drift > 0 for e in epochs) and info.epochs[0]["drift"] == epochs[0].drift
+    best = max(epochs, key=lambda e: (e.drift <= info.hyper["max_drift"], e.valid_recall, -e.drift))
+    assert info.best_epoch == best.epoch
     # the blobs: safetensors (no pickle) and the GGUF export, both content-addressed
     import hashlib
 
@@ -495,6 +508,7 @@ def test_memories_that_read_as_no_fact_are_left_out_and_a_small_set_trains_long_
     trained = build_examples([(m, t) for m, t in zip(ids, FACTS[:2], strict=True)], "Sam")
     assert info.n_examples == {
         "train": sum(e.split == "train" for e in trained),
+        "valid": sum(e.split == "valid" for e in trained),
         "heldout": sum(e.split == "heldout" for e in trained),
     }
     assert mos.parametric.show(info.id, user_id="sam").left_out == [jid]

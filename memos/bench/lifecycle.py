@@ -32,9 +32,10 @@ summary naming twenty turns uses up the budget, it does not widen it.
 Parametric consolidation is off by default (training takes minutes on a CPU). After the
 replay the bench turns it on for the on home's cubes (``parametric.enabled``, a per-cube
 override), lets an idle day pass and runs the worker again: the policy consolidates the
-stable, used facts, the gate evaluates the adapter, and ``consolidated_facts``,
-``parametric_recall`` (held-out recall from the gate) and ``parametric_ppl_ratio`` come
-from what it trained.
+stable, used facts, the gate evaluates the adapter, and ``consolidated_facts`` (the facts
+trained; ``consolidated_left_out``: those an adapter lists but left out, as no question
+checks them), ``parametric_recall`` (held-out recall from the gate, the mean over the
+adapters) and ``parametric_ppl_ratio`` (the worst adapter's) come from what it trained.
 """
 
 from __future__ import annotations
@@ -269,6 +270,7 @@ def run(
             "recall_at_10_on": _mean(on.recall),
             "recall_at_10_on_with_archive": _mean(on.recall_archive),
             "consolidated_facts": consolidated,
+            "consolidated_left_out": evaluation.get("left_out"),
             "parametric_recall": evaluation.get("recall_adapter"),
             "parametric_ppl_ratio": evaluation.get("ppl_ratio"),
             "parametric_recall_base": evaluation.get("recall_base"),
@@ -313,16 +315,20 @@ def _consolidate(
     on.mos.scheduler.run_worker(until_idle=True)
     log(f"  parametric consolidation by the policy: {time.perf_counter() - t0:.0f} s")
     adapters = [a for c in on.cubes.values() for a in on.mos.parametric.list(c, user_id=USER)]
-    facts = len({m for a in adapters for m in a.memory_ids})
+    # the facts trained: an adapter's memories less those it left out (no question checks
+    # them; they stay listed so that the policy does not offer them again)
+    left = {m for a in adapters for m in a.left_out}
+    facts = len({m for a in adapters for m in a.memory_ids} - left)
     scored = [a for a in adapters if a.evaluation is not None]
     if not scored:
-        return facts, {}
+        return facts, {"left_out": len(left)}
     recall = statistics.mean(a.evaluation.recall_adapter for a in scored if a.evaluation)
     return facts, {
         "recall_adapter": round(recall, 4),
         "recall_base": round(statistics.mean(a.evaluation.recall_base for a in scored if a.evaluation), 4),
         "ppl_ratio": round(max(a.evaluation.ppl_ratio for a in scored if a.evaluation), 4),
         "state": {a.id[:12]: a.state for a in adapters},
+        "left_out": len(left),
     }
 
 

@@ -71,7 +71,7 @@ def bench_parametric(
 
             info = mos.parametric.consolidate(
                 cube.id, user_id="sam", memory_ids=ids, model=model, config=config, progress=progress,
-                on_epoch=lambda e: log(f"  epoch {e.epoch}: loss {e.loss:.3f}, held-out recall {e.heldout_recall:.0%}"),
+                on_epoch=lambda e: log(f"  epoch {e.epoch}: loss {e.loss:.3f}, validation recall {e.valid_recall:.0%}, drift x{e.drift:.3f}"),
             )  # fmt: skip
             train_s = time.perf_counter() - t0
             log(f"adapter {info.id[:12]} {info.state} in {train_s:.0f} s; asking")

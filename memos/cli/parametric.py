@@ -153,8 +153,10 @@ def show(ctx: typer.Context, adapter_id: IdArg) -> None:
                 "  evaluation: " + ", ".join(f"{k}={v}" for k, v in info.evaluation.model_dump().items())
             )
         for e in info.epochs:
+            recall = e.get("valid_recall", e.get("heldout_recall", -1))  # adapters before validation
+            drift = f", anchor-text perplexity x{e['drift']:.3f}" if "drift" in e else ""
             console.print(
-                f"  epoch {e['epoch']}: loss {e['loss']:.3f}, held-out recall {e['heldout_recall']:.0%}"
+                f"  epoch {e['epoch']}: loss {e['loss']:.3f}, validation recall {recall:.0%}{drift}"
             )
         for m in info.memories:
             console.print(f"    {m['id']} v{m['version']}")

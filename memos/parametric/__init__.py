@@ -2,7 +2,7 @@
 
 ``mos.parametric.consolidate(cube_id, user_id=…)`` turns a selection of the cube's
 memories into training data (:mod:`memos.parametric.data`: statements, recall prompts and
-questions in several phrasings, with a held-out split), trains a LoRA adapter with peft on
+questions in several phrasings, with held-out and validation splits), trains a LoRA adapter with peft on
 the transformers checkpoint of the base model (:mod:`memos.parametric.train`), evaluates
 it and stores it.
 

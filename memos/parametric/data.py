@@ -18,7 +18,10 @@ prompt: the objects of a predicate that allows several ("Alice likes jazz", "Ali
 hiking" → "Alice likes jazz and hiking.") and everything known about one subject for its
 recall prompts; each fact is then checked in that shared answer.
 Examples are deduplicated; per fact, the last question phrasing (in a fixed, seeded
-order) goes to the held-out split, which the gate evaluates and training never sees.
+order) goes to the held-out split, which the gate evaluates and training never sees, and
+the one before it to the validation split, which training never learns from either but
+watches to stop and to choose its epoch: the gate's questions are not used to pick the
+adapter they then score.
 """
 
 from __future__ import annotations
@@ -172,7 +175,7 @@ class Example:
     form: str  # "statement", "recall" or "question"
     prompt: str  # the user's message ("" for a statement)
     answer: str  # the target text
-    split: str  # "train" or "heldout"
+    split: str  # "train", "valid" (watched while training, never learned) or "heldout" (the gate's)
     obj: str  # what a correct answer must contain ("" when not checkable)
 
 
@@ -275,12 +278,13 @@ def _say_all(facts: Sequence[Fact]) -> str:
 
 
 def examples_for(memory_id: str, text: str, user_name: str | None = None, *, heldout: int = 1,
-                 seed: int = 0, answer: str | None = None,
+                 valid: int = 1, seed: int = 0, answer: str | None = None,
                  recall_answer: str | None = None) -> list[Example]:  # fmt: skip
     """The examples of one memory (see the module docstring). ``answer`` / ``recall_answer``
     replace its questions' / recall prompts' answer with one shared with other facts. The
-    held-out phrasing is chosen by the question (subject, predicate), not the memory: facts
-    asked the same questions hold out the same one."""
+    held-out and validation phrasings are chosen by the question (subject, predicate), not
+    the memory: facts asked the same questions hold out the same ones. A fact keeps at
+    least two phrasings to train on; with fewer, it has no validation phrasing."""
     fact = parse_fact(text, user_name)
     out = [Example(memory_id, "statement", "", fact.text + ".", "train", "")]
     if fact.relation is None:
@@ -299,10 +303,10 @@ def examples_for(memory_id: str, text: str, user_name: str | None = None, *, hel
     rng = random.Random(f"{seed}:{fact.relation}|{fact.subject.lower()}|{fact.kind.lower()}")
     rng.shuffle(questions)
     cut = max(0, len(questions) - heldout)
+    check = cut - valid if cut - valid >= 2 else cut
     for i, question in enumerate(questions):
-        out.append(
-            Example(memory_id, "question", question, said, "train" if i < cut else "heldout", fact.obj)
-        )
+        split = "train" if i < check else "valid" if i < cut else "heldout"
+        out.append(Example(memory_id, "question", question, said, split, fact.obj))
     return out
 
 
@@ -332,9 +336,10 @@ def trainable(
 
 
 def build_examples(memories: Iterable[tuple[str, str]], user_name: str | None = None, *, heldout: int = 1,
-                   seed: int = 0) -> list[Example]:  # fmt: skip
+                   valid: int = 1, seed: int = 0) -> list[Example]:  # fmt: skip
     """Examples of many ``(memory id, text)`` pairs, deduplicated by (form, prompt, answer);
-    held-out examples by what they check too (each fact of a shared answer is scored)."""
+    held-out and validation examples by what they check too (each fact of a shared answer
+    is scored)."""
     items = [(mid, text, parse_fact(text, user_name)) for mid, text in memories]
     shared: dict[tuple[str, str, str], list[Fact]] = {}
     for _, _, fact in items:
@@ -354,7 +359,7 @@ def build_examples(memories: Iterable[tuple[str, str]], user_name: str | None = 
     for memory_id, text, fact in items:
         key = _shared_key(fact)
         made = examples_for(
-            memory_id, text, user_name, heldout=heldout, seed=seed,
+            memory_id, text, user_name, heldout=heldout, valid=valid, seed=seed,
             answer=answers[key] if key is not None else None,
             recall_answer=" ".join(about[fact.subject.lower()]) if fact.relation is not None else None,
         )  # fmt: skip
@@ -363,12 +368,12 @@ def build_examples(memories: Iterable[tuple[str, str]], user_name: str | None = 
                 ex.form,
                 ex.prompt.lower(),
                 ex.answer.lower(),
-                ex.obj.lower() if ex.split == "heldout" else "",
+                ex.obj.lower() if ex.split != "train" else "",
             )
             if dedup not in seen:
                 seen.add(dedup)
                 out.append(ex)
-    # a phrasing trained for one fact is no held-out test for another
+    # a phrasing trained for one fact is no held-out (or validation) test for another
     trained = {e.prompt.lower() for e in out if e.split == "train"}
     return [e for e in out if e.split == "train" or e.prompt.lower() not in trained]
 

@@ -134,6 +134,7 @@ class ParametricMemory:
                 "data_hash": data_hash(examples),
                 "n_examples": {
                     "train": sum(e.split == "train" for e in examples),
+                    "valid": sum(e.split == "valid" for e in examples),
                     "heldout": sum(e.split == "heldout" for e in examples),
                 },
                 "evaluation": evaluation.model_dump(),

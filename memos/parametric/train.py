@@ -49,12 +49,16 @@ class TrainConfig:
     min_epochs: int = 2
     eval_every: int = 1
     max_new_tokens: int = 24
-    probe_size: int = 48  # held-out questions asked after each epoch for early stopping
+    probe_size: int = 48  # validation questions asked after each epoch for early stopping
     # anchoring: per step, this many windows of a general text (replay_text.txt, not the
     # gate's text) are pulled towards the base model's own predictions (KL divergence), so
     # the adapter changes what it must and little else
     replay: int = 4
     replay_weight: float = 1.0
+    # an epoch whose perplexity on that text rose past this ratio (the gate's default bound,
+    # on another text) is no place to stop, and of two epochs as good on the validation
+    # questions the one that moved it less is kept
+    max_drift: float = 1.05
     statements: bool = True  # also train on each memory's text itself (language-model loss)
     max_shared: int = 6  # objects of one subject's predicate trained as one answer at most
     device: str = "auto"
@@ -67,8 +71,9 @@ class TrainConfig:
 class EpochReport:
     epoch: int
     loss: float
-    heldout_recall: float
+    valid_recall: float  # on the validation questions (-1: none asked)
     seconds: float
+    drift: float = 1.0  # perplexity of the anchor text, adapter over base (1.0: no anchor)
 
 
 @dataclass
@@ -170,8 +175,11 @@ class Trainer:
         progress: Callable[[int, int, float], None] | None = None,
         on_epoch: Callable[[EpochReport], None] | None = None,
     ) -> tuple[TrainResult, Any]:
-        """Train on the ``train`` split; evaluate held-out recall each epoch; keep the best
-        (of a tie, the later)."""
+        """Train on the ``train`` split; after each epoch ask the validation questions and
+        measure the drift on the anchor text; keep the best epoch: within ``max_drift``
+        first, then by validation recall, then by the least drift (without validation
+        questions, the latest within ``max_drift``). Stop once the validation questions are
+        all answered within ``max_drift``, or when ``patience`` epochs did not improve."""
         import torch
 
         cfg = self.config
@@ -181,9 +189,10 @@ class Trainer:
             for e in examples
             if e.split == "train" and (cfg.statements or e.form != "statement")
         ]
-        heldout = [e for e in examples if e.split == "heldout" and e.obj]
-        # early stopping watches a sample of the held-out questions (the gate asks them all)
-        probe = random.Random(cfg.seed).sample(heldout, min(len(heldout), cfg.probe_size))
+        valid = [e for e in examples if e.split == "valid" and e.obj]
+        # early stopping and the choice of epoch watch a sample of the validation questions,
+        # never the held-out ones the gate asks: the adapter is not picked by its test
+        probe = random.Random(cfg.seed).sample(valid, min(len(valid), cfg.probe_size))
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         passes = max(1, math.ceil(cfg.min_steps * cfg.batch_size / max(1, len(train))))
@@ -199,8 +208,13 @@ class Trainer:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
         rng = random.Random(cfg.seed)
         result = TrainResult(state={})
-        replay = _windows(self.runtime, REPLAY_TEXT.read_text(encoding="utf-8"), 48) if cfg.replay else []
-        best, stale, step = -1.0, 0, 0
+        anchor = REPLAY_TEXT.read_text(encoding="utf-8")
+        replay = _windows(self.runtime, anchor, 48) if cfg.replay else []
+        if replay:
+            with model.disable_adapter():
+                anchor_base = perplexity(model, self.runtime, anchor, device)
+        best: tuple[float, ...] = ()
+        stale, step = 0, 0
         started = time.perf_counter()
         pad = self.runtime.pad_token_id or 0
         for epoch in range(1, cfg.epochs + 1):
@@ -240,21 +254,25 @@ class Trainer:
                     model, self.runtime, [e.prompt for e in probe], self.system_prompt, budget, device
                 )
                 recall = sum(contains(a, e.obj) for a, e in zip(answers, probe, strict=True)) / len(probe)
-            report = EpochReport(epoch, sum(losses) / max(1, len(losses)), recall, time.perf_counter() - t0)
+            # how far general text moved: the early, fast epochs can leave the adapter in a
+            # state that recalls every fact and has drifted; the anchor pulls it back later
+            drift = perplexity(model, self.runtime, anchor, device) / anchor_base if replay else 1.0
+            report = EpochReport(
+                epoch, sum(losses) / max(1, len(losses)), recall, time.perf_counter() - t0, drift
+            )
             result.epochs.append(report)
             if on_epoch:
                 on_epoch(report)
-            improved = recall > best or not probe
-            if improved or recall == best >= 0:
-                # a tie keeps the later state: more steps of the anchor, at a lower rate
+            within = drift <= cfg.max_drift
+            score = (within, recall, -drift) if probe else (within, epoch)
+            if score > best:
                 result.best_epoch, result.state = epoch, lora_state(model)
-            if improved:
-                best, stale = recall, 0
+                best, stale = score, 0
             else:
                 stale += 1
                 if epoch >= cfg.min_epochs and stale >= cfg.patience:
                     break
-            if probe and recall >= 1.0 and epoch >= cfg.min_epochs:
+            if probe and recall >= 1.0 and within and epoch >= cfg.min_epochs:
                 break
         result.train_s = time.perf_counter() - started
         result.steps = step
