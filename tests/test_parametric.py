@@ -232,6 +232,7 @@ def test_consolidation_stores_a_gated_adapter(trained: dict[str, Any]) -> None:
     # the weights kept: within the drift bound first, then the best validation recall, then
     # the least drift of the anchor text (measured each epoch, adapter over base)
     epochs = trained["epochs"]
+    assert info.hyper["max_drift"] == 1 + 100.0  # the gate's bound, as this home set it
     assert all(e.drift > 0 for e in epochs) and info.epochs[0]["drift"] == epochs[0].drift
     best = max(epochs, key=lambda e: (e.drift <= info.hyper["max_drift"], e.valid_recall, -e.drift))
     assert info.best_epoch == best.epoch

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from pydantic import TypeAdapter
 from rich.markup import escape
 
 from memos.cli.app import (
@@ -26,6 +27,7 @@ from memos.cli.app import (
 )
 from memos.cli.doctor import check_index
 from memos.cli.render import cubes_table, mapping_table, shares_table, users_table
+from memos.config import Duration
 from memos.errors import NotFound
 from memos.types import Role
 
@@ -104,10 +106,6 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, timedelta):  # as a setting is written: "1d", "90m"
-        from pydantic import TypeAdapter
-
-        from memos.config import Duration
-
         return json.dumps(TypeAdapter(Duration).dump_python(value))
     return json.dumps(str(value))
 

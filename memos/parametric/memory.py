@@ -177,8 +177,9 @@ class ParametricMemory:
         if isinstance(config, TrainConfig):
             return config
         p = self.home.settings.parametric
+        # training aims at the gate's bound (on its own anchor text): one setting, not two
         defaults = {"rank": p.rank, "alpha": p.alpha, "lr": p.lr, "epochs": p.epochs, "batch_size": p.batch_size,
-                    "seed": p.seed}  # fmt: skip
+                    "seed": p.seed, "max_drift": 1 + p.max_ppl_increase}  # fmt: skip
         try:
             cfg = TrainConfig(**{**defaults, **dict(config or {})})
         except TypeError as exc:

@@ -55,9 +55,9 @@ class TrainConfig:
     # the adapter changes what it must and little else
     replay: int = 4
     replay_weight: float = 1.0
-    # an epoch whose perplexity on that text rose past this ratio (the gate's default bound,
-    # on another text) is no place to stop, and of two epochs as good on the validation
-    # questions the one that moved it less is kept
+    # an epoch whose perplexity on that text rose past this ratio (consolidation passes the
+    # gate's 1 + max_ppl_increase; the gate measures another text) is no place to stop, and
+    # of two epochs as good on the validation questions the one that moved it less is kept
     max_drift: float = 1.05
     statements: bool = True  # also train on each memory's text itself (language-model loss)
     max_shared: int = 6  # objects of one subject's predicate trained as one answer at most
