@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -40,6 +41,15 @@ SEARCHABLE_STATES = frozenset({MemoryState.active})
 #: search (the retriever reads each candidate's state from its row) but come back without
 #: re-embedding (``search(include_archived=True)``, ``restore``)
 INDEXED_STATES = frozenset({MemoryState.active, MemoryState.archived, MemoryState.expired})
+
+#: a summary's metadata key: the digest of the text the summaries service wrote, so that a
+#: person's edit of its text is told apart from a change of its tags or importance
+SUMMARY_DIGEST = "text_sha256"
+
+
+def text_digest(text: str) -> str:
+    """The hex SHA-256 of ``text`` (UTF-8)."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class Role(StrEnum):

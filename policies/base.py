@@ -107,6 +107,8 @@ class MemoryView:
     vector: tuple[float, ...] | None = None
     #: its version (1 when added; each update, merge or summary refresh adds one)
     version: int = 1
+    #: a summary's text digest (:func:`memos.types.text_digest`); None for other types
+    digest: str | None = None
 
     @property
     def last_touched(self) -> datetime:

@@ -15,6 +15,7 @@ from memos.memories.summaries import Turn, extractive_summary
 from memos.policies.base import CubeView, MemoryView, Merge, Summarize
 from memos.policies.dedup import DedupPolicy, DedupSettings
 from memos.policies.summaries import SummariesPolicy, SummariesSettings
+from memos.types import text_digest
 
 T0 = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -73,7 +74,8 @@ def test_a_closed_session_gets_one_summary_linked_to_its_episodes(alice: Any) ->
     # linked to its episodes in the order they were said
     assert summary.provenance.source_ids == episodes and summary.provenance.session_id == "s1"
     assert not set(recent) & set(summary.provenance.source_ids)
-    assert summary.metadata == {"summary_of": "s1", "episodes": 5, "method": "extractive", "version": 1}
+    assert summary.metadata == {"summary_of": "s1", "episodes": 5, "method": "extractive", "version": 1,
+                                "text_sha256": text_digest(summary.text)}  # fmt: skip
     # the extractive fallback: the same episodes give the same text, bounded, said in order
     rows = [every(mos, cube)[e] for e in episodes]
     turns = [Turn(m.id, m.provenance.speaker, m.text, m.provenance.timestamp or m.recorded_at) for m in rows]

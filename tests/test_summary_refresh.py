@@ -12,6 +12,7 @@ import pytest
 from memos.errors import InvalidState
 from memos.policies.base import CubeView, MemoryView, RefreshSummary, Summarize
 from memos.policies.summaries import SummariesPolicy, SummariesSettings
+from memos.types import text_digest
 
 T0 = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -82,7 +83,8 @@ def test_a_resumed_session_gets_its_summary_refreshed_not_a_second_one(alice: An
     (new,) = summaries(mos, cube)  # the same memory, a new version
     assert new.id == summary.id and new.version == 2 and new.state == "active"
     assert new.provenance.source_ids == [*first, *later]
-    assert new.metadata == {"summary_of": "s1", "episodes": 7, "method": "extractive", "version": 2}
+    assert new.metadata == {"summary_of": "s1", "episodes": 7, "method": "extractive", "version": 2,
+                            "text_sha256": text_digest(new.text)}
     assert "Pixel" in new.text and "Feedzai" in new.text
     history = mos.history(summary.id, user_id="alice")
     assert [(v.version, v.text, v.actor) for v in history.versions] == [
@@ -156,6 +158,28 @@ def test_a_summary_edited_by_a_person_is_not_rewritten_by_the_policy(alice: Any)
     assert isinstance(refresh, RefreshSummary) and mos.get(summary.id, user_id="alice").version == 4
 
 
+def test_a_summary_whose_tags_or_importance_changed_is_still_refreshed(alice: Any) -> None:
+    mos, cube = alice
+    summary, first, later = summarised_then_resumed(mos, cube)
+    assert summary.metadata["text_sha256"] == text_digest(summary.text)
+    # a person files it and marks it important: a new version, but the words are the service's
+    mos.update(summary.id, user_id="alice", tags=["trip"], importance=0.9)
+    assert mos.get(summary.id, user_id="alice").version == 2
+    mos.clock.advance(days=2)
+    (refresh,) = actions(mos.policies.apply(), "summaries")
+    assert isinstance(refresh, RefreshSummary) and refresh.version == 2
+    kept = mos.get(summary.id, user_id="alice")
+    assert kept.version == 3 and "Pixel" in kept.text and kept.provenance.source_ids == [*first, *later]
+    assert kept.tags == ["trip"] and kept.importance == 0.9  # the person's changes stay
+    assert kept.metadata["text_sha256"] == text_digest(kept.text)
+    # then the person rewrites it: from now on the policy leaves it alone
+    mos.update(summary.id, user_id="alice", text="Alice's trip, in her words.")
+    talk(mos, cube, [("user", "Alice", "Pixel learned to open the kitchen cupboard doors today.")])
+    mos.clock.advance(days=2)
+    assert actions(mos.policies.apply(), "summaries") == []
+    assert mos.get(summary.id, user_id="alice").text == "Alice's trip, in her words."
+
+
 def _mem(mid: str, **kw: Any) -> MemoryView:
     values: dict[str, Any] = {
         "id": mid, "type": "episode", "state": "active", "importance": 0.5, "tags": (), "metadata": {},
@@ -183,6 +207,12 @@ def test_refresh_decision_rules() -> None:
     assert (r.memory_id, r.version, r.memory_ids[0]) == ("sum", 1, "sum")
     assert r.episode_ids == ("e0", "e1", "e2", "e3", "e4")  # the whole session, archived turns too
     assert r.as_dict()["action"] == "refresh_summary" and r.as_dict()["version"] == 1
+    # with the digest of the text the service wrote, only a change of that text is an edit
+    digest = {**own, "text_sha256": "d1"}
+    retagged = _mem("sum", type="summary", metadata=digest, source_ids=summary.source_ids, version=3, digest="d1")
+    assert len(decide(retagged, timedelta(days=4))) == 1
+    rewritten = _mem("sum", type="summary", metadata=digest, source_ids=summary.source_ids, version=1, digest="d2")
+    assert decide(rewritten, timedelta(days=4)) == []
     # a summary written before refresh existed (no version key) is refreshed too
     legacy = {k: v for k, v in own.items() if k != "version"}
     unversioned = _mem("sum", type="summary", metadata=legacy, source_ids=summary.source_ids)

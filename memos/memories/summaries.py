@@ -48,7 +48,7 @@ from memos.plaintext.convert import memory_from_row, snapshot
 from memos.protocols import Extractor, Runtime
 from memos.runtime import ChatMessage, GenerationParams
 from memos.storage.relational.models import MemoryRow, MessageRow
-from memos.types import MemoryItem
+from memos.types import SUMMARY_DIGEST, MemoryItem, text_digest
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,9 @@ class Summaries:
                 existing = self._existing(s, cube_id, session_id)
                 if existing is not None and (read_version is None or _covers(existing, turns)):
                     return memory_from_row(existing)  # another worker got there first
-                meta: dict[str, object] = {"summary_of": session_id, "episodes": len(turns), "method": method}
+                meta: dict[str, object] = {
+                    "summary_of": session_id, "episodes": len(turns), "method": method, SUMMARY_DIGEST: text_digest(text),
+                }  # fmt: skip
                 if error is not None:
                     meta["llm_error"] = error[:300]
                 if existing is not None:

@@ -64,7 +64,7 @@ from memos.scheduler.jobs import Job
 from memos.scheduler.service import POLICY_JOB, Scheduler
 from memos.scheduler.worker import JobContext
 from memos.storage.relational.models import AuditRow, CubeRow, MemoryRow
-from memos.types import AuditEvent, MemoryState
+from memos.types import AuditEvent, MemoryState, text_digest
 
 log = logging.getLogger(__name__)
 
@@ -485,6 +485,9 @@ class Policies:
             owner = cube.owner_id
             keys = statement_keys(s, cube_id)
             artifacts = self.artifacts.views(s, cube_id, {r[0]: (r[2], r[14]) for r in rows})
+            # summaries' texts, few and short: whether a person rewrote one (the summaries policy)
+            texts = s.execute(select(m.id, m.text).where(m.cube_id == cube_id, m.type == "summary"))
+            digests = {str(mid): text_digest(str(text)) for mid, text in texts}
         memories = tuple(
             MemoryView(
                 id=r[0],
@@ -504,6 +507,7 @@ class Policies:
                 text_key=keys[r[0]][0] if r[0] in keys else None,
                 relations=keys[r[0]][1] if r[0] in keys else frozenset(),
                 version=int(r[14]),
+                digest=digests.get(r[0]),
             )
             for r in rows
         )

@@ -15,9 +15,12 @@ memory (``refresh_summary``: the history keeps the old text; its provenance grow
 whole session), so the later turns are covered too; until then they are not, and capacity
 treats them as uncovered episodes (``min_episodes`` is for the first summary: one later
 turn is enough). Once refreshed it links to every episode, so the next run leaves it
-alone. A summary a person changed (its version is past the one the summaries service
-wrote, ``metadata["version"]``) or added by hand (no ``summary_of``) is never rewritten by
-the policy: its words are theirs, and a machine summary would silently replace them —
+alone. A summary whose text a person changed (its text is no longer the one the summaries
+service wrote, whose digest it keeps in ``metadata["text_sha256"]``; for a summary written
+before that key, its version is past the one the service wrote, ``metadata["version"]``)
+or added by hand (no ``summary_of``) is never rewritten by the policy: its words are
+theirs, and a machine summary would silently replace them — a change of its tags or
+importance is no such edit —
 ``summarize_session(..., refresh=True)`` rewrites it when they ask. A deleted, expired or
 superseded summary is left as it is too, and no second one is written. Off by default
 (``after = null``).
@@ -42,7 +45,7 @@ from memos.policies.base import (
     Summarize,
     format_duration,
 )
-from memos.types import AuditEvent, MemoryState
+from memos.types import SUMMARY_DIGEST, AuditEvent, MemoryState
 
 
 class SummariesSettings(PolicySettings):
@@ -115,10 +118,10 @@ class SummariesPolicy(Policy):
 
 
 def _written_by_service(summary: MemoryView, session_id: str) -> bool:
-    """A live summary whose current version the summaries service wrote (not a person)."""
+    """A live summary whose current text the summaries service wrote (not a person)."""
     meta = summary.metadata
-    return (
-        summary.state in (MemoryState.active, MemoryState.archived)
-        and meta.get("summary_of") == session_id
-        and meta.get("version", 1) == summary.version  # summaries written before refresh had no key
-    )
+    if summary.state not in (MemoryState.active, MemoryState.archived) or meta.get("summary_of") != session_id:
+        return False
+    if SUMMARY_DIGEST in meta:
+        return meta[SUMMARY_DIGEST] == summary.digest
+    return meta.get("version", 1) == summary.version  # written before the digest (or refresh) existed
