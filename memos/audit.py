@@ -62,6 +62,7 @@ ACTIONS: dict[EventKind, str] = {
     EventKind.policy_failed: "policy_failed",
     EventKind.policy_set: "policy_set",
     EventKind.policy_applied: "policy_applied",
+    EventKind.blobs_swept: "blob_sweep",
 }
 
 

@@ -56,6 +56,7 @@ class EventKind(StrEnum):
     policy_failed = "policy_failed"  # a policy raised; details: policy, error (the others still ran)
     policy_set = "policy_set"  # a cube's policy setting changed; details: policy, key, value
     policy_applied = "policy_applied"  # a policy's action on derived memory; details: policy, action, …
+    blobs_swept = "blobs_swept"  # blob files no row names removed (no cube); details: removed, files, grace
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,13 +21,13 @@ from typing import Any
 
 import pytest
 from conftest import Clock
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from typer.testing import CliRunner
 
 from memos.blobs import BlobStore
 from memos.cli import app
 from memos.errors import InvalidInput, PermissionDenied
-from memos.storage.relational.models import BlobRow
+from memos.storage.relational.models import AuditRow, BlobRow
 
 KIND = "maintenance.sweep_blobs"
 HOUR = 3600.0
@@ -133,6 +133,48 @@ def test_ticking_workers_queue_one_sweep_per_interval(make_mos: Any, backend: st
     assert [j.state for j in mos.scheduler.jobs(kind=KIND)] == ["done", "done"]
     assert [j.kind for j in mos.scheduler.jobs(state="queued")] == []  # not ticked since
     assert {j.kind for jobs in (w.tick() for w in workers) for j in jobs} == {KIND}
+
+
+def test_a_shorter_interval_brings_the_queued_sweep_forward_and_off_stops_it(make_mos: Any) -> None:
+    clock = Clock()
+    mos = make_mos(clock=clock)
+    [queued] = mos.scheduler.tick()
+    assert abs(queued.run_after - (queued.created_at + timedelta(days=1))) < timedelta(seconds=1)
+    blobs = BlobStore(mos.home.settings.home)
+    orphan = blobs.write(b"left by a crash")
+    _age(blobs.path(orphan), 2 * HOUR)
+    mos.close()
+    # the operator shortens the interval and restarts the worker: the queued one is due sooner
+    mos = make_mos(clock=clock, scheduler={"blob_sweep_interval": "1h"})
+    assert mos.scheduler.tick() == []
+    [job] = mos.scheduler.jobs(kind=KIND, state="queued")
+    assert (job.id, job.run_after) == (queued.id, queued.created_at + timedelta(hours=1))
+    clock.advance(minutes=61)
+    assert mos.scheduler.run_worker(until_idle=True) == 1
+    assert mos.scheduler.get(queued.id).result == {"removed": 1, "files": [f"{orphan}.safetensors"]}
+    # the sweep is in the audit log: no cube, who ran it, what went
+    with mos.home.store.read_session() as s:
+        rows = s.scalars(select(AuditRow).where(AuditRow.action == "blob_sweep")).all()
+    assert [(r.cube_id, r.actor, r.details) for r in rows] == [
+        (None, "scheduler", {"removed": 1, "files": [f"{orphan}.safetensors"], "grace": HOUR})
+    ]
+    [nxt] = mos.scheduler.tick()  # an hour after that one ended; lengthening it leaves it be
+    mos.close()
+    mos = make_mos(clock=clock, scheduler={"blob_sweep_interval": "2d"})
+    assert mos.scheduler.tick() == [] and mos.scheduler.get(nxt.id).run_after == nxt.run_after
+    mos.close()
+    # turned off: the sweep the ticks queued runs without sweeping; one asked for by hand sweeps
+    mos = make_mos(clock=clock, scheduler={"blob_sweep_interval": "off"})
+    other = blobs.write(b"another crash")
+    _age(blobs.path(other), 2 * HOUR)
+    clock.advance(hours=2)
+    assert mos.scheduler.run_worker(until_idle=True) == 1
+    assert mos.scheduler.get(nxt.id).result == {
+        "removed": 0, "files": [], "skipped": "scheduler.blob_sweep_interval is off"
+    }  # fmt: skip
+    assert blobs.path(other).exists() and mos.scheduler.tick() == []
+    mos.scheduler.enqueue(KIND, {})
+    assert mos.scheduler.run_worker(until_idle=True) == 1 and not blobs.path(other).exists()
 
 
 def test_the_sweep_settings_and_off(make_mos: Any, tmp_path: Path) -> None:

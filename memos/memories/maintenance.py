@@ -30,6 +30,7 @@ from memos import acl
 from memos.audit import Recording
 from memos.blobs import BlobStore
 from memos.errors import InvalidInput, PermissionDenied
+from memos.events import Event, EventKind
 from memos.home import Home
 from memos.memories.common import run_extractor
 from memos.plaintext.sealing import SealedIndex
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 
 #: episodes per deferred-extraction job (its payload stays well under the jobs' limit)
 PER_JOB = 2000
+#: a blob sweep's audit row names at most this many of the files it removed (all are counted)
+AUDIT_FILES = 100
 #: the states a memory of the queue is extracted in (a deleted one is skipped)
 _EXTRACTED_STATES = ("active", "archived")
 
@@ -334,7 +337,7 @@ class Maintenance:
         self.home.optimize_in_rounds()
 
     def sweep_blobs(
-        self, *, grace: float | timedelta | None = None, user_id: str | None = None
+        self, *, grace: float | timedelta | None = None, user_id: str | None = None, actor: str = "operator"
     ) -> builtins.list[str]:
         """Delete the blob files no ``blobs`` row names (a KV prefix or adapter whose row
         went, with the process killed before its file did; a file written for a row that
@@ -343,7 +346,8 @@ class Maintenance:
         another process's write whose row has not committed yet. ``grace=0`` only while no
         other process can write blobs (:meth:`MemOS.repair` under the home's lock). The
         scheduler runs it as the job ``maintenance.sweep_blobs``; the home's operator only.
-        Returns the names of the files removed."""
+        Returns the names of the files removed; a sweep that removed any is audited
+        (``blob_sweep``, no cube, the first :data:`AUDIT_FILES` names) as ``actor``'s."""
         if user_id is not None:
             raise PermissionDenied("only the home's operator (no user) may sweep the blob files")
         if grace is None:
@@ -361,6 +365,10 @@ class Maintenance:
         removed = BlobStore(self.home.settings.home).sweep(known, grace=float(seconds))
         if removed:
             log.info("removed %d blob files no row names: %s", len(removed), ", ".join(removed[:5]))
+            details = {"removed": len(removed), "files": removed[:AUDIT_FILES], "grace": float(seconds)}
+            event = Event(EventKind.blobs_swept, self.home.clock(), actor, None, (), None, details)
+            with self.home.recording() as rec, self.home.store.session() as s:
+                rec.record(s, event)
         return removed
 
     def optimize_index(self) -> bool:

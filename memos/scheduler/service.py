@@ -16,7 +16,8 @@ is older than the interval (keyed by cube: several workers ticking queue it once
 ``maintenance.sweep_blobs`` removes the blob files no row names, older than
 ``scheduler.blob_sweep_grace`` (:meth:`memos.memories.maintenance.Maintenance.sweep_blobs`);
 with ``scheduler.blob_sweep_interval`` set (a day by default) the ticks keep one queued,
-due an interval after the last one ended (the first: an interval after the first tick).
+due an interval after the last one ended (the first: an interval after the first tick),
+brought forward when the interval is shortened; turned off, the one queued does nothing.
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from memos import acl
 from memos.errors import InvalidInput, NotFound, PermissionDenied
 from memos.home import Home
 from memos.memories.maintenance import Maintenance
-from memos.scheduler.jobs import RUNNING, STATES, Backoff, Job, JobQueue
+from memos.scheduler.jobs import QUEUED, RUNNING, STATES, Backoff, Job, JobQueue
 from memos.scheduler.worker import Handler, JobContext, Worker, installed_handlers, load_handler
 from memos.storage.relational.models import EXTRACT_JOB, LIVE_JOB_STATES, AclRow, CubeRow, JobRow
 
@@ -187,27 +188,43 @@ class Scheduler:
             return [self.queue.enqueue(POLICY_JOB, {}, cube_id=c, key=c, session=s) for c in due]
 
     def _tick_blob_sweep(self) -> list[Job]:
-        """Queue the next ``maintenance.sweep_blobs`` unless one is queued or running: due
-        ``scheduler.blob_sweep_interval`` after the last one ended (or, the first, after now)."""
+        """Keep the next ``maintenance.sweep_blobs`` queued: due ``scheduler.blob_sweep_interval``
+        after the last one ended (or, the first, after now). A queued one due later than
+        that (the interval was shortened since it was queued) is brought forward."""
         interval = self.home.settings.scheduler.blob_sweep_interval
         if interval is None or SWEEP_JOB not in self.handlers:
             return []
         with self.home.store.read_session() as s:
-            live = select(JobRow.id).where(  # the live-key index: cheap at every tick
-                JobRow.kind == SWEEP_JOB, JobRow.dedup_key == SWEEP_JOB, JobRow.state.in_(LIVE_JOB_STATES)
-            )
-            if s.scalar(live.limit(1)) is not None:
-                return []
-            ended = func.max(func.coalesce(JobRow.finished_at, JobRow.created_at))
-            last = s.scalar(select(ended).where(JobRow.kind == SWEEP_JOB))
+            live = s.execute(  # the live-key index: cheap at every tick
+                select(JobRow.id, JobRow.state, JobRow.run_after).where(
+                    JobRow.kind == SWEEP_JOB, JobRow.dedup_key == SWEEP_JOB, JobRow.state.in_(LIVE_JOB_STATES)
+                )
+            ).first()
+            ended = select(func.max(JobRow.finished_at)).where(JobRow.kind == SWEEP_JOB)
+            last = s.scalar(ended.where(JobRow.finished_at.is_not(None)))
+            if live is not None and last is None:  # none ended yet: the queued one counts from when it was queued
+                last = s.scalar(select(JobRow.created_at).where(JobRow.id == live.id))
         now = self.home.clock()
         due = now + interval if last is None else max(now, last + interval)
-        return [self.queue.enqueue(SWEEP_JOB, {}, key=SWEEP_JOB, run_after=due)]
+        if live is None:
+            return [self.queue.enqueue(SWEEP_JOB, {}, key=SWEEP_JOB, run_after=due)]
+        if live.state == RUNNING or live.run_after <= due:
+            return []
+        with self.home.store.session() as s:  # only while it is still queued (no worker took it)
+            s.execute(
+                update(JobRow)
+                .where(JobRow.id == live.id, JobRow.state == QUEUED, JobRow.run_after > due)
+                .values(run_after=due, updated_at=now)
+            )
+        return []
 
     def _run_blob_sweep(self, ctx: JobContext) -> dict[str, Any]:
         """``maintenance.sweep_blobs``: says how many files went, and which (the first
-        :data:`SWEEP_LISTED`)."""
-        removed = self._maintenance.sweep_blobs(grace=ctx.job.payload.get("grace"))
+        :data:`SWEEP_LISTED`). One the ticks queued does nothing once
+        ``scheduler.blob_sweep_interval`` is off (an operator's own runs still sweep)."""
+        if ctx.job.key == SWEEP_JOB and self.home.settings.scheduler.blob_sweep_interval is None:
+            return {"removed": 0, "files": [], "skipped": "scheduler.blob_sweep_interval is off"}
+        removed = self._maintenance.sweep_blobs(grace=ctx.job.payload.get("grace"), actor="scheduler")
         return {"removed": len(removed), "files": removed[:SWEEP_LISTED]}
 
     def _run_extraction(self, ctx: JobContext) -> dict[str, Any]:
