@@ -1,8 +1,8 @@
 """``mos.policies``: the scheduler's policies, run over each cube (plan, apply, settings).
 
 A policy (:mod:`memos.policies.base`) is a pure decision: it gets a read-only
-:class:`~memos.policies.base.CubeView` built here from the rows and access statistics
-(and the statements' vectors, embedded only when an enabled policy ``needs_vectors``),
+:class:`~memos.policies.base.CubeView` (:mod:`memos.scheduler.views`: the rows and access
+statistics, and the statements' vectors, embedded only when an enabled policy ``needs_vectors``),
 the cube's audit events since the last apply and the time ``now`` (the home's clock),
 and returns actions as data. :meth:`Policies.plan` asks every policy in order, each
 seeing the view as the earlier ones left it; :meth:`Policies.apply` computes the very
@@ -32,24 +32,20 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import func, select
 
 from memos import acl, registry
 from memos.activation import ActivationMemory
 from memos.errors import InvalidInput, MemosError, NotFound
 from memos.events import Event, EventKind
 from memos.home import Home
-from memos.memories.lifecycle import Lifecycle, statement_keys
+from memos.memories.lifecycle import Lifecycle
 from memos.memories.summaries import Summaries
 from memos.parametric import ParametricMemory
-from memos.plaintext.convert import event_from_row
 from memos.policies.base import (
     Action,
     Archive,
     ArtifactAction,
-    CubeView,
     Expire,
-    MemoryView,
     Merge,
     Policy,
     Purge,
@@ -62,15 +58,14 @@ from memos.policies.parametric import allowed as training_allowed
 from memos.scheduler.artifacts import Artifacts
 from memos.scheduler.jobs import Job
 from memos.scheduler.service import POLICY_JOB, Scheduler
+from memos.scheduler.views import APPLIED_AT, CubeViews
 from memos.scheduler.worker import JobContext
-from memos.storage.relational.models import AuditRow, CubeRow, MemoryRow
-from memos.types import AuditEvent, MemoryState, text_digest
+from memos.storage.relational.models import CubeRow
+from memos.types import MemoryState
 
 log = logging.getLogger(__name__)
 
 GROUP = "memos.policies"
-#: the audit events a policy is shown at most (the newest since the last apply)
-MAX_EVENTS = 1000
 #: the states each action may start from
 _FROM: dict[type[Action], frozenset[str]] = {
     Archive: frozenset({MemoryState.active}),
@@ -81,9 +76,6 @@ _FROM: dict[type[Action], frozenset[str]] = {
     RefreshSummary: frozenset({MemoryState.active, MemoryState.archived}),
     Merge: frozenset({MemoryState.active}),
 }
-_APPLIED_AT = "policies_applied_at"
-#: ids per IN (…) query
-_CHUNK = 500
 
 
 @dataclass(slots=True)
@@ -174,8 +166,8 @@ class Policies:
         self._loaded: dict[str, Policy] | None = None
         #: installed policies that could not be loaded, with why (reported in every plan)
         self._broken: dict[str, str] = {}
-        #: per cube, its statements' vectors by memory id, with the version embedded
-        self._vectors: dict[str, dict[str, tuple[int, tuple[float, ...]]]] = {}
+        #: the read-only views of the cubes the policies decide on
+        self.views = CubeViews(home, self.artifacts)
         scheduler.register(POLICY_JOB, self._run_job)
 
     # ------------------------------------------------------------------ which policies
@@ -350,14 +342,14 @@ class Policies:
 
     def _plan(self, cube_id: str, now: datetime) -> tuple[CubePlan, str]:
         """The cube's plan at ``now`` and its owner (whose access the actions run under)."""
-        view, events = self._view(cube_id)
+        view, events = self.views.view(cube_id)
         overrides = self._cube_settings(cube_id)
         policies = self.installed()
         configs = {p.name: self._configure(p, overrides.get(p.name)) for p in policies}
         unembedded = None  # why the statements have no vectors, when a policy needed them
         if any(needs for _, needs in configs.values()):
             try:
-                view = view.with_vectors(self._statement_vectors(view))
+                view = view.with_vectors(self.views.statement_vectors(view))
             except Exception as exc:  # noqa: BLE001 - the policies that need vectors fail; the others run
                 log.warning("could not embed the statements of cube %s: %s", cube_id, exc)
                 unembedded = f"could not embed the cube's statements: {type(exc).__name__}: {exc}"[:500]
@@ -416,39 +408,6 @@ class Policies:
         except Exception as exc:  # noqa: BLE001 - reported as the policy's failure in the plan
             return exc, False
 
-    def _statement_vectors(self, view: CubeView) -> dict[str, tuple[float, ...]]:
-        """The dense vectors of the cube's live statements (those with a text key).
-
-        Embedded with the home's embedder from the rows' texts: for a statement the very
-        text and model its index point was embedded from (:func:`memos.plaintext.indexer.index_text`),
-        but the index cannot be read back by id (:class:`memos.protocols.VectorIndex`
-        searches, it does not return vectors) and is derived: a statement still pending in
-        its outbox, or quarantined, has no point there, and the newest duplicate is the one
-        most likely not indexed yet. Kept in this process per memory and version, so each
-        statement is embedded once per version, not at every apply."""
-        wanted = [m.id for m in view.memories if m.text_key is not None]
-        known = self._vectors.get(view.cube_id, {})
-        with self.home.store.read_session() as s:
-            versions: dict[str, int] = {}
-            for i in range(0, len(wanted), _CHUNK):
-                ids = MemoryRow.id.in_(wanted[i : i + _CHUNK])
-                versions.update(
-                    (mid, int(v)) for mid, v in s.execute(select(MemoryRow.id, MemoryRow.version).where(ids))
-                )
-            missing = [mid for mid, v in versions.items() if mid not in known or known[mid][0] != v]
-            rows: list[tuple[str, int, str]] = []
-            for i in range(0, len(missing), _CHUNK):
-                ids = MemoryRow.id.in_(missing[i : i + _CHUNK])
-                q = select(MemoryRow.id, MemoryRow.version, MemoryRow.text).where(ids)
-                rows += [(mid, int(v), str(t)) for mid, v, t in s.execute(q)]
-        embedded = self.home.embedder.embed([t for _, _, t in rows]) if rows else []
-        fresh = {mid: known[mid] for mid in versions if mid in known and known[mid][0] == versions[mid]}
-        fresh.update(
-            {mid: (v, tuple(map(float, vec))) for (mid, v, _), vec in zip(rows, embedded, strict=True)}
-        )
-        self._vectors[view.cube_id] = fresh  # only the cube's live statements stay cached
-        return {mid: vec for mid, (_, vec) in fresh.items()}
-
     def training_blocked(self, cube_id: str | None) -> str | None:
         """Why the cube's parametric policy does not let training start now, or None."""
         policy = next((p for p in self.installed() if p.name == "parametric"), None)
@@ -457,63 +416,12 @@ class Policies:
         cfg = self._resolve(policy, self._cube_settings(cube_id).get("parametric"))
         if not isinstance(cfg, ParametricSettings) or not cfg.enabled:
             return "the parametric policy is off for this cube"
-        return training_allowed(self._view(cube_id)[0], self.home.clock(), cfg)
+        return training_allowed(self.views.view(cube_id)[0], self.home.clock(), cfg)
 
     def _cube_settings(self, cube_id: str) -> dict[str, Any]:
         with self.home.store.read_session() as s:
             row = s.get(CubeRow, cube_id)
             return dict((row.settings or {}).get("policies") or {}) if row is not None else {}
-
-    def _view(self, cube_id: str) -> tuple[CubeView, list[AuditEvent]]:
-        self.home.access.flush()  # the hits a policy reads are the ones searches made
-        m = MemoryRow
-        columns = (
-            m.id, m.type, m.state, m.importance, m.tags, m.meta, m.recorded_at, m.updated_at,
-            m.retired_at, m.hits, m.last_accessed, m.session_id, m.source_ids, func.length(m.text),
-            m.version,
-        )  # fmt: skip
-        with self.home.store.read_session() as s:
-            cube = s.get(CubeRow, cube_id)
-            if cube is None:
-                raise NotFound(f"unknown cube {cube_id!r}")
-            rows = s.execute(select(*columns).where(m.cube_id == cube_id).order_by(m.recorded_at, m.id)).all()
-            since = (cube.settings or {}).get(_APPLIED_AT)
-            q = select(AuditRow).where(AuditRow.cube_id == cube_id)
-            if since is not None:
-                q = q.where(AuditRow.ts > datetime.fromisoformat(since))
-            events = [event_from_row(e) for e in s.scalars(q.order_by(AuditRow.id.desc()).limit(MAX_EVENTS))]
-            owner = cube.owner_id
-            keys = statement_keys(s, cube_id)
-            artifacts = self.artifacts.views(s, cube_id, {r[0]: (r[2], r[14]) for r in rows})
-            # summaries' texts, few and short: whether a person rewrote one (the summaries policy)
-            texts = s.execute(select(m.id, m.text).where(m.cube_id == cube_id, m.type == "summary"))
-            digests = {str(mid): text_digest(str(text)) for mid, text in texts}
-        memories = tuple(
-            MemoryView(
-                id=r[0],
-                type=r[1],
-                state=r[2],
-                importance=float(r[3]),
-                tags=tuple(str(t) for t in r[4] or ()),
-                metadata=dict(r[5] or {}),
-                recorded_at=r[6],
-                updated_at=r[7],
-                retired_at=r[8],
-                hits=int(r[9] or 0),
-                last_accessed=r[10],
-                session_id=r[11],
-                source_ids=tuple(r[12] or ()),
-                chars=int(r[13] or 0),
-                text_key=keys[r[0]][0] if r[0] in keys else None,
-                relations=keys[r[0]][1] if r[0] in keys else frozenset(),
-                version=int(r[14]),
-                digest=digests.get(r[0]),
-            )
-            for r in rows
-        )
-        runtime = self.home.settings.runtime.name
-        view = CubeView(cube_id, owner, memories, artifacts, runtime, self.artifacts.lora_format())
-        return view, events[::-1]
 
     def _carry_out(self, plan: CubePlan, owner: str, now: datetime) -> None:
         """Run each action through the lifecycle service as ``policy:<name>``; record failures."""
@@ -568,7 +476,7 @@ class Policies:
             rec.record(s, *records)
             row = s.get(CubeRow, plan.cube_id)
             if row is not None:
-                row.settings = {**(row.settings or {}), _APPLIED_AT: now.isoformat()}
+                row.settings = {**(row.settings or {}), APPLIED_AT: now.isoformat()}
 
 
 def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
