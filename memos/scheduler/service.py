@@ -196,14 +196,13 @@ class Scheduler:
             return []
         with self.home.store.read_session() as s:
             live = s.execute(  # the live-key index: cheap at every tick
-                select(JobRow.id, JobRow.state, JobRow.run_after).where(
+                select(JobRow.id, JobRow.state, JobRow.run_after, JobRow.created_at).where(
                     JobRow.kind == SWEEP_JOB, JobRow.dedup_key == SWEEP_JOB, JobRow.state.in_(LIVE_JOB_STATES)
                 )
             ).first()
-            ended = select(func.max(JobRow.finished_at)).where(JobRow.kind == SWEEP_JOB)
-            last = s.scalar(ended.where(JobRow.finished_at.is_not(None)))
-            if live is not None and last is None:  # none ended yet: the queued one counts from when it was queued
-                last = s.scalar(select(JobRow.created_at).where(JobRow.id == live.id))
+            last = s.scalar(select(func.max(JobRow.finished_at)).where(JobRow.kind == SWEEP_JOB))
+        if live is not None and last is None:  # none ended yet: the queued one counts from when it was queued
+            last = live.created_at
         now = self.home.clock()
         due = now + interval if last is None else max(now, last + interval)
         if live is None:
